@@ -1,0 +1,262 @@
+"""BaseImage: one whole-slide image and what the QC learns about it.
+
+After HistoQC's BaseImage: one object per slide carries the open slide, the
+images read at each work size, the masks the QC steps make and the values to
+report, through uniform steps. Unlike HistoQC's it has typed parameters and
+no module-level state, and it is picklable (the OpenSlide handle and the pixel
+cache are dropped and reopened on demand), so Prefect and Dask can pass it
+between processes.
+
+Work sizes
+----------
+A work size names the resolution a step works at, in one of two forms:
+
+* a magnification, ``"1.25x"``: the objective power the image should look
+  like it was scanned at. Needs the slide's objective power, or else its
+  microns per pixel (10 µm / magnification per pixel, so 40x = 0.25 µm/px);
+* a pixel size, ``"1000"``: the image's longest side in pixels.
+
+The image is read from the smallest pyramid level that still has at least
+the wanted resolution and then resized down, so level 0 of a large slide is
+never read whole.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import openslide
+
+# Reading more than this many pixels in one call is refused: it is the sign of a
+# work size that asks for (nearly) level 0 of a whole slide.
+MAX_READ_PIXELS = 400_000_000
+MICRONS_AT_1X = 10.0  # 1x objective ~ 10 µm per pixel, so 40x ~ 0.25 µm per pixel
+
+_MAGNIFICATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[xX]\s*$")
+_PIXELS = re.compile(r"^\s*(\d+)\s*$")
+
+
+class SlideError(Exception):
+    """A slide that cannot be quality-checked; the message names the slide."""
+
+
+@dataclass(frozen=True)
+class WorkSize:
+    """A parsed work size: a magnification (``"1.25x"``) or a longest side in pixels (``"1000"``)."""
+
+    text: str
+    magnification: float | None = None
+    longest_side: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | float | int, parameter: str = "work size") -> WorkSize:
+        raw = str(text)
+        if match := _MAGNIFICATION.match(raw):
+            value = float(match.group(1))
+            if value <= 0:
+                raise ValueError(f"{parameter}: magnification must be > 0, got {raw!r}")
+            return cls(text=f"{value:g}x", magnification=value)
+        if match := _PIXELS.match(raw):
+            value = int(match.group(1))
+            if value < 16:
+                raise ValueError(f"{parameter}: pixel size must be >= 16, got {raw!r}")
+            return cls(text=str(value), longest_side=value)
+        raise ValueError(
+            f"{parameter}: {raw!r} is not a work size; use a magnification like '1.25x' "
+            "or a longest side in pixels like '1000'")
+
+
+@dataclass
+class LevelRead:
+    """One pixel read from the slide, recorded so tests and profiles can see what was read."""
+
+    level: int
+    location: tuple[int, int]
+    size: tuple[int, int]
+    seconds: float
+
+
+@dataclass
+class MaskStep:
+    """What one QC step did to the tissue: HistoQC's ``relative2mask``."""
+
+    name: str
+    removed_fraction: float  # fraction of the tissue before the step that the step flagged
+
+
+class BaseImage:
+    """One slide: its OpenSlide handle, images per work size, masks and results."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.name = self.path.name
+        self.masks: dict[str, np.ndarray] = {}
+        self.results: dict[str, Any] = {}
+        self.mask_steps: list[MaskStep] = []
+        self.timings: dict[str, float] = {}
+        self.reads: list[LevelRead] = []
+        self._images: dict[str, np.ndarray] = {}
+        self._slide: openslide.OpenSlide | None = None
+        self._open()
+        self.vendor = self._slide.properties.get(openslide.PROPERTY_NAME_VENDOR, "unknown")
+        self.dimensions: tuple[int, int] = self._slide.dimensions
+        self.level_dimensions: tuple[tuple[int, int], ...] = self._slide.level_dimensions
+        self.level_downsamples: tuple[float, ...] = self._slide.level_downsamples
+        self.objective_power = _float_property(self._slide, openslide.PROPERTY_NAME_OBJECTIVE_POWER)
+        self.mpp = _float_property(self._slide, openslide.PROPERTY_NAME_MPP_X)
+
+    # --- opening, pickling ---------------------------------------------------------
+
+    def _open(self) -> None:
+        if not self.path.is_file():
+            raise SlideError(f"{self.path}: no such file")
+        if self.path.stat().st_size == 0:
+            raise SlideError(f"{self.name}: empty file (0 bytes)")
+        try:
+            self._slide = openslide.OpenSlide(str(self.path))
+        except openslide.OpenSlideUnsupportedFormatError:
+            raise SlideError(f"{self.name}: not a slide OpenSlide can read") from None
+        except (openslide.OpenSlideError, OSError) as error:
+            raise SlideError(f"{self.name}: cannot open: {_one_line(error)}") from None
+
+    @property
+    def slide(self) -> openslide.OpenSlide:
+        if self._slide is None:
+            self._open()
+        return self._slide
+
+    def close(self) -> None:
+        if self._slide is not None:
+            self._slide.close()
+            self._slide = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_slide"] = None  # an OpenSlide handle cannot cross processes
+        state["_images"] = {}  # nor should large pixel arrays: they are re-read on demand
+        return state
+
+    def __repr__(self) -> str:
+        return f"BaseImage({self.name!r}, {self.dimensions[0]}x{self.dimensions[1]}, masks={list(self.masks)})"
+
+    # --- work sizes ----------------------------------------------------------------
+
+    @property
+    def base_magnification(self) -> float | None:
+        """Level 0's magnification: the objective power, else derived from microns per pixel."""
+        if self.objective_power:
+            return self.objective_power
+        if self.mpp:
+            return MICRONS_AT_1X / self.mpp
+        return None
+
+    def downsample_for(self, work_size: str | WorkSize) -> float:
+        """The downsample from level 0 that gives ``work_size`` (>= 1 means smaller than level 0)."""
+        size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
+        if size.longest_side is not None:
+            return max(self.dimensions) / size.longest_side
+        base = self.base_magnification
+        if base is None:
+            raise SlideError(
+                f"{self.name}: no objective power or microns per pixel in the slide, so work size "
+                f"{size.text!r} cannot be used; pass a pixel work size such as '2000' instead")
+        return base / size.magnification
+
+    def work_shape(self, work_size: str | WorkSize) -> tuple[int, int]:
+        """(rows, cols) of the image at ``work_size``."""
+        downsample = max(self.downsample_for(work_size), 1.0)
+        width, height = self.dimensions
+        return max(1, round(height / downsample)), max(1, round(width / downsample))
+
+    def microns_per_pixel(self, work_size: str | WorkSize) -> float | None:
+        """Pixel size in µm at ``work_size``, when the slide states its own."""
+        if not self.mpp:
+            return None
+        return self.mpp * max(self.downsample_for(work_size), 1.0)
+
+    def level_for(self, work_size: str | WorkSize) -> int:
+        """The smallest pyramid level that still has at least the resolution of ``work_size``."""
+        downsample = self.downsample_for(work_size)
+        # OpenSlide picks the level whose downsample is the largest one <= the wanted one.
+        return self.slide.get_best_level_for_downsample(max(downsample, 1.0) * 1.0001)
+
+    # --- pixels --------------------------------------------------------------------
+
+    def get_image(self, work_size: str | WorkSize) -> np.ndarray:
+        """The slide as an RGB uint8 array at ``work_size``, cached per work size."""
+        size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
+        if size.text not in self._images:
+            self._images[size.text] = self._read_work_image(size)
+        return self._images[size.text]
+
+    def _read_work_image(self, size: WorkSize) -> np.ndarray:
+        rows, cols = self.work_shape(size)
+        level = self.level_for(size)
+        width, height = self.level_dimensions[level]
+        if width * height > MAX_READ_PIXELS:
+            raise SlideError(
+                f"{self.name}: work size {size.text!r} needs level {level} ({width}x{height} px) "
+                "read whole; choose a smaller work size")
+        rgb = self.read_region((0, 0), level, (width, height))
+        if (rows, cols) != rgb.shape[:2]:
+            rgb = cv2.resize(rgb, (cols, rows), interpolation=cv2.INTER_AREA)
+        return rgb
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """RGB uint8 pixels of a region (location in level-0 coordinates, size at ``level``).
+
+        Transparent areas (outside the scanned region) come back white, as glass.
+        """
+        started = time.perf_counter()
+        try:
+            rgba = np.asarray(self.slide.read_region(location, level, size))
+        except openslide.OpenSlideError as error:
+            raise SlideError(f"{self.name}: cannot read pixels at level {level}: {_one_line(error)}") from None
+        self.reads.append(LevelRead(level, tuple(location), tuple(size), time.perf_counter() - started))
+        rgb = rgba[..., :3].copy()
+        transparent = rgba[..., 3] == 0
+        rgb[transparent] = 255
+        return rgb
+
+    def thumbnail(self, longest_side: int = 1024) -> np.ndarray:
+        """A small RGB overview, resized from the smallest cached work image that is big enough."""
+        cached = sorted(self._images.values(), key=lambda image: image.size)
+        source = next((im for im in cached if max(im.shape[:2]) >= longest_side), None)
+        if source is None:
+            source = cached[-1] if cached else self.get_image(str(longest_side))
+        scale = min(1.0, longest_side / max(source.shape[:2]))
+        if scale == 1.0:
+            return source
+        size = (max(1, round(source.shape[1] * scale)), max(1, round(source.shape[0] * scale)))
+        return cv2.resize(source, size, interpolation=cv2.INTER_AREA)
+
+    # --- masks and results ---------------------------------------------------------
+
+    def set_mask(self, name: str, mask: np.ndarray, relative_to: str | None = None) -> None:
+        """Store a bool mask; with ``relative_to``, record the fraction of that mask it covers."""
+        if mask.dtype != bool:
+            raise TypeError(f"mask {name!r} must be bool, got {mask.dtype}")
+        self.masks[name] = mask
+        if relative_to is not None:
+            from slideqc.algorithms import fraction_of
+
+            self.mask_steps.append(MaskStep(name, fraction_of(mask, self.masks[relative_to])))
+
+
+def _float_property(slide: openslide.OpenSlide, key: str) -> float | None:
+    value = slide.properties.get(key)
+    try:
+        number = float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+    return number if number and number > 0 else None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

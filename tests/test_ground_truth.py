@@ -1,0 +1,97 @@
+"""The QC against the synthetic slides' ground truth, at the default settings."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from BaseImage import BaseImage
+from slideqc import algorithms, qc, synthetic
+
+DEFAULTS = qc.QCParams()
+
+
+def _run(path: Path, params: qc.QCParams = DEFAULTS):
+    s = qc.load_slide(path, params.image_work_size, params.blur_work_size)
+    s = qc.segment_tissue(s)
+    s = qc.detect_blur(s, params.blur_radius, params.blur_threshold)
+    rescan = qc.needs_rescan(s, params.blur_max)
+    return s, rescan
+
+
+def test_demo_set_spans_the_blur_range(demo_slides):
+    truths = [synthetic.read_truth(p).percent_blurry for p in demo_slides]
+    assert truths[0] == 0.0
+    assert 25 <= truths[1] <= 35
+    assert 65 <= truths[2] <= 75
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_percent_blurry_matches_truth(demo_slides, index):
+    path = demo_slides[index]
+    truth = synthetic.read_truth(path)
+    s, rescan = _run(path)
+    assert 100 * s.results["blurry_fraction"] == pytest.approx(truth.percent_blurry, abs=5)
+    assert s.results["tissue_fraction"] == pytest.approx(truth.tissue_fraction, abs=0.05)
+    assert rescan == (truth.percent_blurry > 100 * DEFAULTS.blur_max)
+
+
+def test_masks_overlap_the_true_masks(demo_slides):
+    path = demo_slides[1]
+    s, _ = _run(path)
+    true_tissue, true_blur = synthetic.read_truth_masks(path)
+    tissue = algorithms.resize_mask(s.masks["tissue"], true_tissue.shape)
+    blur = algorithms.resize_mask(s.masks["blur"], true_tissue.shape) & tissue
+    iou = (tissue & true_tissue).sum() / (tissue | true_tissue).sum()
+    assert iou > 0.9
+    # Inside the tissue, the blur mask agrees with the truth almost everywhere.
+    inner = algorithms.erode(true_tissue, 3)
+    assert (blur[inner] == true_blur[inner]).mean() > 0.9
+
+
+def test_blur_needs_its_own_work_size(demo_slides):
+    """The workshop's 1.25x cannot see a 1.5-3 µm blur; the default blur work size can."""
+    path = demo_slides[1]
+    truth = synthetic.read_truth(path).percent_blurry
+    s_low, _ = _run(path, qc.QCParams(blur_work_size="1.25x"))
+    s_default, _ = _run(path)
+    assert 100 * s_low.results["blurry_fraction"] < 10 < truth
+    assert abs(100 * s_default.results["blurry_fraction"] - truth) <= 5
+
+
+def test_sharp_slide_is_not_flagged_at_the_default(demo_slides):
+    s, rescan = _run(demo_slides[0])
+    assert not rescan
+    assert 100 * s.results["blurry_fraction"] < 100 * DEFAULTS.blur_max
+
+
+def test_reads_the_right_pyramid_level_never_level_0(demo_slides):
+    s, _ = _run(demo_slides[1])
+    # 40x slide with levels at downsample 1, 4, 16: 1.25x (ds 32) comes from level 2, 10x (ds 4) from level 1.
+    assert s.level_downsamples == (1.0, 4.0, 16.0)
+    assert s.level_for("1.25x") == 2 and s.level_for("10x") == 1
+    levels = sorted({read.level for read in s.reads})
+    assert levels == [1, 2]
+    assert all(read.level != 0 for read in s.reads)
+    # One read per work size: the cache serves the rest.
+    assert len(s.reads) == 2
+    s.get_image("1.25x")
+    assert len(s.reads) == 2
+
+
+def test_work_size_as_pixels(demo_slides):
+    s = BaseImage(demo_slides[0])
+    image = s.get_image("1000")
+    assert max(image.shape[:2]) == 1000
+    assert s.reads[-1].level == 1  # 8192 px / 1000 = ds 8.2: level 1 (ds 4) is the smallest big enough
+
+
+def test_base_image_pickles_without_handle_or_pixels(demo_slides):
+    import pickle
+
+    s, _ = _run(demo_slides[0])
+    clone = pickle.loads(pickle.dumps(s))
+    assert clone._slide is None and clone._images == {}
+    assert np.array_equal(clone.masks["tissue"], s.masks["tissue"])
+    assert clone.get_image("1.25x").shape == s.get_image("1.25x").shape  # reopens on demand
+    assert len(pickle.dumps(s)) < 2_000_000
