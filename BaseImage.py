@@ -101,6 +101,7 @@ class BaseImage:
         self.mask_steps: list[MaskStep] = []
         self.timings: dict[str, float] = {}
         self.reads: list[LevelRead] = []
+        self.thumbnail_image: np.ndarray | None = None  # small RGB overview, kept when pickled
         self._images: dict[str, np.ndarray] = {}
         self._slide: openslide.OpenSlide | None = None
         self._open()

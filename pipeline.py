@@ -43,9 +43,24 @@ def warn_rescan(s: BaseImage, blur_max):
                    s.name, 100 * s.results["blurry_fraction"], 100 * blur_max)
 
 
-def save_results(s: BaseImage, params, run_dir) -> results.SlideResult:
+def save_results(s: BaseImage, blur_max, run_dir) -> results.SlideResult:
     outputs = results.write_slide_images(s, run_dir)
-    return results.result_from_slide(s, params, outputs)
+    return results.result_from_slide(s, blur_max, outputs)
+
+
+def check_slide(file_name, params, run_dir) -> results.SlideResult:
+    """The QC of one slide, start to end; any error becomes the slide's error row."""
+    try:
+        s = load_image(file_name, params.image_work_size, params.blur_work_size)
+        s = tissue_segmentation_simple(s)
+        s = identify_blurry_regions(s, params.blur_radius, params.blur_threshold)
+        if is_blurry(s, params.blur_max):
+            warn_rescan(s, params.blur_max)
+        return save_results(s, params.blur_max, run_dir)
+    except Exception as error:  # one bad slide never stops the batch
+        message = qc.error_message(file_name, error)
+        logger.error(message)
+        return results.error_result(file_name, message)
 
 
 def main(argv=None) -> int:
@@ -55,17 +70,7 @@ def main(argv=None) -> int:
     params, file_names, writer = cli.start_run(args)
 
     for file_name in file_names:
-        try:
-            s = load_image(file_name, params.image_work_size, params.blur_work_size)
-            s = tissue_segmentation_simple(s)
-            s = identify_blurry_regions(s, params.blur_radius, params.blur_threshold)
-            if is_blurry(s, params.blur_max):
-                warn_rescan(s, params.blur_max)
-            writer.add(save_results(s, params, writer.run_dir))
-        except Exception as error:  # one bad slide never stops the batch
-            message = qc.error_message(file_name, error)
-            logger.error(message)
-            writer.add(results.error_result(file_name, message))
+        writer.add(check_slide(file_name, params, writer.run_dir))
 
     return cli.finish_run(writer, started)
 

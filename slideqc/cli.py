@@ -86,9 +86,14 @@ def slide_paths(args: argparse.Namespace) -> list[Path]:
 
 
 def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S", force=True)
-    logging.getLogger("slideqc").setLevel(getattr(logging, level))
+    """Log the QC's messages to stderr; Prefect's own loggers keep their handlers."""
+    logger = logging.getLogger("slideqc")
+    logger.setLevel(getattr(logging, level))
+    logger.propagate = False  # under Prefect the root logger may print too: say it once
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+        logger.addHandler(handler)
 
 
 def start_run(args: argparse.Namespace) -> tuple[QCParams, list[Path], RunWriter]:

@@ -18,7 +18,8 @@ from slideqc import algorithms
 
 log = logging.getLogger("slideqc")
 
-MIN_WORK_PIXELS = 16  # a tissue image smaller than this on a side cannot be segmented
+MIN_WORK_PIXELS = 16
+THUMBNAIL_SIDE = 1024  # longest side of the thumbnail kept with each slide, pixels  # a tissue image smaller than this on a side cannot be segmented
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ def segment_tissue(s: BaseImage) -> BaseImage:
         tissue = algorithms.tissue_mask(image)
         s.set_mask("tissue", tissue)
         s.results["tissue_shape"] = image.shape[:2]
+        # Kept with the slide (small) so the pictures never need the slide read again.
+        s.thumbnail_image = s.thumbnail(THUMBNAIL_SIDE)
         s.results["tissue_fraction"] = float(tissue.mean())
     return s
 

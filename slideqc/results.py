@@ -77,7 +77,7 @@ class SlideResult:
 COLUMNS = [f.name for f in fields(SlideResult)]
 
 
-def result_from_slide(s: BaseImage, params: QCParams, outputs: str = "") -> SlideResult:
+def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> SlideResult:
     """The results row for a slide that went through every step."""
     from slideqc.synthetic import read_truth
 
@@ -94,7 +94,7 @@ def result_from_slide(s: BaseImage, params: QCParams, outputs: str = "") -> Slid
         blur_mpp=_round(s.microns_per_pixel(s.results["blur_work_size"]), 4),
         tissue_fraction=_round(s.results["tissue_fraction"], 4),
         percent_blurry=_round(100 * s.results["blurry_fraction"], 2),
-        rescan=bool(s.results["rescan"]), blur_max=params.blur_max,
+        rescan=bool(s.results["blurry_fraction"] > blur_max), blur_max=blur_max,
         true_tissue_fraction=_round(truth.tissue_fraction, 4) if truth else None,
         true_percent_blurry=_round(truth.percent_blurry, 2) if truth else None,
         seconds_load=_round(timings.get("load"), 3), seconds_tissue=_round(timings.get("tissue"), 3),
@@ -195,7 +195,9 @@ def write_slide_images(s: BaseImage, run_dir: Path) -> str:
     """thumbnail, tissue, blur and overlay PNGs of one slide; returns their folder, relative."""
     folder = slide_dir(run_dir, s.name)
     folder.mkdir(parents=True, exist_ok=True)
-    thumb = s.get_image(s.results["image_work_size"])
+    thumb = s.thumbnail_image
+    if thumb is None:
+        thumb = s.get_image(s.results["image_work_size"])
     if max(thumb.shape[:2]) < 512:  # upscale small work images so the pictures are legible
         scale = 512 / max(thumb.shape[:2])
         thumb = cv2.resize(thumb, (round(thumb.shape[1] * scale), round(thumb.shape[0] * scale)),

@@ -19,6 +19,30 @@ def run_script(script: str, *args: str, timeout: float = 600, cwd: Path | None =
 
 
 def only_run_dir(output_dir: Path) -> Path:
-    runs = [p for p in Path(output_dir).iterdir() if p.is_dir()]
+    """The one run folder in ``output_dir`` (hidden folders such as the Prefect cache aside)."""
+    runs = [p for p in Path(output_dir).iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def load_solution(name: str):
+    """Import solutions/<name>.py as a module (solutions/ is a folder of scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"solution_{name}", ROOT / "solutions" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def per_slide(rows: list[dict]) -> dict[str, tuple]:
+    """file name -> (status, percent blurry, rescan) from results.tsv rows."""
+    return {r["file_name"]: (r["status"], r["percent_blurry"], r["rescan"]) for r in rows}

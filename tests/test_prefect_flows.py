@@ -1,0 +1,249 @@
+"""The Prefect 1.x solutions and the plain parallel script: same results as pipeline.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from slideqc import results
+from tests.helpers import ROOT, free_port, load_solution, only_run_dir, per_slide, run_script
+
+SCRIPTS = [
+    ("pipeline_parallel.py", ["--workers", "2"]),
+    ("solutions/pipeline_prefect.py", []),
+    ("solutions/pipeline_prefect_parallel.py", ["--executor", "local"]),
+    ("solutions/pipeline_prefect_parallel.py", ["--executor", "threads", "--workers", "2"]),
+    ("solutions/pipeline_prefect_parallel.py", ["--executor", "processes", "--workers", "2"]),
+    ("solutions/pipeline_prefect_parallel.py", ["--executor", "dask", "--workers", "2"]),
+]
+
+
+@pytest.fixture(scope="module")
+def reference(demo_dir, tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("reference")
+    proc = run_script("pipeline.py", "--data-dir", str(demo_dir), "--output-dir", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return per_slide(results.read_results(only_run_dir(out) / "results.tsv"))
+
+
+@pytest.mark.parametrize("script, extra", SCRIPTS, ids=[f"{s}{' ' + ' '.join(e) if e else ''}" for s, e in SCRIPTS])
+def test_same_results_as_pipeline(script, extra, demo_dir, tmp_path, reference):
+    out = tmp_path / "out"
+    proc = run_script(script, "--data-dir", str(demo_dir), "--output-dir", str(out), *extra)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = only_run_dir(out)
+    rows = results.read_results(run_dir / "results.tsv")
+    assert per_slide(rows) == reference
+    for row in rows:
+        assert (run_dir / row["outputs"] / "overlay.png").is_file()
+    assert (run_dir / "report.html").is_file()
+
+
+def test_one_command_line_vocabulary():
+    shared = ["--data-dir", "--file-type", "--files", "--image-work-size", "--blur-work-size", "--blur-radius",
+              "--blur-threshold", "--blur-max", "--output-dir", "--run-name", "--overwrite", "--log-level"]
+    scripts = ["pipeline.py", "pipeline_parallel.py", "solutions/pipeline_prefect.py",
+               "solutions/pipeline_prefect_parallel.py"]
+    for script in scripts:
+        proc = run_script(script, "--help")
+        assert proc.returncode == 0, proc.stderr
+        for flag in shared:
+            assert flag in proc.stdout, (script, flag)
+        assert "default: 1.25x" in proc.stdout and "default: 10x" in proc.stdout
+    for script in scripts[1:2] + scripts[3:]:
+        assert "--workers" in run_script(script, "--help").stdout
+
+
+def test_serial_flow_graph():
+    flow = load_solution("pipeline_prefect").flow
+    names = {t.name for t in flow.tasks}
+    assert {"file_name", "image_work_size", "blur_work_size", "blur_radius", "blur_threshold", "blur_max",
+            "load_image", "tissue_segmentation_simple", "identify_blurry_regions", "is_blurry", "case(True)",
+            "warn_rescan", "save_results"} <= names
+    edges = {(e.upstream_task.name, e.downstream_task.name) for e in flow.edges}
+    for edge in [("load_image", "tissue_segmentation_simple"),
+                 ("tissue_segmentation_simple", "identify_blurry_regions"),
+                 ("identify_blurry_regions", "is_blurry"), ("is_blurry", "case(True)"),
+                 ("case(True)", "warn_rescan"), ("warn_rescan", "save_results")]:
+        assert edge in edges, edge
+    dot = flow.visualize(filename=None).source
+    assert "load_image" in dot and "warn_rescan" in dot
+
+
+def test_parallel_flow_graph_is_mapped():
+    flow = load_solution("pipeline_prefect_parallel").flow
+    mapped = {(e.upstream_task.name, e.downstream_task.name) for e in flow.edges if e.mapped}
+    assert ("file_names", "load_image") in mapped
+    assert ("load_image", "tissue_segmentation_simple") in mapped
+    assert ("tissue_segmentation_simple", "identify_blurry_regions") in mapped
+    unmapped_params = {(e.upstream_task.name, e.downstream_task.name) for e in flow.edges if not e.mapped}
+    assert ("blur_radius", "identify_blurry_regions") in unmapped_params
+    assert "write_results" in {t.name for t in flow.tasks}
+
+
+def _count_reads(monkeypatch) -> list:
+    """Patch BaseImage so every OpenSlide open and pixel read is recorded."""
+    import BaseImage as base_image
+
+    calls = []
+    real_open, real_read = base_image.BaseImage._open, base_image.BaseImage.read_region
+    monkeypatch.setattr(base_image.BaseImage, "_open", lambda self: (calls.append(("open", self.name)),
+                                                                   real_open(self))[1])
+    monkeypatch.setattr(base_image.BaseImage, "read_region",
+                        lambda self, *a, **k: (calls.append(("read", self.name)), real_read(self, *a, **k))[1])
+    return calls
+
+
+@pytest.mark.parametrize("solution", ["pipeline_prefect", "pipeline_prefect_parallel"])
+def test_rerun_with_persisted_results_reads_nothing(solution, demo_slides, tmp_path, monkeypatch):
+    module = load_solution(solution)
+    cache = tmp_path / "cache"
+    run_dirs = [tmp_path / "run1", tmp_path / "run2", tmp_path / "run3"]
+    for d in run_dirs:
+        d.mkdir()
+
+    def run(run_dir):
+        if solution == "pipeline_prefect":
+            return [module.flow.run(parameters=dict(file_name=str(p), run_dir=str(run_dir), cache_dir=str(cache)),
+                                    context={"checkpointing": True}) for p in demo_slides]
+        return [module.flow.run(parameters=dict(file_names=[str(p) for p in demo_slides], run_dir=str(run_dir),
+                                                cache_dir=str(cache)), context={"checkpointing": True})]
+
+    calls = _count_reads(monkeypatch)
+    first = run(run_dirs[0])
+    assert all(state.is_successful() for state in first)
+    assert {name for kind, name in calls if kind == "read"} == {p.name for p in demo_slides}
+
+    calls.clear()
+    second = run(run_dirs[1])
+    assert all(state.is_successful() for state in second)
+    assert calls == []  # nothing opened, nothing read: every QC step came from its target
+    assert len(list((run_dirs[1] / "slides").iterdir())) == len(demo_slides)  # pictures all the same
+
+    # --redo: the same as forgetting the persisted results
+    from slideqc.prefect1 import clear_cache
+
+    assert clear_cache(cache, demo_slides, module.flow.parameters() and {
+        p.name: p.default for p in module.flow.parameters()}) == len(demo_slides)
+    run(run_dirs[2])
+    assert {name for kind, name in calls if kind == "read"} == {p.name for p in demo_slides}
+
+
+def test_redo_flag_checks_again(demo_slides, tmp_path):
+    args = ("--files", str(demo_slides[0]), "--output-dir", str(tmp_path), "--executor", "local")
+    first = run_script("solutions/pipeline_prefect_parallel.py", *args)
+    again = run_script("solutions/pipeline_prefect_parallel.py", *args)
+    redo = run_script("solutions/pipeline_prefect_parallel.py", *args, "--redo")
+    assert first.returncode == again.returncode == redo.returncode == 0
+    assert "'Cached'" in again.stderr + again.stdout
+    assert "'Cached'" not in redo.stderr + redo.stdout
+
+
+def test_corrupt_file_among_good_slides(demo_copy, tmp_path):
+    (demo_copy / "corrupt.svs").write_bytes(b"II*\x00" + os.urandom(5000))
+    module = load_solution("pipeline_prefect_parallel")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    files = sorted(str(p) for p in demo_copy.glob("*.svs"))
+    state = module.flow.run(parameters=dict(file_names=files, run_dir=str(run_dir), cache_dir=str(tmp_path / "c")))
+    assert state.is_failed()  # the flow says a slide failed...
+    rows = {r.file_name: r for r in state.result[module.rows].result}
+    assert rows["corrupt.svs"].status == "error" and "corrupt.svs" in rows["corrupt.svs"].error
+    assert all(r.status == "ok" for name, r in rows.items() if name != "corrupt.svs")
+    table = {r["file_name"]: r for r in results.read_results(run_dir / "results.tsv")}
+    assert table["corrupt.svs"]["status"] == "error"  # ...and its outputs say which one and why
+    assert len(table) == len(files)
+
+    out = tmp_path / "serial"
+    proc = run_script("solutions/pipeline_prefect.py", "--data-dir", str(demo_copy), "--output-dir", str(out))
+    assert proc.returncode == 1
+    serial = {r["file_name"]: r for r in results.read_results(only_run_dir(out) / "results.tsv")}
+    assert serial["corrupt.svs"]["error"] == table["corrupt.svs"]["error"]
+
+
+def test_load_retries_on_transient_io_errors(demo_slides, tmp_path, monkeypatch):
+    module = load_solution("pipeline_prefect")
+    monkeypatch.setattr(module.load_image, "retry_delay", __import__("datetime").timedelta(seconds=0.1))
+    from slideqc import qc
+
+    real = qc.load_slide
+    failures = []
+
+    def flaky(*args, **kwargs):
+        if len(failures) < 2:
+            failures.append(1)
+            raise OSError("network share went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(qc, "load_slide", flaky)
+    state = module.flow.run(parameters=dict(file_name=str(demo_slides[0]), run_dir=str(tmp_path),
+                                            cache_dir=str(tmp_path / "c")))
+    assert state.is_successful() and len(failures) == 2
+
+
+def test_prefect_run_cli(demo_slides, tmp_path):
+    prefect = Path(sys.executable).with_name("prefect")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([str(prefect), "run", "-p", str(ROOT / "solutions" / "pipeline_prefect.py"),
+                           "--param", f"file_name={demo_slides[1]}", "--param", "blur_max=0.5"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = results.read_results(only_run_dir(tmp_path / "output") / "results.tsv")
+    assert rows[0]["file_name"] == demo_slides[1].name
+    assert rows[0]["rescan"] == "false" and rows[0]["blur_max"] == "0.5"  # ~30 % blurry is under 50 %
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A real scheduler and two workers on 127.0.0.1, stopped afterwards."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = str(Path(sys.executable).with_name("dask"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # workers import BaseImage and slideqc
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                [dask, "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
+                 "--local-directory", str(tmp_path / "workers")],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path))
+        from distributed import Client
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(address, timeout=5) as client:
+                    client.wait_for_workers(2, timeout=60)
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_mapped_flow_on_a_real_dask_cluster(dask_cluster, demo_dir, tmp_path, reference):
+    from distributed import Client
+
+    out = tmp_path / "out"
+    proc = run_script("solutions/pipeline_prefect_parallel.py", "--data-dir", str(demo_dir),
+                      "--output-dir", str(out), "--address", dask_cluster)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert per_slide(results.read_results(only_run_dir(out) / "results.tsv")) == reference
+    with Client(dask_cluster) as client:  # the work really went to the cluster's workers
+        transitions = client.run(lambda dask_worker: dask_worker.state.transition_counter)
+        assert len(transitions) == 2 and sum(transitions.values()) > 0
