@@ -26,5 +26,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+pictures: $(STAMP)
+	$(BIN)/python docs/make_pictures.py --overview
+
 clean:
 	rm -rf output .pytest_cache

@@ -38,13 +38,51 @@ def flow_pictures(out_dir: Path) -> list[Path]:
     return made
 
 
+def overview_picture(slide: Path, out: Path, height: int = 360) -> Path:
+    """Thumbnail, tissue mask, blur mask and overlay of one slide, side by side, from a real QC run."""
+    import cv2
+    import numpy as np
+
+    from slideqc import qc, results
+
+    params = qc.QCParams()
+    s = qc.load_slide(slide, params.image_work_size, params.blur_work_size)
+    s = qc.detect_blur(qc.segment_tissue(s), params.blur_radius, params.blur_threshold)
+    thumbnail = s.thumbnail_image
+    tissue, blur = s.masks["tissue"], s.masks["blur"] & s.masks["tissue"]
+    percent = 100 * s.results["blurry_fraction"]
+    panels = [("1. slide (thumbnail)", thumbnail), ("2. tissue mask", tissue), ("3. blurry tissue", blur),
+              (f"4. overlay: {percent:.0f} % blurry", results.overlay(thumbnail, s.masks["tissue"], s.masks["blur"]))]
+    tiles = []
+    for title, image in panels:
+        if image.dtype == bool:
+            image = np.repeat((image.astype(np.uint8) * 255)[..., None], 3, axis=2)
+        width = round(image.shape[1] * height / image.shape[0])
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_NEAREST)
+        banner = np.full((40, width, 3), 255, np.uint8)
+        cv2.putText(banner, title, (8, 27), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
+        frame = np.vstack([banner, image])
+        tiles += [cv2.copyMakeBorder(frame, 6, 6, 6, 6, cv2.BORDER_CONSTANT, value=(255, 255, 255))]
+    results.write_png(out, np.hstack(tiles))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs")
     parser.add_argument("--overview", action="store_true", help="also make pipeline_overview.png")
+    parser.add_argument("--slide", type=Path, help="slide for the overview (default: a synthetic one, ~30 %% blurred)")
     args = parser.parse_args(argv)
     for path in flow_pictures(args.out_dir):
         print(f"wrote {path}")
+    if args.overview:
+        import tempfile
+
+        from slideqc import synthetic
+
+        with tempfile.TemporaryDirectory() as tmp:
+            slide = args.slide or synthetic.write_set(synthetic.demo_specs(2)[1:], Path(tmp))[0]
+            print(f"wrote {overview_picture(slide, args.out_dir / 'pipeline_overview.png')}")
     return 0
 
 
