@@ -23,7 +23,9 @@ never read whole.
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,16 +117,19 @@ class BaseImage:
     # --- opening, pickling ---------------------------------------------------------
 
     def _open(self) -> None:
+        """Open the OpenSlide handle; any failure becomes one SlideError in a lab person's words."""
+        if self.path.is_dir():
+            raise SlideError(f"{self.name}: is a folder, not a slide file")
         if not self.path.is_file():
-            raise SlideError(f"{self.path}: no such file")
+            raise SlideError(f"{self.name}: no such file: {self.path}")
         if self.path.stat().st_size == 0:
-            raise SlideError(f"{self.name}: empty file (0 bytes)")
+            raise SlideError(f"{self.name}: empty file (0 bytes); copy it again from the scanner")
         try:
             self._slide = openslide.OpenSlide(str(self.path))
         except openslide.OpenSlideUnsupportedFormatError:
-            raise SlideError(f"{self.name}: not a slide OpenSlide can read") from None
+            raise SlideError(f"{self.name}: {why_unreadable(self.path)}") from None
         except (openslide.OpenSlideError, OSError) as error:
-            raise SlideError(f"{self.name}: cannot open: {_one_line(error)}") from None
+            raise SlideError(f"{self.name}: {why_unreadable(self.path, error)}") from None
 
     @property
     def slide(self) -> openslide.OpenSlide:
@@ -218,12 +223,28 @@ class BaseImage:
         try:
             rgba = np.asarray(self.slide.read_region(location, level, size))
         except openslide.OpenSlideError as error:
-            raise SlideError(f"{self.name}: cannot read pixels at level {level}: {_one_line(error)}") from None
+            raise self.read_failed(level, error) from None
         self.reads.append(LevelRead(level, tuple(location), tuple(size), time.perf_counter() - started))
         rgb = rgba[..., :3].copy()
         transparent = rgba[..., 3] == 0
         rgb[transparent] = 255
         return rgb
+
+    def read_failed(self, level: int, error: BaseException) -> SlideError:
+        """The SlideError for a failed pixel read; also drops the OpenSlide handle.
+
+        OpenSlide keeps the first error in its handle: every later call on it
+        (reads, even properties) fails with the same message. The handle is
+        dropped, not closed, so a reader in another thread is not cut off; it is
+        freed when the last reference goes, and the next access reopens the
+        file. Tiled readers should raise ``self.read_failed(level, error)`` too.
+        """
+        self._slide = None
+        truncated = _truncation(self.path)
+        if truncated:
+            return SlideError(f"{self.name}: {truncated}")
+        detail = _one_line(error).replace(str(self.path), self.name)
+        return SlideError(f"{self.name}: cannot read pixels at level {level} (corrupt tile?): {detail}")
 
     def thumbnail(self, longest_side: int = 1024) -> np.ndarray:
         """A small RGB overview, resized from the smallest cached work image that is big enough."""
@@ -261,3 +282,97 @@ def _float_property(slide: openslide.OpenSlide, key: str) -> float | None:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+# --- why a file is not a readable slide -----------------------------------------------
+
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # TIFF and BigTIFF, both byte orders
+# TIFF compression codes OpenSlide cannot decode that scanners and converters write.
+_COMPRESSIONS = {
+    "34712": "JPEG 2000", "34887": "LERC", "34925": "LZMA", "34933": "PNG",
+    "34934": "JPEG XR", "50000": "Zstandard", "50001": "WebP", "50002": "JPEG XL",
+}
+_OTHER_FORMATS = ((b"\x89PNG", "a PNG picture"), (b"\xff\xd8\xff", "a JPEG picture"), (b"GIF8", "a GIF picture"),
+                  (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"))
+_UNSUPPORTED_COMPRESSION = re.compile(r"Unsupported TIFF compression: (\d+)")
+
+
+class _QuietInThisThread(logging.Filter, threading.local):
+    """Drops tifffile's log records in the thread that is diagnosing a file, only while it does."""
+
+    active = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.active
+
+
+_quiet_tifffile = _QuietInThisThread()
+logging.getLogger("tifffile").addFilter(_quiet_tifffile)
+
+
+def why_unreadable(path: str | Path, error: BaseException | None = None) -> str:
+    """Why OpenSlide cannot open ``path``, in words a lab person understands (one line).
+
+    ``error`` is what OpenSlide raised, if more than "unsupported format".
+    """
+    path = Path(path)
+    detail = _one_line(error).replace(str(path), path.name) if error is not None else ""
+    if match := _UNSUPPORTED_COMPRESSION.search(detail):
+        code = match.group(1)
+        name = _COMPRESSIONS.get(code, "a method")
+        return (f"compressed with {name} (TIFF compression {code}), which OpenSlide cannot decode; "
+                "export the slide again with JPEG compression")
+    truncated = _truncation(path)
+    if truncated:
+        return truncated
+    if detail:
+        return f"cannot open: {detail}"
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError as os_error:
+        return f"cannot read the file: {os_error.strerror or _one_line(os_error)}"
+    if head[:4] in _TIFF_MAGIC:
+        return "not a slide OpenSlide can read: a TIFF image, but not a tiled whole-slide image"
+    for magic, kind in _OTHER_FORMATS:
+        if head.startswith(magic):
+            return f"not a slide OpenSlide can read: the file is {kind}, not a slide"
+    if _looks_like_text(head):
+        return "not a slide OpenSlide can read: the file holds text, not an image"
+    return f"not a slide OpenSlide can read: unknown file format (it starts with {head[:8].hex(' ')})"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(ch.isprintable() or ch in "\r\n\t" for ch in text)
+
+
+def _truncation(path: Path) -> str | None:
+    """A message when ``path`` is a TIFF whose image data runs past the end of the file, else None."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            if handle.read(4) not in _TIFF_MAGIC:
+                return None
+    except OSError:
+        return None
+    import tifffile
+
+    _quiet_tifffile.active = True  # it logs a warning per damaged tag; the message below says it once
+    try:
+        with tifffile.TiffFile(path) as tif:
+            spans = [zip(page.dataoffsets, page.databytecounts, strict=False) for page in tif.pages]
+            end = max((int(offset) + int(count) for span in spans for offset, count in span), default=0)
+    except Exception:  # a TIFF whose structure cannot even be parsed is damaged
+        return "damaged file: its TIFF structure cannot be read (truncated copy?); copy it again"
+    finally:
+        _quiet_tifffile.active = False
+    if end == 0:
+        return "damaged file: no image data in its TIFF structure (truncated copy?); copy it again"
+    if end > size:
+        return (f"truncated file: {size:,} bytes, but its image data runs to byte {end:,}; "
+                "copy it again from the scanner")
+    return None

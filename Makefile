@@ -22,12 +22,31 @@ demo: data
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	$(MAKE) test-prefect3
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 pictures: $(STAMP)
 	$(BIN)/python docs/make_pictures.py --overview
+
+# The Prefect 3 edition (prefect3/): its own venv, because Prefect 1 and 3 cannot share one.
+VENV3 := .venv-prefect3
+BIN3 := $(VENV3)/bin
+STAMP3 := $(VENV3)/.installed
+
+.PHONY: install-prefect3 test-prefect3
+
+$(STAMP3): requirements-qc.txt prefect3/requirements.txt prefect3/requirements-dev.txt
+	$(PYTHON) -m venv $(VENV3)
+	$(BIN3)/pip install --quiet --upgrade pip
+	$(BIN3)/pip install --quiet -r prefect3/requirements-dev.txt
+	touch $(STAMP3)
+
+install-prefect3: $(STAMP3)
+
+test-prefect3: $(STAMP3)
+	$(BIN3)/python -m pytest prefect3/tests
 
 clean:
 	rm -rf output .pytest_cache

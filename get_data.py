@@ -1,6 +1,17 @@
-"""Get slides for the workshop into data/.
+"""Get slides for the workshop into data/: real ones, checksum-verified, or synthetic ones.
 
-    python get_data.py --synthetic 3      # synthetic demo slides with ground truth, offline
+    python get_data.py                                  # every slide in get_data_manifest.tsv (over 1 GB)
+    python get_data.py --only CMU-1-Small-Region.svs    # one small real slide (1.9 MB)
+    python get_data.py --list                           # the manifest, and what is already here
+    python get_data.py --synthetic 3                    # synthetic slides with ground truth, offline
+
+Real slides come from the OpenSlide test data (its Aperio folder), listed with
+their published size and sha256 in get_data_manifest.tsv. Each file is written
+to NAME.partial and renamed to NAME only once its size and sha256 match, so a
+file under its final name is always complete. An interrupted download resumes
+where it stopped (HTTP Range), transient errors are retried with backoff, and
+files already present and verified are skipped. Where the manifest has no
+sha256 ("-"), only the size can be checked, and the output says so.
 
 Synthetic slides are Aperio-style SVS files with their true tissue and blur
 masks beside them (see slideqc/synthetic.py).
@@ -9,14 +20,353 @@ masks beside them (see slideqc/synthetic.py).
 from __future__ import annotations
 
 import argparse
+import errno
+import hashlib
+import os
+import re
+import shutil
+import socket
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
-from slideqc import synthetic
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_NETWORK, EXIT_DISK = 0, 1, 2, 3, 4
+EXIT_CODES = """\
+exit codes:
+  0  every slide asked for is here and verified (or synthetic slides were made)
+  1  some slides failed (HTTP error such as 404, size or sha256 mismatch);
+     each is named in one line, the others were downloaded
+  2  invalid usage: a bad option, an unknown --only name, a malformed manifest
+  3  no network: the server could not be reached (DNS failure, refused, timed out)
+  4  cannot write: disk full or no permission (the partial file is kept to resume)
+"""
+
+MANIFEST = Path(__file__).with_name("get_data_manifest.tsv")
+MANIFEST_COLUMNS = ["name", "url", "size", "sha256", "source"]
+UNKNOWN = "-"  # a manifest value no public source gives
+PARTIAL_SUFFIX = ".partial"  # get_data.sh uses the same name, so either can resume the other's download
+# A broken transfer loses the chunk being read (urllib3 drops an incomplete read), so keep it small.
+CHUNK_BYTES = 1 << 16
+HASH_CHUNK_BYTES = 1 << 20
+TIMEOUT = (15, 60)  # seconds to connect, seconds of silence while reading
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+SYNTHETIC_HINT = "to work offline, make synthetic slides: python get_data.py --synthetic 3"
+
+
+class UsageError(Exception):
+    """Invalid usage, exit 2."""
+
+
+class NoNetworkError(Exception):
+    """The server cannot be reached at all; the next file would fail the same way. Exit 3."""
+
+
+class DiskError(Exception):
+    """A file cannot be written; the next file would fail the same way. Exit 4."""
+
+
+class SlideFailed(Exception):
+    """One slide failed (404, mismatch); the others go on. Exit 1."""
+
+
+class Mismatch(Exception):
+    """A file's size or sha256 differs from the manifest's."""
+
+
+class TransientError(Exception):
+    """Worth retrying: a dropped connection, a timeout, a 5xx."""
+
+    def __init__(self, message: str, network: bool = False):
+        super().__init__(message)
+        self.network = network  # the server was never reached, rather than a transfer breaking off
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One manifest row. ``size`` and ``sha256`` are None where no public source gives them."""
+
+    name: str
+    url: str
+    size: int | None
+    sha256: str | None
+    source: str = ""
+
+
+# --- the manifest --------------------------------------------------------------------
+
+
+def read_manifest(path: Path) -> list[Entry]:
+    """The rows of a manifest TSV (comment lines start with #; "-" is an unknown value)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise UsageError(f"--manifest: cannot read {path}: {error.strerror}") from None
+    rows = [(number, line) for number, line in enumerate(lines, 1) if line.strip() and not line.startswith("#")]
+    if not rows or rows[0][1].split("\t") != MANIFEST_COLUMNS:
+        raise UsageError(f"{path}: the first row must be the header {' '.join(MANIFEST_COLUMNS)} (tab-separated)")
+    entries = []
+    for number, line in rows[1:]:
+        fields = line.split("\t")
+        if len(fields) != len(MANIFEST_COLUMNS):
+            raise UsageError(f"{path}:{number}: {len(fields)} tab-separated fields, expected {len(MANIFEST_COLUMNS)}")
+        name, url, size, sha256, source = fields
+        if not name or "/" in name or name.startswith("."):
+            raise UsageError(f"{path}:{number}: {name!r} is not a plain file name")
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"{path}:{number}: {url!r} is not an http(s) URL")
+        if size != UNKNOWN and not size.isdigit():
+            raise UsageError(f"{path}:{number}: size {size!r} is not a number of bytes or '-'")
+        if sha256 != UNKNOWN and not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise UsageError(f"{path}:{number}: sha256 {sha256!r} is not 64 lowercase hex digits or '-'")
+        entries.append(Entry(name, url, None if size == UNKNOWN else int(size),
+                             None if sha256 == UNKNOWN else sha256, source))
+    if len({entry.name for entry in entries}) != len(entries):
+        raise UsageError(f"{path}: a slide name appears twice")
+    return entries
+
+
+def select(entries: list[Entry], only: list[str] | None) -> list[Entry]:
+    if not only:
+        return entries
+    by_name = {entry.name: entry for entry in entries}
+    unknown = [name for name in only if name not in by_name]
+    if unknown:
+        raise UsageError(f"--only: unknown slide {', '.join(unknown)}; the manifest has {', '.join(by_name)}")
+    return [by_name[name] for name in dict.fromkeys(only)]
+
+
+def with_base_url(entries: list[Entry], base_url: str | None) -> list[Entry]:
+    """Fetch every file from a mirror: BASE_URL/NAME instead of the manifest's URL."""
+    if not base_url:
+        return entries
+    if not base_url.startswith(("http://", "https://")):
+        raise UsageError(f"--base-url: {base_url!r} is not an http(s) URL")
+    return [replace(entry, url=f"{base_url.rstrip('/')}/{quote(entry.name)}") for entry in entries]
+
+
+# --- verifying -----------------------------------------------------------------------
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: Path, entry: Entry, server_size: int | None = None) -> str:
+    """How ``path`` was verified against ``entry``; Mismatch when it does not match.
+
+    Without a published size the server's Content-Length stands in for it, which
+    proves the transfer complete but not the content.
+    """
+    size = path.stat().st_size
+    expected_size = entry.size if entry.size is not None else server_size
+    if expected_size is not None and size != expected_size:
+        raise Mismatch(f"size {size} bytes, expected {expected_size}")
+    if entry.sha256 is None:
+        checked = "size checked" if expected_size is not None else "nothing to check it against"
+        return f"{checked}; could not verify a checksum (none published)"
+    digest = sha256_of(path)
+    if digest != entry.sha256:
+        raise Mismatch(f"sha256 {digest}, expected {entry.sha256}")
+    return "sha256 verified"
+
+
+# --- downloading ---------------------------------------------------------------------
+
+
+def human(size: int | None) -> str:
+    if size is None:
+        return "unknown"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError  # unreachable
+
+
+def open_partial(path: Path, mode: str):
+    """The file a download is written to (a seam: the tests make it fail as a full disk would)."""
+    return open(path, mode)
+
+
+def is_dns_failure(error: BaseException) -> bool:
+    """Whether a requests error comes from a failed name lookup (it wraps the cause several levels deep)."""
+    from urllib3.exceptions import NameResolutionError
+
+    seen, todo = set(), [error]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (socket.gaierror, NameResolutionError)):
+            return True
+        todo += [e for e in (current.__cause__, current.__context__, getattr(current, "reason", None),
+                             *getattr(current, "args", ())) if isinstance(e, BaseException)]
+    return False
+
+
+def check_free_space(folder: Path, needed: int | None, name: str) -> None:
+    if needed is None:
+        return
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DiskError(f"{name}: not enough disk space in {folder}: needs {human(needed)}, {human(free)} free")
+
+
+def content_range(header: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total size) of a Content-Range header such as 'bytes 100-199/200' or 'bytes */200'."""
+    match = re.fullmatch(r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)", (header or "").strip())
+    if not match:
+        return None, None
+    start, total = match.groups()
+    return (int(start) if start else None), (int(total) if total != "*" else None)
+
+
+def fetch(entry: Entry, partial: Path, session) -> int | None:
+    """Bring ``partial`` up to the whole file, resuming what is there; the size the server gave."""
+    import requests
+    from tqdm import tqdm
+
+    have = partial.stat().st_size if partial.exists() else 0
+    if entry.size is not None and have > entry.size:  # not a prefix of this file: start again
+        partial.unlink()
+        have = 0
+    if entry.size is not None and have == entry.size:
+        return entry.size
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        with session.get(entry.url, headers=headers, stream=True, timeout=TIMEOUT) as response:
+            status = response.status_code
+            if status == 416 and have:  # nothing after what we have: complete, or longer than the file
+                total = content_range(response.headers.get("Content-Range"))[1]
+                if total == have:
+                    return total
+                partial.unlink()
+                raise TransientError("the partial download is longer than the file; starting again")
+            if status in TRANSIENT_STATUS:
+                raise TransientError(f"HTTP {status} {response.reason} from {entry.url}")
+            if status >= 400:
+                raise SlideFailed(f"{entry.name}: HTTP {status} {response.reason} from {entry.url}")
+            if have and status == 206:
+                start, total = content_range(response.headers.get("Content-Range"))
+                if start != have:
+                    partial.unlink()
+                    raise TransientError(f"the server resumed at byte {start}, not {have}; starting again")
+                mode = "ab"
+            else:
+                if have:
+                    print(f"{entry.name}: the server cannot resume (no Range support); starting again")
+                have, mode = 0, "wb"
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+            if entry.size is not None and total is not None and total != entry.size:
+                raise SlideFailed(f"{entry.name}: the server's file is {total} bytes, the manifest says "
+                                  f"{entry.size}; check --base-url")
+            check_free_space(partial.parent, None if total is None else total - have, entry.name)
+            # disable=None: a bar on a terminal, nothing in logs and captured output
+            with open_partial(partial, mode) as out, tqdm(
+                    total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+                    desc=entry.name, disable=None, leave=False) as bar:
+                for chunk in response.iter_content(CHUNK_BYTES):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            return total
+    except requests.exceptions.ChunkedEncodingError as error:
+        raise TransientError(f"the transfer broke off ({type(error).__name__})") from None
+    except (requests.ConnectionError, requests.Timeout) as error:
+        if is_dns_failure(error):
+            raise NoNetworkError(f"cannot reach {urlsplit(entry.url).hostname}: DNS lookup failed "
+                                 f"(no network?); {SYNTHETIC_HINT}") from None
+        reached = partial.exists() and partial.stat().st_size > have
+        raise TransientError(f"{type(error).__name__} talking to {urlsplit(entry.url).netloc}",
+                             network=not reached) from None
+    except OSError as error:  # after the requests errors, which are OSErrors too: the local file
+        if error.errno == errno.ENOSPC:
+            raise DiskError(f"{entry.name}: disk full writing {partial}; free some space and run again "
+                            "to resume, or use --dest") from None
+        raise DiskError(f"{entry.name}: cannot write {partial}: {error.strerror or error}") from None
+
+
+def download(entry: Entry, dest: Path, session, retries: int, backoff: float) -> str:
+    """Make ``dest/NAME`` a verified copy of ``entry``; a line saying what was done."""
+    final = dest / entry.name
+    partial = dest / f"{entry.name}{PARTIAL_SUFFIX}"
+    if final.exists():
+        try:
+            return f"{entry.name}: already here, {verify(final, entry)}"
+        except Mismatch as error:
+            # Replaced only once a verified copy exists; until then the old file stays.
+            print(f"{entry.name}: {final} does not match the manifest ({error}); downloading it again")
+    started = time.perf_counter()
+    for attempt in range(retries + 1):
+        try:
+            server_size = fetch(entry, partial, session)
+            break
+        except TransientError as error:
+            if attempt == retries:
+                if error.network:
+                    raise NoNetworkError(f"cannot reach {urlsplit(entry.url).netloc} ({error}, "
+                                         f"{retries} retries); {SYNTHETIC_HINT}") from None
+                raise SlideFailed(f"{entry.name}: {error}, {retries} retries; run again to resume") from None
+            wait = backoff * 2 ** attempt
+            print(f"{entry.name}: {error}; retry {attempt + 1} of {retries} in {wait:.1f} s", file=sys.stderr)
+            time.sleep(wait)
+    try:
+        how = verify(partial, entry, server_size)
+    except Mismatch as error:
+        partial.unlink()
+        raise SlideFailed(f"{entry.name}: {error}; the download was removed, run again to fetch it anew") from None
+    os.replace(partial, final)
+    return f"{entry.name}: downloaded {human(final.stat().st_size)} in {time.perf_counter() - started:.1f} s, {how}"
+
+
+def download_all(entries: list[Entry], dest: Path, retries: int, backoff: float) -> int:
+    import requests
+
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DiskError(f"--dest: cannot create {dest}: {error.strerror}") from None
+    failed = []
+    with requests.Session() as session:
+        session.headers["User-Agent"] = "slideqc-get_data"
+        for entry in entries:
+            try:
+                print(download(entry, dest, session, retries, backoff), flush=True)
+            except SlideFailed as error:
+                print(f"get_data: {error}", file=sys.stderr, flush=True)
+                failed.append(entry.name)
+    print(f"{len(entries) - len(failed)} of {len(entries)} slides in {dest}"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def list_entries(entries: list[Entry], dest: Path) -> None:
+    print(f"{'name':<24} {'size':>10}  {'sha256':<22} here")
+    for entry in entries:
+        final, partial = dest / entry.name, dest / f"{entry.name}{PARTIAL_SUFFIX}"
+        here = ("present" if final.exists()
+                else f"partial, {human(partial.stat().st_size)}" if partial.exists() else "missing")
+        checksum = f"{entry.sha256[:12]}..." if entry.sha256 else "unknown: size only"
+        print(f"{entry.name:<24} {human(entry.size):>10}  {checksum:<22} {here}")
+    known = sum(entry.size or 0 for entry in entries)
+    unknown = sum(entry.size is None for entry in entries)
+    print(f"{len(entries)} slides, {human(known)}" + (f" plus {unknown} of unknown size" if unknown else "")
+          + f"; into {dest}")
+
+
+# --- synthetic slides ----------------------------------------------------------------
 
 
 def make_synthetic(count: int, dest: Path, seed: int, kind: str, overwrite: bool) -> list[Path]:
+    from slideqc import synthetic
+
     specs = synthetic.benchmark_specs(count, seed) if kind == "benchmark" else synthetic.demo_specs(count, seed)
     paths = []
     for spec in specs:
@@ -29,23 +379,69 @@ def make_synthetic(count: int, dest: Path, seed: int, kind: str, overwrite: bool
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+# --- command line --------------------------------------------------------------------
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the option help, and the exit-code table kept as written."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
+                                     formatter_class=_HelpFormatter, epilog=EXIT_CODES)
     parser.add_argument("--dest", type=Path, default=Path("data"), help="folder to put the slides in")
-    parser.add_argument("--synthetic", type=int, metavar="N",
-                        help="make N synthetic slides (0 %%, ~30 %%, ~70 %% of the tissue blurred, cycling)")
-    parser.add_argument("--kind", choices=["demo", "benchmark"], default="demo",
-                        help="synthetic set: demo (8k x 6k px) or benchmark (20k x 15k px)")
-    parser.add_argument("--seed", type=int, default=2021, help="seed of the synthetic slides")
-    parser.add_argument("--overwrite", action="store_true", help="remake synthetic slides that exist")
-    args = parser.parse_args(argv)
-    if args.synthetic is None:
-        parser.error("nothing to do: pass --synthetic N")
-    if args.synthetic < 1:
-        parser.error(f"--synthetic: must be >= 1, got {args.synthetic}")
-    make_synthetic(args.synthetic, args.dest, args.seed, args.kind, args.overwrite)
-    return 0
+    real = parser.add_argument_group("real slides")
+    real.add_argument("--list", action="store_true", help="list the manifest's slides and which are here")
+    real.add_argument("--only", nargs="+", metavar="NAME", help="only these slides of the manifest")
+    real.add_argument("--base-url", metavar="URL",
+                      help="fetch every slide from URL/NAME (a mirror) instead of the manifest's URLs")
+    real.add_argument("--manifest", type=Path, default=MANIFEST, help="TSV of name, url, size, sha256, source")
+    real.add_argument("--retries", type=int, default=5, help="retries of a transient error, per slide")
+    real.add_argument("--backoff", type=float, default=1.0, metavar="SECONDS",
+                      help="wait before the first retry; doubles each retry")
+    fake = parser.add_argument_group("synthetic slides")
+    fake.add_argument("--synthetic", type=int, metavar="N",
+                      help="make N synthetic slides (0 %%, ~30 %%, ~70 %% of the tissue blurred, cycling)")
+    fake.add_argument("--kind", choices=["demo", "benchmark"], default="demo",
+                      help="synthetic set: demo (8k x 6k px) or benchmark (20k x 15k px)")
+    fake.add_argument("--seed", type=int, default=2021, help="seed of the synthetic slides")
+    fake.add_argument("--overwrite", action="store_true", help="remake synthetic slides that exist")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.synthetic is not None:
+        clashing = [flag for flag, value in (("--list", args.list), ("--only", args.only),
+                                             ("--base-url", args.base_url)) if value]
+        if clashing:
+            raise UsageError(f"--synthetic: cannot be combined with {', '.join(clashing)}")
+        if args.synthetic < 1:
+            raise UsageError(f"--synthetic: must be >= 1, got {args.synthetic}")
+        make_synthetic(args.synthetic, args.dest, args.seed, args.kind, args.overwrite)
+        return EXIT_OK
+    if args.retries < 0 or args.backoff < 0:
+        raise UsageError("--retries and --backoff: must be >= 0")
+    entries = with_base_url(select(read_manifest(args.manifest), args.only), args.base_url)
+    if args.list:
+        list_entries(entries, args.dest)
+        return EXIT_OK
+    return download_all(entries, args.dest, args.retries, args.backoff)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as error:
+        code, message = EXIT_USAGE, str(error)
+    except NoNetworkError as error:
+        code, message = EXIT_NO_NETWORK, str(error)
+    except DiskError as error:
+        code, message = EXIT_DISK, str(error)
+    except KeyboardInterrupt:
+        code, message = 130, "interrupted; run again to resume (partial downloads are kept as NAME.partial)"
+    print(f"get_data: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -13,13 +13,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import openslide
+
 from BaseImage import BaseImage, SlideError, WorkSize
 from slideqc import algorithms
 
 log = logging.getLogger("slideqc")
 
-MIN_WORK_PIXELS = 16
-THUMBNAIL_SIDE = 1024  # longest side of the thumbnail kept with each slide, pixels  # a tissue image smaller than this on a side cannot be segmented
+MIN_WORK_PIXELS = 16  # a tissue image smaller than this on a side cannot be segmented
+THUMBNAIL_SIDE = 1024  # longest side of the thumbnail kept with each slide, pixels
 
 
 @dataclass(frozen=True)
@@ -124,11 +126,19 @@ def describe(s: BaseImage) -> str:
 
 
 def error_message(path: str | Path, error: BaseException) -> str:
-    """A one-line error that names the slide."""
+    """A one-line error that names the slide, for the log and the slide's row in results.tsv.
+
+    SlideErrors already say what is wrong in a lab person's words; anything
+    else is an unexpected failure and keeps its type, so it can be looked up.
+    """
     name = Path(path).name
-    text = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, SlideError | ValueError) and name in text:
+    text = " ".join(str(error).replace(str(path), name).split()) or type(error).__name__
+    if isinstance(error, SlideError | ValueError) and text.startswith(name):
         return text
+    if isinstance(error, SlideError):
+        return f"{name}: {text}"
+    if isinstance(error, openslide.OpenSlideError):  # raised past BaseImage: still a slide problem
+        return f"{name}: OpenSlide cannot read the slide (corrupt tile?): {text}"
     if isinstance(error, MemoryError):
-        text = "out of memory; try a smaller work size"
-    return f"{name}: {type(error).__name__}: {text}" if not isinstance(error, SlideError) else f"{name}: {text}"
+        return f"{name}: out of memory; try a smaller work size"
+    return f"{name}: {type(error).__name__}: {text}"

@@ -1,10 +1,18 @@
-"""report.html: a self-contained page for a run (no network; pictures beside it)."""
+"""report.html: a self-contained page for a run (no network; pictures beside it).
+
+It opens from disk in any browser: the style and the sorting script are inline,
+the pictures are relative links into the run folder's ``slides/``, and nothing
+is fetched from the network. Summary counts have the ids ``count-slides``,
+``count-ok``, ``count-failed`` and ``count-rescan``; table rows have the class
+``ok``, ``rescan`` or ``error`` and their slide in ``data-file``.
+"""
 
 from __future__ import annotations
 
 import html
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from slideqc.qc import QCParams
 from slideqc.results import REPORT_FILE, SlideResult, atomic_write_bytes
@@ -25,7 +33,8 @@ th.sorted-desc:after{content:" \\25BC"}tr.rescan td{background:#fff2cc}tr.error 
 .gallery img{max-width:300px;border:1px solid #ccc}code{background:#f4f4f4;padding:0 .2rem}
 """
 
-# Sorting without any library: click a header to sort by it, again to reverse.
+# Sorting without any library: click a header to sort by it, again to reverse. Numbers sort as
+# numbers, text as text; empty cells (an error row's values) go last either way.
 SCRIPT = """
 document.querySelectorAll('table.sortable th').forEach(function (th, index) {
   th.addEventListener('click', function () {
@@ -36,7 +45,8 @@ document.querySelectorAll('table.sortable th').forEach(function (th, index) {
     var rows = Array.prototype.slice.call(body.rows);
     rows.sort(function (a, b) {
       var x = a.cells[index].dataset.value, y = b.cells[index].dataset.value;
-      var nx = parseFloat(x), ny = parseFloat(y), numeric = !isNaN(nx) && !isNaN(ny);
+      if (x === '' || y === '') { return (x === '') - (y === ''); }
+      var nx = Number(x), ny = Number(y), numeric = !isNaN(nx) && !isNaN(ny);
       var order = numeric ? nx - ny : x.localeCompare(y);
       return ascending ? order : -order;
     });
@@ -48,6 +58,8 @@ document.querySelectorAll('table.sortable th').forEach(function (th, index) {
 
 def _value(row: SlideResult, key: str) -> str:
     value = getattr(row, key)
+    if key == "error":  # the slide is named beside it: say it once
+        return value.removeprefix(f"{row.file_name}: ")
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -81,7 +93,7 @@ def render_report(rows: list[SlideResult], params: QCParams, title: str = "Slide
     out.append("</tbody></table>")
     if failed:
         out.append("<h2>Failed slides</h2><ul id='failed'>")
-        out += [f"<li><b>{e(r.file_name)}</b>: {e(r.error)}</li>" for r in failed]
+        out += [f"<li><b>{e(r.file_name)}</b>: {e(_value(r, 'error'))}</li>" for r in failed]
         out.append("</ul>")
     out.append("<h2>Slides</h2><div class='gallery'>")
     for row in ok:
@@ -89,7 +101,7 @@ def render_report(rows: list[SlideResult], params: QCParams, title: str = "Slide
             continue
         caption = f"{row.file_name}: {row.percent_blurry} % blurry" + (" (rescan)" if row.rescan else "")
         for picture in ("thumbnail", "overlay"):
-            src = e(f"{row.outputs}/{picture}.png")
+            src = e(quote(f"{row.outputs}/{picture}.png"))  # a relative URL: spaces and the like escaped
             out.append(f"<figure><img src='{src}' alt='{e(row.file_name)} {picture}'>"
                        f"<figcaption>{e(caption)} - {picture}</figcaption></figure>")
     out.append(f"</div><script>{SCRIPT}</script></body></html>")

@@ -14,10 +14,13 @@ crash leaves the previous version or none, never half a table.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -33,6 +36,15 @@ log = logging.getLogger("slideqc")
 RESULTS_FILE = "results.tsv"
 REPORT_FILE = "report.html"
 OVERLAY_COLOUR = (255, 0, 255)  # blurry tissue, RGB
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any thread writes
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 class RunExistsError(FileExistsError):
@@ -66,6 +78,7 @@ class SlideResult:
     seconds_load: float | None = None
     seconds_tissue: float | None = None
     seconds_blur: float | None = None
+    seconds_save: float | None = None  # writing the PNGs
     seconds_total: float | None = None
     outputs: str = ""  # folder of the slide's PNGs, relative to the run folder
 
@@ -98,7 +111,7 @@ def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> Slide
         true_tissue_fraction=_round(truth.tissue_fraction, 4) if truth else None,
         true_percent_blurry=_round(truth.percent_blurry, 2) if truth else None,
         seconds_load=_round(timings.get("load"), 3), seconds_tissue=_round(timings.get("tissue"), 3),
-        seconds_blur=_round(timings.get("blur"), 3),
+        seconds_blur=_round(timings.get("blur"), 3), seconds_save=_round(timings.get("save"), 3),
         seconds_total=_round(sum(timings.values()), 3), outputs=outputs,
     )
 
@@ -114,24 +127,51 @@ def _round(value: float | None, digits: int) -> float | None:
 # --- the run folder ---------------------------------------------------------------------
 
 
+def _stem(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name.strip(".") else name
+
+
 def safe_name(name: str) -> str:
     """A file-system-safe folder name for a slide: no separators, no dots leading, never empty."""
-    stem = name.rsplit(".", 1)[0] if "." in name.strip(".") else name
-    cleaned = re.sub(r"[^\w\-. ]", "_", stem).strip(" .")
+    cleaned = re.sub(r"[^\w\-. ]", "_", _stem(name)).strip(" .")
     return cleaned[:120] or "slide"
+
+
+def slide_folder_name(file_name: str) -> str:
+    """The folder name of a slide's PNGs: its stem, made safe; unique per file name.
+
+    When making the name safe changed it (``a#1.svs`` and ``a?1.svs`` would
+    both become ``a_1``), a short hash of the file name keeps them apart.
+    """
+    name = Path(file_name).name
+    safe = safe_name(name)
+    if safe == _stem(name):
+        return safe
+    return f"{safe}-{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+
+
+def _check_run_name(run_name: str) -> None:
+    if not re.fullmatch(r"[\w\-.]+", run_name) or run_name.startswith("."):
+        raise ValueError(f"--run-name: {run_name!r} must be a plain folder name "
+                         "(letters, digits, '-', '_', '.'; not starting with '.')")
 
 
 def create_run_dir(output_dir: str | Path, run_name: str | None = None, overwrite: bool = False) -> Path:
     """A new folder for this run's outputs; an earlier run's folder is never reused unless asked."""
     base = Path(output_dir)
+    if run_name:
+        _check_run_name(run_name)  # before anything is made: invalid usage writes nothing
     base.mkdir(parents=True, exist_ok=True)
     if run_name:
-        if safe_name(run_name) != run_name:
-            raise ValueError(f"--run-name: {run_name!r} must be a plain folder name")
         run_dir = base / run_name
         if run_dir.exists() and not overwrite:
             raise RunExistsError(f"{run_dir}: an earlier run is there; pass --overwrite to replace it")
         run_dir.mkdir(exist_ok=True)
+        # Replace the earlier run's outputs (only those: other files someone put there stay), so the
+        # folder never mixes pictures of two runs.
+        shutil.rmtree(run_dir / "slides", ignore_errors=True)
+        for name in (RESULTS_FILE, REPORT_FILE):
+            (run_dir / name).unlink(missing_ok=True)
         return run_dir
     stamp = time.strftime("run-%Y%m%d-%H%M%S")
     for attempt in range(1, 1000):
@@ -147,19 +187,28 @@ def create_run_dir(output_dir: str | Path, run_name: str | None = None, overwrit
 def slide_dir(run_dir: Path, file_name: str) -> Path:
     """The folder for one slide's PNGs, guaranteed to lie inside ``run_dir``."""
     root = (Path(run_dir) / "slides").resolve()
-    target = (root / safe_name(file_name)).resolve()
-    if root not in target.parents:
+    target = (root / slide_folder_name(file_name)).resolve()
+    if target.parent != root:
         raise ValueError(f"{file_name}: output name escapes the run folder")
     return target
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write ``data`` to ``path`` so that a crash leaves the previous file or none, never part of it.
+
+    The bytes go to a hidden temporary file in the same folder (unique per
+    process and thread), are flushed to disk, and then replace ``path`` in
+    one rename. On an error the temporary file is removed.
+    """
+    path = Path(path)
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; give it an ordinary file's mode
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -192,7 +241,11 @@ def overlay(thumbnail: np.ndarray, tissue: np.ndarray, blur: np.ndarray) -> np.n
 
 
 def write_slide_images(s: BaseImage, run_dir: Path) -> str:
-    """thumbnail, tissue, blur and overlay PNGs of one slide; returns their folder, relative."""
+    """thumbnail, tissue, blur and overlay PNGs of one slide; returns their folder, relative.
+
+    The time it takes is recorded as the slide's ``save`` step.
+    """
+    started = time.perf_counter()
     folder = slide_dir(run_dir, s.name)
     folder.mkdir(parents=True, exist_ok=True)
     thumb = s.thumbnail_image
@@ -206,6 +259,7 @@ def write_slide_images(s: BaseImage, run_dir: Path) -> str:
     write_png(folder / "tissue.png", s.masks["tissue"])
     write_png(folder / "blur.png", s.masks["blur"] & s.masks["tissue"])
     write_png(folder / "overlay.png", overlay(thumb, s.masks["tissue"], s.masks["blur"]))
+    s.timings["save"] = time.perf_counter() - started
     return folder.relative_to(Path(run_dir).resolve()).as_posix()
 
 

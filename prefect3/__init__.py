@@ -1,0 +1,1 @@
+"""The Prefect 3 edition: the same QC flows on current Prefect (see README, "Prefect 3 edition")."""

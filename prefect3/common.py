@@ -1,0 +1,148 @@
+"""What the Prefect 3 scripts share, so each flow file stays a short lesson.
+
+- the project (BaseImage, slideqc) importable here and in the processes Prefect
+  and Dask start;
+- the cache key of the load task (file path + mtime + work sizes);
+- a results.tsv row from a flow run's final state, or from a slide's futures;
+- the Prefect-only command-line options and the task runners.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from slideqc import qc, results  # noqa: E402
+
+TASK_RUNNERS = ("threads", "dask")
+# Shared drives fail transiently: retry loading, but only on I/O errors; a file that
+# is not a slide will not become one by trying again.
+LOAD_RETRIES = dict(retries=2, retry_delay_seconds=2)
+
+
+def share_project_path() -> None:
+    """Put the project on PYTHONPATH, so processes started from here (Dask workers) import it too."""
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(ROOT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *[p for p in paths if p]])
+
+
+def retry_on_os_error(task, task_run, state) -> bool:
+    """Prefect 3's retry_condition_fn: retry the failed load only when it failed on an I/O error."""
+    return isinstance(state.result(raise_on_failure=False), OSError)
+
+
+def slide_cache_key(context, parameters: dict) -> str | None:
+    """Prefect 3's cache_key_fn for the load task: the slide file (path, size, mtime) and the work sizes.
+
+    A slide copied again (new mtime) or other work sizes give a new key, so the
+    load runs again; anything else finds the cached result. No file, no caching.
+    """
+    path = Path(parameters["file_name"]).resolve()
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    identity = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                "image_work_size": str(parameters["image_work_size"]),
+                "blur_work_size": str(parameters["blur_work_size"])}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return f"load-{results.safe_name(path.name)}-{digest}"
+
+
+def slide_run_name() -> str:
+    """Flow run names that say which slide they check: ``qc-synthetic_01_blur00.svs``."""
+    from prefect.runtime import flow_run
+
+    return f"qc-{Path(str(flow_run.parameters.get('file_name', 'slide'))).name}"
+
+
+def own_run_dir(run_dir: str | None) -> tuple[Path, bool]:
+    """The run folder a flow run writes into; a new one under output/ when none was passed."""
+    if run_dir:
+        return Path(run_dir), False
+    return results.create_run_dir("output"), True
+
+
+# --- rows from states ------------------------------------------------------------------
+
+
+def _error_text(file_name, state) -> str:
+    """The one-line error of a failed state: from its exception when Prefect kept it, else its message."""
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception:  # the exception could not be read back (not persisted): use the message
+        error = None
+    if isinstance(error, BaseException):
+        return qc.error_message(file_name, error)
+    message = " ".join((state.message or state.name or "failed").split())
+    return f"{Path(file_name).name}: {message}"
+
+
+def row_from_state(file_name, state) -> results.SlideResult:
+    """A results.tsv row from the final state of a slide's flow run (returned, or read from the server)."""
+    if state is not None and state.is_completed():
+        value = state.result()
+        return value if isinstance(value, results.SlideResult) else results.SlideResult(**value)
+    if state is None or not state.is_final():
+        name = "no state" if state is None else state.name
+        return results.error_result(file_name, f"{Path(file_name).name}: the flow run did not finish ({name})")
+    return results.error_result(file_name, _error_text(file_name, state))
+
+
+def row_from_futures(file_name, futures: list) -> results.SlideResult:
+    """A slide's row from its mapped steps' futures: the saved row, or the first step's real error.
+
+    In Prefect 3 a step whose upstream failed never runs (its state is not
+    Completed either); the first Failed step holds the cause.
+    """
+    for future in futures:
+        future.wait()
+    saved = futures[-1]
+    if saved.state.is_completed():
+        return saved.result()
+    for future in futures:
+        if future.state.is_failed():
+            return results.error_result(file_name, _error_text(file_name, future.state))
+    return results.error_result(file_name, f"{Path(file_name).name}: a QC step did not run "
+                                           f"({saved.state.name}) because an earlier one did not finish")
+
+
+# --- command line ----------------------------------------------------------------------
+
+
+def add_prefect_arguments(parser, parallel: bool = False) -> None:
+    """The Prefect-only options, the same in every Prefect 3 script."""
+    group = parser.add_argument_group("Prefect")
+    group.add_argument("--redo", action="store_true",
+                       help="load the slides again even when the load task has a cached result")
+    if parallel:
+        group.add_argument("--task-runner", choices=TASK_RUNNERS, default="threads",
+                           help="threads: ThreadPoolTaskRunner; dask: DaskTaskRunner on a local cluster")
+        group.add_argument("--address", help="join an existing Dask scheduler, e.g. tcp://127.0.0.1:8786 "
+                           "(implies the Dask task runner)")
+
+
+def make_task_runner(kind: str = "threads", workers: int | None = None, address: str | None = None):
+    """The task runner for ``--task-runner`` (or ``--address``): 1.x's executors, 3.x's task runners."""
+    if address or kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        share_project_path()  # the workers unpickle tasks that import BaseImage and slideqc
+        if address:
+            return DaskTaskRunner(address=address)
+        os.environ["SLIDEQC_TILE_WORKERS"] = "1"  # one QC per worker core: no tile threads on top
+        # One thread per worker process: the QC is CPU-bound, and OpenCV brings its own threads.
+        return DaskTaskRunner(cluster_kwargs=dict(n_workers=workers, threads_per_worker=1, processes=True,
+                                                  dashboard_address=None))
+    if kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=workers)
+    raise ValueError(f"task runner: {kind!r} is not one of {', '.join(TASK_RUNNERS)}")

@@ -1,0 +1,86 @@
+"""Prefect 3: the QC mapped over a list of slides, on threads or on Dask.
+
+    python prefect3/qc_flow_parallel.py --data-dir data --task-runner threads --workers 2
+    python prefect3/qc_flow_parallel.py --data-dir data --task-runner dask --workers 2
+    python prefect3/qc_flow_parallel.py --data-dir data --address tcp://127.0.0.1:8786
+
+What changed from the Prefect 1.x solution (solutions/pipeline_prefect_parallel.py):
+`.map` returns futures at once and runs on the flow's task runner
+(ThreadPoolTaskRunner, or prefect-dask's DaskTaskRunner instead of 1.x's
+executors); `unmapped` is the same; the rescan branch needs no `apply_map`:
+it is plain Python in the flow, per slide, once that slide's decision is known.
+"""
+
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # BaseImage, slideqc and prefect3, wherever this runs
+
+from prefect import flow, unmapped  # noqa: E402
+
+from prefect3 import common  # noqa: E402
+from prefect3.qc_flow import (  # noqa: E402
+    identify_blurry_regions,
+    is_blurry,
+    load_image,
+    save_results,
+    tissue_segmentation_simple,
+    warn_rescan,
+)
+from slideqc import cli, results  # noqa: E402
+from slideqc.qc import QCParams  # noqa: E402
+
+
+@flow(name="Image QC (mapped)")
+def qc_slides(file_names: list[str], image_work_size: str = "1.25x", blur_work_size: str = "10x",
+              blur_radius: float = 7.0, blur_threshold: float = 0.05, blur_max: float = 0.05,
+              run_dir: str | None = None, redo: bool = False) -> list[dict]:
+    """The QC of every slide, each step mapped over the slides; one results row (a dict) per slide."""
+    QCParams(image_work_size, blur_work_size, blur_radius, blur_threshold, blur_max)
+    load = load_image.with_options(refresh_cache=True) if redo else load_image
+    loaded = load.map(file_names, unmapped(image_work_size), unmapped(blur_work_size))
+    tissue = tissue_segmentation_simple.map(loaded)
+    blurry = identify_blurry_regions.map(tissue, unmapped(blur_radius), unmapped(blur_threshold))
+    rescan = is_blurry.map(blurry, unmapped(blur_max))
+    saved = save_results.map(blurry, unmapped(blur_max), unmapped(run_dir))
+
+    # The rescan branch (1.x: apply_map over a function holding a `case`): plain Python.
+    warnings = []
+    for slide, decision in zip(blurry, rescan, strict=True):
+        decision.wait()
+        if decision.state.is_completed() and decision.result():
+            warnings.append(warn_rescan.submit(slide, blur_max))
+    for warning in warnings:
+        warning.wait()
+
+    # One row per slide, whatever happened to it: a failed slide never fails the others.
+    return [asdict(common.row_from_futures(name, steps))
+            for name, *steps in zip(file_names, loaded, tissue, blurry, saved, strict=True)]
+
+
+def main(argv=None) -> int:
+    parser = cli.build_parser(__doc__.splitlines()[0], workers=True)
+    common.add_prefect_arguments(parser, parallel=True)
+    args = parser.parse_args(argv)
+    cli.setup_logging(args.log_level)
+    started = time.perf_counter()
+    params, file_names, writer = cli.start_run(args)
+
+    runner = common.make_task_runner(args.task_runner, args.workers, args.address)
+    state = qc_slides.with_options(task_runner=runner)(
+        file_names=[str(name) for name in file_names], run_dir=str(writer.run_dir), redo=args.redo,
+        **params.as_dict(), return_state=True)
+    if state.is_completed():
+        rows = [results.SlideResult(**row) for row in state.result()]
+    else:  # the flow itself failed (a task runner that could not start): every slide gets its error
+        rows = [common.row_from_state(name, state) for name in file_names]
+    for row in rows:
+        writer.add(row)
+
+    return cli.finish_run(writer, started)
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))

@@ -1,0 +1,211 @@
+"""Fixtures for the Prefect 3 edition: slides, pipeline.py's results, a real Prefect server.
+
+Every Prefect setting the tests use is set here, before Prefect is imported: a
+throwaway PREFECT_HOME (the user's ~/.prefect is never read or written), the
+test server's API URL on 127.0.0.1 and a free port, analytics off. Subprocesses
+(the scripts, `prefect server start`, the serving process) inherit them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from slideqc import results, synthetic  # noqa: E402
+
+BIN = Path(sys.executable).parent
+CACHE = Path(os.environ.get("SLIDEQC_TEST_CACHE", ROOT / ".pytest_cache" / "slides"))
+SERVER_START_SECONDS = 180
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- the environment, before anything imports Prefect -----------------------------------
+
+PREFECT_HOME = Path(tempfile.mkdtemp(prefix="slideqc-prefect-home-"))
+PORT = _free_port()
+API_URL = f"http://127.0.0.1:{PORT}/api"
+for _name in [n for n in os.environ if n.startswith("PREFECT_")]:
+    del os.environ[_name]  # nothing of the user's Prefect configuration leaks in
+os.environ.update({
+    "PREFECT_HOME": str(PREFECT_HOME),
+    "PREFECT_API_URL": API_URL,
+    "PREFECT_SERVER_API_HOST": "127.0.0.1",
+    "PREFECT_SERVER_API_PORT": str(PORT),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_UI_ENABLED": "true",
+    "PREFECT_RUNNER_POLL_FREQUENCY": "2",  # the serving process looks for new runs every 2 s (default 10)
+    "PYTHONPATH": str(ROOT),
+    # This process runs tasks outside flows (tests of the load task) and outlives the server:
+    # its logs stay local. The scripts and servers it starts send theirs to the server (CHILD_ENV).
+    "PREFECT_LOGGING_TO_API_ENABLED": "false",
+})
+CHILD_ENV = {**os.environ, "PREFECT_LOGGING_TO_API_ENABLED": "true"}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(PREFECT_HOME, ignore_errors=True)
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def start(args: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
+    """A background process in its own session (so it and its children stop together), logging to ``log``."""
+    handle = open(log, "wb")
+    try:
+        return subprocess.Popen(args, cwd=cwd or ROOT, env=CHILD_ENV, stdout=handle, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    finally:
+        handle.close()
+
+
+def stop(proc: subprocess.Popen, grace: float = 20) -> None:
+    """Stop a process started by :func:`start`, and its children: SIGTERM, then SIGKILL."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    try:  # children left in the group (flow run subprocesses, Dask workers)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else ""
+
+
+def api(method: str, path: str, body: dict | None = None, timeout: float = 30):
+    """Call the test server's REST API; returns the decoded JSON (None for 404)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(API_URL + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return None
+        raise
+
+
+def wait_until(check, timeout: float, proc: subprocess.Popen, log: Path, what: str):
+    """Poll ``check()`` until it returns something truthy; fail early if ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except (OSError, urllib.error.URLError):
+            value = None
+        if value:
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"{what}: the process exited with {proc.returncode}:\n{tail(log)}")
+        time.sleep(0.5)
+    pytest.fail(f"{what}: not ready after {timeout:.0f} s:\n{tail(log)}")
+
+
+def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python <script> <args>`` with the Prefect 3 venv's Python, against the test server."""
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=CHILD_ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def only_run_dir(output_dir: Path) -> Path:
+    runs = [p for p in Path(output_dir).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def per_slide(rows: list[dict]) -> dict[str, tuple]:
+    """file name -> what the QC decided: status, error, tissue, percent blurry, rescan."""
+    return {r["file_name"]: (r["status"], r["error"], r["tissue_fraction"], r["percent_blurry"], r["rescan"])
+            for r in rows}
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def demo_dir() -> Path:
+    """The three demo slides (0 %, ~30 %, ~70 % blurred), cached with the main suite's."""
+    folder = CACHE / "demo"
+    synthetic.write_set(synthetic.demo_specs(3), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def data_dir(demo_dir: Path, tmp_path_factory) -> Path:
+    """The demo slides and one file that is not a slide: three ok rows and one error row."""
+    folder = tmp_path_factory.mktemp("data")
+    for slide in sorted(demo_dir.glob("*.svs")):
+        shutil.copy2(slide, folder / slide.name)
+        shutil.copy2(slide.with_suffix(".truth.json"), folder / f"{slide.stem}.truth.json")
+    (folder / "broken.svs").write_text("this is not a slide\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def reference(data_dir: Path, tmp_path_factory) -> dict:
+    """pipeline.py's results on ``data_dir``, run with this venv's Python (it needs only the QC stack)."""
+    out = tmp_path_factory.mktemp("reference")
+    proc = run_script("pipeline.py", "--data-dir", str(data_dir), "--output-dir", str(out))
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]  # 1: the broken file
+    return per_slide(results.read_results(only_run_dir(out) / "results.tsv"))
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """`prefect server start` on 127.0.0.1 (SQLite in the throwaway PREFECT_HOME); stopped at the end."""
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    proc = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(PORT)], log)
+    try:
+        wait_until(lambda: api("GET", "/health", timeout=5) is True, SERVER_START_SECONDS, proc, log,
+                   "prefect server start")
+        yield API_URL.removesuffix("/api")
+    finally:
+        stop(proc)
+
+
+def read_deployment(flow_name: str, deployment_name: str) -> dict | None:
+    quoted = f"{urllib.parse.quote(flow_name)}/{urllib.parse.quote(deployment_name)}"
+    return api("GET", f"/deployments/name/{quoted}", timeout=5)
+
+
+@pytest.fixture(scope="module")
+def served_deployment(prefect_server, tmp_path_factory) -> dict:
+    """prefect3/serve.py serving "Image QC/qc-slide" from another folder; stopped before the server."""
+    folder = tmp_path_factory.mktemp("serve")
+    log = folder / "serve.log"
+    proc = start([sys.executable, str(ROOT / "prefect3" / "serve.py"), "--limit", "2"], log, cwd=folder)
+    try:
+        deployment = wait_until(lambda: read_deployment("Image QC", "qc-slide"), 120, proc, log,
+                                "prefect3/serve.py")
+        yield {"deployment": deployment, "log": log, "proc": proc}
+    finally:
+        stop(proc)

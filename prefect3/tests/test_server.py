@@ -1,0 +1,87 @@
+"""The server path for real: `prefect server start`, a served deployment, a flow run per slide.
+
+The runs are created by prefect3/run_deployments.py with run_deployment, executed
+by the process prefect3/serve.py started, and read back from the server's REST
+API; the UI, served by the same server, is opened in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from prefect3.tests.conftest import api, per_slide, run_script, tail
+from slideqc import results
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def served_runs(served_deployment, data_dir, tmp_path_factory) -> dict:
+    """One run of the driver: a flow run per slide of ``data_dir``, waited for, results written."""
+    out = tmp_path_factory.mktemp("served")
+    proc = run_script("prefect3/run_deployments.py", "--data-dir", str(data_dir), "--output-dir", str(out),
+                      "--timeout", "600")
+    flow_runs = api("POST", "/flow_runs/filter", {
+        "flow_runs": {"deployment_id": {"any_": [served_deployment["deployment"]["id"]]}}, "limit": 50})
+    return {"proc": proc, "out": out, "flow_runs": flow_runs, "serve_log": served_deployment["log"]}
+
+
+def test_results_equal_pipeline(served_runs, reference):
+    proc = served_runs["proc"]
+    assert proc.returncode == 1, (proc.stdout[-3000:] + proc.stderr[-3000:] + tail(served_runs["serve_log"]))
+    [run_dir] = [p for p in served_runs["out"].iterdir() if p.is_dir()]
+    rows = results.read_results(run_dir / "results.tsv")
+    assert per_slide(rows) == reference
+    for row in rows:
+        if row["status"] == "ok":
+            for picture in ("thumbnail.png", "tissue.png", "blur.png", "overlay.png"):
+                assert (run_dir / row["outputs"] / picture).is_file()
+    report = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert all(name in report for name in reference)
+
+
+def test_flow_run_states_from_the_api(served_runs, data_dir):
+    runs = {run["name"]: run for run in served_runs["flow_runs"]}
+    slides = sorted(p.name for p in data_dir.glob("*.svs"))
+    assert sorted(runs) == [f"qc-{name}" for name in slides]
+    for name in slides:
+        run = runs[f"qc-{name}"]
+        assert Path(run["parameters"]["file_name"]).name == name
+        assert run["parameters"]["image_work_size"] == "1.25x" and run["parameters"]["blur_max"] == 0.05
+        assert run["state"]["type"] == ("FAILED" if name == "broken.svs" else "COMPLETED"), run["state"]
+    assert "not a slide" in runs["qc-broken.svs"]["state"]["message"]
+    # Each run's tasks are on the server too: the six QC steps of a completed run.
+    run_id = runs["qc-synthetic_02_blur30.svs"]["id"]
+    tasks = api("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+    names = {re.sub(r"-[0-9a-f]+$", "", t["name"]) for t in tasks}
+    assert names == {"load_image", "tissue_segmentation_simple", "identify_blurry_regions", "is_blurry",
+                     "warn_rescan", "save_results"}
+    assert all(t["state"]["type"] == "COMPLETED" for t in tasks)
+
+
+def chromium(url: str, user_data: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={user_data}",
+         "--window-size=1400,1000", "--virtual-time-budget=15000", *args, url],
+        capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
+def test_ui_shows_the_flow_runs(served_runs, prefect_server, tmp_path):
+    url = f"{prefect_server}/runs"
+    screenshot = tmp_path / "prefect-ui-runs.png"
+    shot = chromium(url, tmp_path / "profile-shot", f"--screenshot={screenshot}")
+    assert screenshot.is_file() and screenshot.stat().st_size > 20_000, shot.stderr[-2000:]
+
+    dom = chromium(url, tmp_path / "profile-dom", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    html = dom.stdout
+    for run in served_runs["flow_runs"]:
+        assert run["name"] in html, run["name"]
+    assert "Image QC" in html and "Completed" in html and "Failed" in html
