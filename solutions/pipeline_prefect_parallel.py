@@ -77,12 +77,15 @@ def save_results(s: BaseImage, blur_max, run_dir) -> results.SlideResult:
 
 # Runs whatever happened to the slides: failed slides become error rows.
 @task(trigger=all_finished)
-def write_results(file_names, loaded, tissue, blurry, saved, blur_max, run_dir):
+def write_results(file_names, loaded, tissue, blurry, saved, run_dir):
     from slideqc.prefect1 import row_for
 
     rows = [row_for(*per_slide) for per_slide in zip(file_names, loaded, tissue, blurry, saved, strict=True)]
     if run_dir:
-        writer = results.RunWriter(Path(run_dir), qc.QCParams(blur_max=blur_max))
+        # The report states the settings: the flow run's parameters hold them all.
+        settings = prefect.context.get("parameters", {})
+        params = qc.QCParams(**{name: settings[name] for name in qc.QCParams.__dataclass_fields__ if name in settings})
+        writer = results.RunWriter(Path(run_dir), params)
         writer.rows = rows
         writer.finish()
     return rows
@@ -104,7 +107,7 @@ with Flow("Image QC parallel") as flow:
     blurry = identify_blurry_regions.map(tissue, unmapped(blur_radius), unmapped(blur_threshold))
     rescan = apply_map(check_rescan, blurry, unmapped(blur_max))
     saved = save_results.map(blurry, unmapped(blur_max), unmapped(run_dir), upstream_tasks=[rescan])
-    rows = write_results(file_names, s, tissue, blurry, saved, blur_max, run_dir)
+    rows = write_results(file_names, s, tissue, blurry, saved, run_dir)
 
 # The flow fails when a slide failed, though the results table is still written.
 flow.set_reference_tasks([saved])

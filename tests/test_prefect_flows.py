@@ -166,6 +166,18 @@ def test_corrupt_file_among_good_slides(demo_copy, tmp_path):
     assert serial["corrupt.svs"]["error"] == table["corrupt.svs"]["error"]
 
 
+def test_flow_run_report_states_the_run_settings(demo_slides, tmp_path):
+    """A run started without the script (`prefect run`, an agent) still reports the settings it used."""
+    module = load_solution("pipeline_prefect_parallel")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    state = module.flow.run(parameters=dict(file_names=[str(demo_slides[0])], run_dir=str(run_dir),
+                                            cache_dir=str(tmp_path / "c"), blur_radius=5.0, blur_max=0.2))
+    assert state.is_successful()
+    report = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "blur_radius=5.0" in report and "blur_max=0.2" in report and "blur_work_size=10x" in report
+
+
 def test_load_retries_on_transient_io_errors(demo_slides, tmp_path, monkeypatch):
     module = load_solution("pipeline_prefect")
     monkeypatch.setattr(module.load_image, "retry_delay", __import__("datetime").timedelta(seconds=0.1))

@@ -15,8 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import ROOT
 
 SKIP_MARK = "<!-- not run by the tests"
@@ -80,10 +78,16 @@ def test_readme_commands_run(tmp_path):
     assert ran >= 3
 
 
-@pytest.mark.parametrize("name", ["pipeline.py", "pipeline_parallel.py", "solutions/pipeline_prefect.py",
-                                  "solutions/pipeline_prefect_parallel.py", "PrefectHelloWorld.ipynb",
-                                  "docs/pipeline_overview.png", "docs/flow_serial.png", "docs/flow_parallel.png"])
-def test_readme_links_exist(name):
+def test_readme_links_exist():
+    """Every file or folder the README links to is in the project, the lessons' scripts among them."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert name in text
-    assert (ROOT / name).exists()
+    targets = {link.split("#")[0] for link in re.findall(r"\]\(([^)\s]+)\)", text)}
+    local = {t for t in targets if t and not re.match(r"[a-z]+://", t)}
+    missing = sorted(t for t in local if not (ROOT / t).exists())
+    assert not missing, f"README links to missing files: {missing}"
+    lessons = {"pipeline.py", "pipeline_parallel.py", "solutions/pipeline_prefect.py",
+               "solutions/pipeline_prefect_parallel.py", "solutions/pipeline_prefect_server.py",
+               "solutions/pipeline_prefect_parallel_server.py", "solutions/pipeline_intake.py",
+               "PrefectHelloWorld.ipynb", "docs/pipeline_overview.png", "docs/flow_serial.png",
+               "docs/flow_parallel.png", "prefect3/qc_flow.py", "prefect3/qc_flow_parallel.py"}
+    assert lessons <= local, f"README does not link {sorted(lessons - local)}"
