@@ -24,6 +24,7 @@ never read whole.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -203,13 +204,47 @@ class BaseImage:
 
     def _read_work_image(self, size: WorkSize) -> np.ndarray:
         rows, cols = self.work_shape(size)
+        return self.read_work_region(size, (0, 0, rows, cols))
+
+    def level_region(self, work_size: str | WorkSize,
+                     window: tuple[int, int, int, int]) -> tuple[int, tuple[int, int], tuple[int, int]]:
+        """Where ``window`` = (top, left, rows, cols) at ``work_size`` is read from: (level, location, size).
+
+        As :meth:`read_region` takes them: the location in level-0 pixels, the
+        size in pixels of the level (the best one, :meth:`level_for`).
+        """
+        size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
+        top, left, rows, cols = window
+        work_rows, work_cols = self.work_shape(size)
         level = self.level_for(size)
         width, height = self.level_dimensions[level]
+        # Work pixel x covers level pixels [x * scale_x, (x + 1) * scale_x): the same scale the
+        # whole-image resize uses, so a tile lines up with the whole image.
+        scale_x, scale_y = width / work_cols, height / work_rows
+        x0, x1 = math.floor(left * scale_x), min(width, math.ceil((left + cols) * scale_x))
+        y0, y1 = math.floor(top * scale_y), min(height, math.ceil((top + rows) * scale_y))
+        downsample = self.level_downsamples[level]
+        return level, (round(x0 * downsample), round(y0 * downsample)), (x1 - x0, y1 - y0)
+
+    def read_work_region(self, work_size: str | WorkSize, window: tuple[int, int, int, int]) -> np.ndarray:
+        """RGB uint8 pixels of ``window`` = (top, left, rows, cols), in pixels of the image at ``work_size``.
+
+        Read from the best pyramid level (:meth:`level_region`) and resized with
+        ``INTER_AREA`` when the work size is not exactly that level. Tiles
+        read this way are exact crops of :meth:`get_image` when the work size is a
+        pyramid level; otherwise they can differ from it in the last bit of
+        interpolation at a tile's edge.
+        """
+        size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
+        level, location, (width, height) = self.level_region(size, window)
         if width * height > MAX_READ_PIXELS:
+            level_width, level_height = self.level_dimensions[level]
+            whole = "read whole" if (width, height) == (level_width, level_height) else f"{width}x{height} px at once"
             raise SlideError(
-                f"{self.name}: work size {size.text!r} needs level {level} ({width}x{height} px) "
-                "read whole; choose a smaller work size")
-        rgb = self.read_region((0, 0), level, (width, height))
+                f"{self.name}: work size {size.text!r} needs level {level} ({level_width}x{level_height} px) "
+                f"{whole}; choose a smaller work size")
+        rgb = self.read_region(location, level, (width, height))
+        rows, cols = window[2:]
         if (rows, cols) != rgb.shape[:2]:
             rgb = cv2.resize(rgb, (cols, rows), interpolation=cv2.INTER_AREA)
         return rgb
@@ -225,9 +260,10 @@ class BaseImage:
         except openslide.OpenSlideError as error:
             raise self.read_failed(level, error) from None
         self.reads.append(LevelRead(level, tuple(location), tuple(size), time.perf_counter() - started))
-        rgb = rgba[..., :3].copy()
-        transparent = rgba[..., 3] == 0
-        rgb[transparent] = 255
+        rgb = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)  # ~15x faster than slicing and copying
+        alpha = cv2.extractChannel(rgba, 3)
+        if cv2.countNonZero(alpha) < alpha.size:  # rare: only outside the scanned region
+            rgb[alpha == 0] = 255
         return rgb
 
     def read_failed(self, level: int, error: BaseException) -> SlideError:

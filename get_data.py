@@ -367,7 +367,10 @@ def list_entries(entries: list[Entry], dest: Path) -> None:
 def make_synthetic(count: int, dest: Path, seed: int, kind: str, overwrite: bool) -> list[Path]:
     from slideqc import synthetic
 
-    specs = synthetic.benchmark_specs(count, seed) if kind == "benchmark" else synthetic.demo_specs(count, seed)
+    if kind == "big":
+        specs = synthetic.big_specs(seed)[:count]
+    else:
+        specs = synthetic.benchmark_specs(count, seed) if kind == "benchmark" else synthetic.demo_specs(count, seed)
     paths = []
     for spec in specs:
         started = time.perf_counter()
@@ -402,8 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     fake = parser.add_argument_group("synthetic slides")
     fake.add_argument("--synthetic", type=int, metavar="N",
                       help="make N synthetic slides (0 %%, ~30 %%, ~70 %% of the tissue blurred, cycling)")
-    fake.add_argument("--kind", choices=["demo", "benchmark"], default="demo",
-                      help="synthetic set: demo (8k x 6k px) or benchmark (20k x 15k px)")
+    fake.add_argument("--kind", choices=["demo", "benchmark", "big"], default="demo",
+                      help="synthetic set: demo (8k x 6k px), benchmark (20k x 15k px) or big (real-size, "
+                           "46k x 33k at 20x and 80k x 60k at 40x; at most 2; minutes each)")
     fake.add_argument("--seed", type=int, default=2021, help="seed of the synthetic slides")
     fake.add_argument("--overwrite", action="store_true", help="remake synthetic slides that exist")
     return parser

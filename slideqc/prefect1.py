@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 from prefect.engine import signals
 from prefect.engine.results import LocalResult
 from prefect.engine.state import State, TriggerFailed
-from prefect.executors import DaskExecutor, LocalDaskExecutor, LocalExecutor
+from prefect.executors import DaskExecutor, LocalExecutor
+from prefect.executors import LocalDaskExecutor as PrefectLocalDaskExecutor
 
 from BaseImage import BaseImage
-from slideqc import qc, results
+from slideqc import qc, results, tiled
 
 CACHE_DIRNAME = ".qc-cache"
 EXECUTORS = ("local", "threads", "processes", "dask")
@@ -80,9 +84,34 @@ def clear_cache(cache_dir: str | Path, file_names: list, parameters: dict) -> in
     return removed
 
 
+class LocalDaskExecutor(PrefectLocalDaskExecutor):
+    """Prefect's LocalDaskExecutor, whose slides share the cores with their tile threads.
+
+    (Same name, so the logs and the server show the executor the workshop teaches.)
+
+    While it runs, ``SLIDEQC_TILE_WORKERS`` is CPUs // workers (see
+    :func:`slideqc.tiled.shared_cores`): its threads read it, and its worker
+    processes, started during the run, inherit it.
+    """
+
+    def __init__(self, scheduler: str = "threads", num_workers: int | None = None) -> None:
+        super().__init__(scheduler=scheduler, num_workers=num_workers)
+        self.slides_at_once = num_workers or os.cpu_count() or 1
+
+    @contextmanager
+    def start(self) -> Iterator[None]:
+        with tiled.shared_cores(self.slides_at_once), super().start():
+            yield
+
+
 def make_executor(kind: str = "local", workers: int | None = None, address: str | None = None):
-    """The executor for ``--executor``: local, threads, processes or dask (``--address`` to join a cluster)."""
+    """The executor for ``--executor``: local, threads, processes or dask (``--address`` to join a cluster).
+
+    Nested parallelism is bounded: each slide's tile threads get CPUs // workers
+    (:mod:`slideqc.tiled`); a LocalExecutor runs one slide at a time, which keeps all of them.
+    """
     if address:
+        # The cluster's workers decide: SLIDEQC_TILE_WORKERS in their environment, else CPUs // their threads.
         return DaskExecutor(address=address)
     if kind == "local":
         return LocalExecutor()
@@ -90,8 +119,11 @@ def make_executor(kind: str = "local", workers: int | None = None, address: str 
         return LocalDaskExecutor(scheduler=kind, num_workers=workers)
     if kind == "dask":
         # One thread per worker process: the QC is CPU-bound, and OpenCV brings its own threads.
+        # The workers' own environment sets their tile threads.
+        workers = workers or os.cpu_count() or 1
+        tile_env = {tiled.WORKERS_VARIABLE: str(tiled.workers_per_slide(workers))}
         return DaskExecutor(cluster_kwargs=dict(n_workers=workers, threads_per_worker=1, processes=True,
-                                                dashboard_address=None))
+                                                dashboard_address=None, env=tile_env))
     raise ValueError(f"executor: {kind!r} is not one of {', '.join(EXECUTORS)}")
 
 

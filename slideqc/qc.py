@@ -16,7 +16,7 @@ from pathlib import Path
 import openslide
 
 from BaseImage import BaseImage, SlideError, WorkSize
-from slideqc import algorithms
+from slideqc import algorithms, tiled
 
 log = logging.getLogger("slideqc")
 
@@ -98,16 +98,21 @@ def segment_tissue(s: BaseImage) -> BaseImage:
 
 
 def detect_blur(s: BaseImage, blur_radius: float = 7.0, blur_threshold: float = 0.05) -> BaseImage:
-    """Blur mask at the blur work size; records the fraction of the tissue that is blurry."""
+    """Blur at the blur work size, tile by tile; records the fraction of the tissue that is blurry.
+
+    The blur work level is never held whole (see :mod:`slideqc.tiled`): tiles
+    with tissue are read with enough context for the result to be the whole
+    image's, in parallel threads, and tiles of bare glass are not read at all.
+    """
     if "tissue" not in s.masks:
         raise SlideError(f"{s.name}: blur detection needs the tissue mask; run segment_tissue first")
     with timed(s, "blur"):
-        image = s.get_image(s.results["blur_work_size"])
-        blurry = algorithms.blur_mask(image, blur_radius, blur_threshold)
-        s.results["blur_shape"] = blurry.shape
-        s.results["blurry_fraction"] = algorithms.blurry_fraction(blurry, s.masks["tissue"], blur_radius)
-        # Kept at the tissue resolution: enough for pictures, small to pass between processes.
-        s.set_mask("blur", algorithms.area_fraction(blurry, s.masks["tissue"].shape) >= 0.5)
+        found = tiled.measure_blur(s, s.results["blur_work_size"], s.masks["tissue"], blur_radius, blur_threshold)
+        s.results["blur_shape"] = found.shape
+        s.results["blurry_fraction"] = found.fraction
+        # The blurry pixels that were counted, kept at the tissue resolution: enough for
+        # pictures, small to pass between processes.
+        s.set_mask("blur", found.mask, relative_to="tissue")
     return s
 
 

@@ -17,12 +17,16 @@ the true tissue and blur masks as PNGs at a stated downsample.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import tempfile
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -38,6 +42,8 @@ GLASS_OD = np.float32(0.02)
 DESIGN_DOWNSAMPLE = 32  # resolution of the tissue and blur layout fields
 TRUTH_DOWNSAMPLE = 16  # resolution of the ground-truth mask PNGs
 BLOCK_WIDTH = 4096  # level-0 columns rendered at once (bounds memory)
+WRITE_BUFFER = 32 * 2**20  # bytes of tiles tifffile gathers before compressing them
+LARGE_LAYOUT_SIGMA = 80  # design pixels: smoother layout noise is made on a coarser grid and steepened
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,10 @@ class SlideSpec:
             raise ValueError(f"{self.name}: slide must be at least one tile ({self.tile} px)")
         if not 0.0 <= self.blurred_fraction <= 1.0:
             raise ValueError(f"{self.name}: blurred_fraction must be in [0, 1]")
+        steps = list(zip(self.downsamples, self.downsamples[1:], strict=False))
+        if self.downsamples[:1] != (1,) or any(b <= a or b % a for a, b in steps):
+            raise ValueError(f"{self.name}: downsamples must start at 1 and each divide the next, "
+                             f"got {self.downsamples}")
 
 
 @dataclass
@@ -135,8 +145,16 @@ class _Layout:
 
 
 def _smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
-    noise = rng.standard_normal(shape).astype(np.float32)
-    smooth = cv2.GaussianBlur(noise, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    """Gaussian-smoothed white noise of ``shape``, normalised to mean 0 and std 1."""
+    factor = math.ceil(sigma / 16) if sigma > LARGE_LAYOUT_SIGMA else 1
+    # A Gaussian of sigma s costs ~8 s taps per pixel: a big slide's layout (s > 200) took
+    # minutes, so smooth a coarser grid and interpolate (the demo and benchmark sets keep
+    # their exact layouts: their sigmas are below the cut).
+    small = (math.ceil(shape[0] / factor), math.ceil(shape[1] / factor))
+    noise = rng.standard_normal(small).astype(np.float32)
+    smooth = cv2.GaussianBlur(noise, (0, 0), sigma / factor, borderType=cv2.BORDER_REFLECT)
+    if factor > 1:
+        smooth = cv2.resize(smooth, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
     return (smooth - smooth.mean()) / (smooth.std() + 1e-9)
 
 
@@ -150,7 +168,11 @@ def _make_layout(spec: SlideSpec) -> _Layout:
     yy, xx = np.meshgrid(np.linspace(-1, 1, gh), np.linspace(-1, 1, gw), indexing="ij")
     field_ -= 2.5 * np.maximum(np.abs(yy), np.abs(xx)) ** 6
     threshold = np.quantile(field_, 1.0 - spec.tissue_fraction)
-    tissue_field = (field_ - threshold).astype(np.float32)
+    # The tissue's soft edge and its rim without nuclei are set by the field's slope, which
+    # falls as the pieces grow with the slide: steepen big layouts back to that of a
+    # LARGE_LAYOUT_SIGMA one, or a real-size slide gets a rim of blank stroma 100 µm wide.
+    steepen = max(1.0, scale / 9 / LARGE_LAYOUT_SIGMA)
+    tissue_field = ((field_ - threshold) * steepen).astype(np.float32)
 
     # Blur: smooth regions inside the tissue covering the target fraction of it.
     sigma_field = np.zeros((gh, gw), np.float32)
@@ -218,6 +240,8 @@ def _render_block(spec: SlideSpec, layout: _Layout, y0: int, x0: int, h: int, w:
     sigma_max_px = max(layout.region_sigmas, default=0.0) / spec.mpp
     margin = int(math.ceil(4 * sigma_max_px)) + 2
     ry0, rx0, rh, rw = y0 - margin, x0 - margin, h + 2 * margin, w + 2 * margin
+    if _is_glass(layout, ry0, rx0, rh, rw):
+        return _render_glass(spec, y0, x0, h, w), np.zeros((h, w), bool), np.zeros((h, w), bool)
 
     tissue_level = _bilinear(layout.tissue_field, _design_coords(ry0, rh), _design_coords(rx0, rw))
     # A soft edge a few pixels wide, as real tissue has; the truth is level > 0.
@@ -243,14 +267,45 @@ def _render_block(spec: SlideSpec, layout: _Layout, y0: int, x0: int, h: int, w:
             blurred = cv2.GaussianBlur(rgb, (0, 0), sigma / spec.mpp, borderType=cv2.BORDER_REFLECT)
             np.copyto(rgb, blurred, where=where[..., None])
 
-    rgb = rgb[margin:margin + h, margin:margin + w]
-    noise = np.empty(rgb.shape, np.float32)
-    cv2.setRNGSeed(hash((spec.seed, y0, x0)) & 0x7FFFFFFF)  # tuples of ints hash reproducibly
-    cv2.randn(noise, 0.0, 1.5)  # sensor noise; OpenCV's generator is ~10x faster than numpy's
-    rgb += noise
+    rgb = _add_sensor_noise(rgb[margin:margin + h, margin:margin + w], spec, y0, x0)
     tissue = tissue_level[margin:margin + h, margin:margin + w] > 0
     blurred_mask = sigma_um[margin:margin + h, margin:margin + w] > 0
-    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8), tissue, blurred_mask
+    return rgb, tissue, blurred_mask
+
+
+def _add_sensor_noise(rgb: np.ndarray, spec: SlideSpec, y0: int, x0: int) -> np.ndarray:
+    """``rgb`` (float32) plus the sensor noise of the block at (y0, x0), rounded to uint8."""
+    noise = np.empty(rgb.shape, np.float32)
+    # OpenCV's generator is per thread and ~10x faster than numpy's; tuples of ints hash
+    # reproducibly, so each block's noise is the same in any thread, in any run.
+    cv2.setRNGSeed(hash((spec.seed, y0, x0)) & 0x7FFFFFFF)
+    cv2.randn(noise, 0.0, 1.5)
+    noise += rgb
+    noise += 0.5
+    return np.clip(noise, 0, 255, out=noise).astype(np.uint8)
+
+
+def _is_glass(layout: _Layout, y0: int, x0: int, h: int, w: int) -> bool:
+    """True when no tissue reaches level-0 region [y0, y0+h) x [x0, x0+w), margins included.
+
+    The tissue level there interpolates the design cells around it, so it is at
+    most their maximum; below -1/80 the tissue's opacity is 0 (see _render_block).
+    """
+    rows, cols = layout.tissue_field.shape
+    gy0, gx0 = (max(0, min(n - 1, math.floor(c[0]))) for c, n in
+                ((_design_coords(y0, 1), rows), (_design_coords(x0, 1), cols)))
+    gy1, gx1 = (max(0, min(n - 1, math.floor(c[0]) + 1)) + 1 for c, n in
+                ((_design_coords(y0 + h - 1, 1), rows), (_design_coords(x0 + w - 1, 1), cols)))
+    return bool(layout.tissue_field[gy0:gy1, gx0:gx1].max() <= -1.0 / 80)
+
+
+def _render_glass(spec: SlideSpec, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    """Bare glass: what _render_block draws where there is no tissue, ~20x faster.
+
+    Real slides are mostly glass, so this is most of a big slide's pixels.
+    """
+    glass = np.full((h, w, 3), np.float32(255.0) * np.exp(-GLASS_OD), np.float32)
+    return _add_sensor_noise(glass, spec, y0, x0)
 
 
 # --- writing ----------------------------------------------------------------------------
@@ -268,6 +323,7 @@ def _aperio_description(spec: SlideSpec, width: int, height: int) -> str:
 
 
 def _tiles(image: np.ndarray, tile: int) -> Iterator[np.ndarray]:
+    """The tiles of ``image`` in TIFF order, partial ones padded with white glass."""
     h, w = image.shape[:2]
     for ty in range(0, h, tile):
         for tx in range(0, w, tile):
@@ -278,70 +334,151 @@ def _tiles(image: np.ndarray, tile: int) -> Iterator[np.ndarray]:
             yield t
 
 
+class _LevelFile:
+    """One pyramid level below level 0, made strip by strip from the level above, kept on disk.
+
+    Rows arrive in order; each ``factor`` of them become one row here (an area
+    average, OpenCV's INTER_AREA at an integer factor). The level is written to
+    a raw file with plain writes and read back strip by strip, so it never sits
+    in memory (a memory map would count every page it touches).
+    """
+
+    def __init__(self, path: Path, factor: int, shape: tuple[int, int]) -> None:
+        self.path, self.factor, self.shape = path, factor, shape
+        self.rows_written = 0
+        self._pending: np.ndarray | None = None
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in finish()
+
+    def add(self, rows: np.ndarray) -> np.ndarray:
+        """Take the next rows of the level above; return the rows of this level they completed."""
+        if self._pending is not None:
+            rows = np.concatenate([self._pending, rows])
+        whole = rows.shape[0] // self.factor * self.factor
+        self._pending = rows[whole:] if whole < rows.shape[0] else None
+        height, width = self.shape
+        count = min(whole // self.factor, height - self.rows_written)
+        if count <= 0:
+            return rows[:0, :width]
+        done = cv2.resize(rows[:count * self.factor, :width * self.factor], (width, count),
+                          interpolation=cv2.INTER_AREA)
+        self._file.write(np.ascontiguousarray(done).tobytes())
+        self.rows_written += count
+        return done
+
+    def finish(self) -> None:
+        self._file.close()
+
+    def strips(self, rows: int) -> Iterator[np.ndarray]:
+        """The level back from disk, ``rows`` at a time."""
+        height, width = self.shape
+        with open(self.path, "rb") as handle:
+            for top in range(0, height, rows):
+                strip = np.empty((min(rows, height - top), width, 3), np.uint8)
+                handle.readinto(memoryview(strip).cast("B"))
+                yield strip
+
+
+def _render_strip(spec: SlideSpec, layout: _Layout, y0: int):
+    """Level-0 rows [y0, y0 + tile) of the slide: RGB, pixel counts, true masks at the truth downsample."""
+    h = min(spec.tile, spec.height - y0)
+    strip = np.empty((h, spec.width, 3), np.uint8)
+    tissue_rows = np.zeros((h // TRUTH_DOWNSAMPLE, spec.width // TRUTH_DOWNSAMPLE), bool)
+    blur_rows = np.zeros_like(tissue_rows)
+    tissue_count = blurred_count = 0
+    for x0 in range(0, spec.width, BLOCK_WIDTH):
+        w = min(BLOCK_WIDTH, spec.width - x0)
+        rgb, tissue, blurred = _render_block(spec, layout, y0, x0, h, w)
+        strip[:, x0:x0 + w] = rgb
+        if not tissue.any():
+            continue
+        tissue_count += int(np.count_nonzero(tissue))
+        blurred_count += int(np.count_nonzero(tissue & blurred))
+        tx, tw = x0 // TRUTH_DOWNSAMPLE, w // TRUTH_DOWNSAMPLE
+        truth_shape = tissue_rows[:, tx:tx + tw].shape
+        tissue_rows[:, tx:tx + tw] = _downsample(tissue.astype(np.float32), TRUTH_DOWNSAMPLE)[
+            :truth_shape[0], :truth_shape[1]] >= 0.5
+        blur_rows[:, tx:tx + tw] = _downsample((tissue & blurred).astype(np.float32), TRUTH_DOWNSAMPLE)[
+            :truth_shape[0], :truth_shape[1]] >= 0.5
+    return strip, tissue_count, blurred_count, tissue_rows, blur_rows
+
+
 def _downsample(image: np.ndarray, factor: int) -> np.ndarray:
     h, w = image.shape[:2]
     return cv2.resize(image, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
 
 
-def write_slide(spec: SlideSpec, dest: Path) -> Truth:
+def _ordered_ahead(pool: ThreadPoolExecutor, fn, items, ahead: int) -> Iterator:
+    """``pool.map(fn, items)`` with at most ``ahead`` results pending, so memory stays bounded."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def write_slide(spec: SlideSpec, dest: Path, workers: int | None = None) -> Truth:
     """Render ``spec`` into ``dest`` (an .svs path) and write its ground truth beside it.
 
-    Memory is bounded by one strip of level 0 (tile rows x width) plus the
-    second pyramid level, which is held in a disk-backed array.
+    Memory is bounded by a few strips of level 0 (one tile row by the slide's
+    width each, rendered by ``workers`` threads, default the CPU count): each
+    strip is written as tiles and averaged down into the smaller levels, which
+    wait on disk beside ``dest`` and are then written strip by strip too. An
+    80k x 60k slide is made in well under 1 GB.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     layout = _make_layout(spec)
     W, H, tile = spec.width, spec.height, spec.tile
-    level1_factor = spec.downsamples[1] if len(spec.downsamples) > 1 else 1
     t_ds = TRUTH_DOWNSAMPLE
-    truth_tissue = np.zeros((H // t_ds, W // t_ds), np.float32)
+    truth_tissue = np.zeros((H // t_ds, W // t_ds), bool)
     truth_blur = np.zeros_like(truth_tissue)
     counts = {"tissue": 0, "blurred": 0}
+    workers = workers or os.cpu_count() or 1
 
     scratch = tempfile.TemporaryDirectory(prefix="synthetic-", dir=dest.parent)
-    level1 = np.lib.format.open_memmap(
-        os.path.join(scratch.name, "level1.npy"), mode="w+", dtype=np.uint8,
-        shape=(H // level1_factor, W // level1_factor, 3))
+    levels: list[_LevelFile] = []
+    for previous, factor in itertools.pairwise(spec.downsamples):
+        if H // factor < 1 or W // factor < 1:
+            break
+        levels.append(_LevelFile(Path(scratch.name) / f"level{factor}.raw", factor // previous,
+                                 (H // factor, W // factor)))
 
-    def level0_tiles() -> Iterator[np.ndarray]:
-        for y0 in range(0, H, tile):
-            h = min(tile, H - y0)
-            strip = np.empty((h, W, 3), np.uint8)
-            for x0 in range(0, W, BLOCK_WIDTH):
-                w = min(BLOCK_WIDTH, W - x0)
-                rgb, tissue, blurred = _render_block(spec, layout, y0, x0, h, w)
-                strip[:, x0:x0 + w] = rgb
-                counts["tissue"] += int(tissue.sum())
-                counts["blurred"] += int((tissue & blurred).sum())
-                ty, tx = y0 // t_ds, x0 // t_ds
-                th, tw = h // t_ds, w // t_ds
-                truth_tissue[ty:ty + th, tx:tx + tw] = _downsample(tissue.astype(np.float32), t_ds)[:th, :tw]
-                truth_blur[ty:ty + th, tx:tx + tw] = _downsample(
-                    (tissue & blurred).astype(np.float32), t_ds)[:th, :tw]
-            small = _downsample(strip, level1_factor)
-            l1y = y0 // level1_factor
-            level1[l1y:l1y + small.shape[0]] = small[: level1.shape[0] - l1y]
+    def level0_tiles(pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
+        render = partial(_render_strip, spec, layout)
+        for y0, (strip, tissue, blurred, tissue_rows, blur_rows) in zip(
+                range(0, H, tile), _ordered_ahead(pool, render, range(0, H, tile), workers), strict=True):
+            counts["tissue"] += tissue
+            counts["blurred"] += blurred
+            ty = y0 // t_ds
+            truth_tissue[ty:ty + tissue_rows.shape[0]] = tissue_rows[:truth_tissue.shape[0] - ty]
+            truth_blur[ty:ty + blur_rows.shape[0]] = blur_rows[:truth_blur.shape[0] - ty]
+            rows = strip
+            for level in levels:
+                rows = level.add(rows)
             yield from _tiles(strip, tile)
 
     tmp_path = dest.with_name(f".{dest.name}.partial")
     try:
-        with tifffile.TiffWriter(tmp_path, bigtiff=W * H * 3 > 2**31) as tif:
+        with tifffile.TiffWriter(tmp_path, bigtiff=W * H * 3 > 2**31) as tif, \
+                ThreadPoolExecutor(max_workers=workers) as pool:
             common = dict(tile=(tile, tile), photometric="rgb", compression="jpeg",
-                          compressionargs={"level": spec.jpeg_quality}, metadata=None)
-            tif.write(level0_tiles(), shape=(H, W, 3), dtype=np.uint8,
+                          compressionargs={"level": spec.jpeg_quality}, metadata=None, maxworkers=workers,
+                          buffersize=WRITE_BUFFER)
+            tif.write(level0_tiles(pool), shape=(H, W, 3), dtype=np.uint8,
                       description=_aperio_description(spec, W, H), **common)
-            previous, previous_factor = np.asarray(level1), level1_factor
-            for factor in spec.downsamples[1:]:
-                image = _downsample(previous, factor // previous_factor) if factor != previous_factor else previous
-                if image.shape[0] < 1 or image.shape[1] < 1:
-                    break
-                tif.write(_tiles(image, tile), shape=image.shape, dtype=np.uint8,
-                          subfiletype=1, description=f"Aperio Image Library v12.0.16 \r\n"
-                          f"{W}x{H} -> {image.shape[1]}x{image.shape[0]}", **common)
-                previous, previous_factor = image, factor
+            for level in levels:
+                level.finish()
+                height, width = level.shape
+                strips = level.strips(tile)
+                tif.write((t for strip in strips for t in _tiles(strip, tile)), shape=(height, width, 3),
+                          dtype=np.uint8, subfiletype=1, description=f"Aperio Image Library v12.0.16 \r\n"
+                          f"{W}x{H} -> {width}x{height}", **common)
         os.replace(tmp_path, dest)
     finally:
+        for level in levels:
+            level.finish()
         scratch.cleanup()
         if tmp_path.exists():
             tmp_path.unlink()
@@ -355,8 +492,8 @@ def write_slide(spec: SlideSpec, dest: Path) -> Truth:
         spec={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(spec).items()},
     )
     stem = dest.with_suffix("")
-    cv2.imwrite(f"{stem}.tissue_truth.png", ((truth_tissue >= 0.5) * 255).astype(np.uint8))
-    cv2.imwrite(f"{stem}.blur_truth.png", ((truth_blur >= 0.5) * 255).astype(np.uint8))
+    cv2.imwrite(f"{stem}.tissue_truth.png", truth_tissue.astype(np.uint8) * 255)
+    cv2.imwrite(f"{stem}.blur_truth.png", truth_blur.astype(np.uint8) * 255)
     _atomic_write_text(Path(f"{stem}.truth.json"), json.dumps(asdict(truth), indent=2))
     return truth
 
@@ -404,6 +541,23 @@ def benchmark_specs(n: int = 8, seed: int = 7) -> list[SlideSpec]:
     return [SlideSpec(name=f"bench_{i + 1:02d}.svs", width=20480, height=15360,
                       blurred_fraction=DEMO_FRACTIONS[i % 3], blur_sigma_um=(1.5, 3.0),
                       seed=seed + i, downsamples=(1, 4, 16, 32)) for i in range(n)]
+
+
+def big_specs(seed: int = 2021) -> list[SlideSpec]:
+    """Slides the size of real ones, mostly glass as real slides are.
+
+    One like OpenSlide's CMU-1 (46000 x 32914 px at 20x, levels at downsamples
+    1, 4, 16) and one of a full 40x scan (80000 x 60000 px, 4.8 gigapixels).
+    Bare glass renders ~20x faster than tissue (see _render_glass), which is
+    what keeps their generation to minutes.
+    """
+    return [
+        SlideSpec(name="big_01_cmu1_size_20x.svs", width=46000, height=32914, magnification=20.0, mpp=0.499,
+                  blurred_fraction=0.3, blur_sigma_um=(1.5, 3.0), tissue_fraction=0.2, seed=seed,
+                  downsamples=(1, 4, 16)),
+        SlideSpec(name="big_02_80k_40x.svs", width=80000, height=60000, blurred_fraction=0.3,
+                  blur_sigma_um=(1.5, 3.0), tissue_fraction=0.12, seed=seed + 1, downsamples=(1, 4, 16, 64)),
+    ]
 
 
 def write_set(specs: list[SlideSpec], dest: Path, overwrite: bool = False) -> list[Path]:

@@ -74,3 +74,45 @@ def test_invalid_parameters_are_refused(radius, threshold):
 def test_non_rgb_input_is_refused():
     with pytest.raises(ValueError, match="RGB uint8"):
         algorithms.tissue_mask(np.zeros((10, 10), np.uint8))
+
+
+@pytest.mark.parametrize("source, shape", [((37, 53), (296, 424)), ((100, 80), (33, 251)), ((7, 9), (7, 9)),
+                                           ((64, 48), (1000, 777))])
+def test_resize_mask_windows_are_opencv_nearest_crops(source, shape):
+    import cv2
+
+    mask = np.random.default_rng(2).random(source) > 0.5
+    whole = cv2.resize(mask.astype(np.uint8), shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+    assert np.array_equal(algorithms.resize_mask(mask, shape), whole)
+    top, left, rows, cols = shape[0] // 3, shape[1] // 4, shape[0] // 2, shape[1] // 2
+    window = algorithms.resize_mask(mask, shape, (top, left, rows, cols))
+    assert np.array_equal(window, whole[top:top + rows, left:left + cols])
+
+
+@pytest.mark.parametrize("ratio, offset", [(8, 0), (8, 3), (3, 5), (1, 0)])
+def test_bin_sums_count_per_bin(ratio, offset):
+    mask = np.random.default_rng(3).random((61, 45)) > 0.4
+    row_bins = (np.arange(61) + offset) // ratio
+    col_bins = algorithms.nearest_index(20, 45)
+    expected = np.zeros((row_bins[-1] - row_bins[0] + 1, 20), int)
+    np.add.at(expected, (row_bins[:, None] - row_bins[0], col_bins[None, :]), mask)
+    assert np.array_equal(algorithms.bin_sums(mask, row_bins, col_bins), expected)
+
+
+@pytest.mark.parametrize("radius", [1.5, 3, 7])
+def test_blur_context_makes_a_tile_exact(radius):
+    image = _stained((160, 200))
+    whole = algorithms.blur_response(image, radius)
+    c = algorithms.blur_context(radius)
+    tile = algorithms.blur_response(image[60 - c:100 + c, 80 - c:140 + c], radius)[c:-c, c:-c]
+    assert np.array_equal(tile, whole[60:100, 80:140])
+
+
+def test_erode_of_a_full_mask_erodes_only_from_the_border():
+    import cv2
+
+    for radius in (1, 5, 14):
+        full = np.ones((40, 50), bool)
+        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        expected = cv2.erode(full.astype(np.uint8), disk, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+        assert np.array_equal(algorithms.erode(full, radius), expected)

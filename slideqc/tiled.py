@@ -1,0 +1,208 @@
+"""Blur measured tile by tile: the blur work level is never held whole.
+
+At 10x a real slide (100k x 80k px at 40x) is 25k x 20k px, 1.5 GB of RGB.
+:func:`measure_blur` cuts the blur work level into square tiles of
+``tile_size`` work pixels (512) and, for each tile whose own area holds tissue,
+reads it with :func:`~slideqc.algorithms.blur_context` pixels of context each
+side (4 sigma of the Gaussian, plus the Laplacian's pixel, which also covers
+the tissue erosion), so the blur response inside the tile is the one the
+whole image gives. Per tile it counts the blurry and the measurable tissue
+pixels at the blur resolution (:class:`~slideqc.algorithms.BlurCounts`) and
+bins the counted blurry pixels down to the tissue mask's resolution; the
+slide's fraction is taken from the summed counts, exactly as
+:func:`~slideqc.algorithms.blurry_fraction` takes it from the whole image.
+
+Tiles with no tissue in their own area are never read: no pixel of them could
+be counted, and on real slides most of the glass is empty.
+
+Parallelism
+-----------
+Tiles are measured on a thread pool (OpenCV and OpenSlide release the GIL).
+Its size is :func:`tile_workers`: the environment variable
+``SLIDEQC_TILE_WORKERS`` when set, else CPUs // the worker's threads inside a
+Dask worker, else the number of CPUs. Whoever runs slides in parallel sets
+the variable so that slides x tile threads stays at the core count:
+pipeline_parallel.py sets 1 in its worker processes, and
+:func:`slideqc.prefect1.make_executor` sets CPUs // workers for the
+LocalDaskExecutor (threads or processes) and the local Dask cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from BaseImage import BaseImage, WorkSize
+from slideqc import algorithms
+
+# Work pixels per tile side. Smaller tiles skip more glass but compute more context (29 px a side:
+# +24 % at 512, +12 % at 1024); on the mostly-glass big slides 512 measured fastest (1.2 to 1.9x
+# faster than 2048, benchmarks/big_slides.py). ~1 MB of RGB, ~6 MB in flight per tile.
+TILE_SIZE = 512
+WORKERS_VARIABLE = "SLIDEQC_TILE_WORKERS"
+
+
+def tile_workers() -> int:
+    """How many threads measure one slide's tiles (>= 1); see the module docstring."""
+    value = os.environ.get(WORKERS_VARIABLE, "").strip()
+    if value:
+        try:
+            workers = int(value)
+        except ValueError:
+            workers = 0
+        if workers < 1:
+            raise ValueError(f"{WORKERS_VARIABLE}: must be a whole number >= 1, got {value!r}")
+        return workers
+    return workers_per_slide(_dask_worker_threads() or 1)
+
+
+def workers_per_slide(slides_at_once: int) -> int:
+    """Tile threads per slide when ``slides_at_once`` slides run together: CPUs // slides, at least 1."""
+    return max(1, (os.cpu_count() or 1) // max(1, slides_at_once))
+
+
+@contextmanager
+def shared_cores(slides_at_once: int) -> Iterator[None]:
+    """While the block runs, give each of ``slides_at_once`` parallel slides its share of the cores.
+
+    Sets ``SLIDEQC_TILE_WORKERS`` to :func:`workers_per_slide` in this process,
+    where thread-pool tasks read it and from where new worker processes inherit
+    it; a value the user set is kept.
+    """
+    if os.environ.get(WORKERS_VARIABLE):
+        yield
+        return
+    os.environ[WORKERS_VARIABLE] = str(workers_per_slide(slides_at_once))
+    try:
+        yield
+    finally:
+        os.environ.pop(WORKERS_VARIABLE, None)
+
+
+def _dask_worker_threads() -> int | None:
+    """The thread count of the Dask worker this runs in, or None outside one."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its own area ``core`` and the ``read`` area with context, as (top, left, rows, cols)."""
+
+    core: tuple[int, int, int, int]
+    read: tuple[int, int, int, int]
+
+    @property
+    def core_in_read(self) -> tuple[slice, slice]:
+        top, left, rows, cols = self.core
+        dy, dx = top - self.read[0], left - self.read[1]
+        return slice(dy, dy + rows), slice(dx, dx + cols)
+
+
+def tiles(shape: tuple[int, int], tile_size: int, context: int) -> Iterator[Tile]:
+    """Row-major tiles of ``tile_size`` covering ``shape``, each read with ``context`` px each side."""
+    rows, cols = shape
+    for top in range(0, rows, tile_size):
+        for left in range(0, cols, tile_size):
+            bottom, right = min(top + tile_size, rows), min(left + tile_size, cols)
+            y0, x0 = max(0, top - context), max(0, left - context)
+            y1, x1 = min(rows, bottom + context), min(cols, right + context)
+            yield Tile((top, left, bottom - top, right - left), (y0, x0, y1 - y0, x1 - x0))
+
+
+def plan(shape: tuple[int, int], tissue: np.ndarray, blur_radius: float,
+         tile_size: int = TILE_SIZE) -> tuple[list[Tile], list[Tile]]:
+    """(the tiles to read, all tiles) of a blur work level of ``shape``, given the tissue mask.
+
+    A tile without tissue in its own area has no pixel to count, so it is not
+    read: its context alone (:func:`~slideqc.algorithms.blur_context`) never
+    adds a counted pixel, hence no dilation of the tissue is needed.
+    """
+    all_tiles = list(tiles(shape, tile_size, algorithms.blur_context(blur_radius)))
+    wanted = [t for t in all_tiles if algorithms.resize_mask(tissue, shape, t.core).any()]
+    return wanted, all_tiles
+
+
+@dataclass
+class BlurResult:
+    """What :func:`measure_blur` found on a slide."""
+
+    counts: algorithms.BlurCounts
+    mask: np.ndarray  # bool, at the tissue mask's shape: the blurry pixels that were counted
+    shape: tuple[int, int]  # the blur work level's (rows, cols)
+    tiles_read: int
+    tiles_total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.counts.fraction
+
+
+@dataclass
+class _TileResult:
+    counts: algorithms.BlurCounts
+    top: int  # first bin row and column of the sums
+    left: int
+    counted: np.ndarray  # counted blurry pixels per bin: in eroded tissue, or in tissue when none is left
+
+
+def measure_blur(s: BaseImage, work_size: str | WorkSize, tissue: np.ndarray, blur_radius: float,
+                 blur_threshold: float, tile_size: int = TILE_SIZE, workers: int | None = None) -> BlurResult:
+    """Measure the blur of slide ``s`` at ``work_size`` tile by tile; ``tissue`` is its tissue mask (any size).
+
+    ``tile_size`` is in work pixels (>= 1); ``workers`` threads (default
+    :func:`tile_workers`). Serial and threaded runs give identical results.
+    """
+    if tile_size < 1:
+        raise ValueError(f"tile_size must be >= 1, got {tile_size}")
+    shape = s.work_shape(work_size)
+    # Counted blurry pixels are binned to the tissue mask's pixels (or to the blur pixels
+    # themselves when those are coarser): each blur pixel goes to the tissue pixel it took
+    # its tissue value from.
+    bins_shape = (min(shape[0], tissue.shape[0]), min(shape[1], tissue.shape[1]))
+    row_bins = algorithms.nearest_index(bins_shape[0], shape[0])
+    col_bins = algorithms.nearest_index(bins_shape[1], shape[1])
+    wanted, all_tiles = plan(shape, tissue, blur_radius, tile_size)
+
+    def measure(tile: Tile) -> _TileResult:
+        rgb = s.read_work_region(work_size, tile.read)
+        inside = tile.core_in_read
+        blurry = algorithms.blur_mask(rgb, blur_radius, blur_threshold)[inside]
+        del rgb
+        tissue_read = algorithms.resize_mask(tissue, shape, tile.read)
+        inner = algorithms.measurable_tissue(tissue_read, blur_radius)[inside]
+        tissue_core = tissue_read[inside]
+        top, left, rows, cols = tile.core
+        rb, cb = row_bins[top:top + rows], col_bins[left:left + cols]
+        counts = algorithms.BlurCounts.of(blurry, tissue_core, inner)
+        # The slide counts its eroded tissue if any tile has some (BlurCounts.fraction), and then
+        # only such tiles add counted pixels: each tile bins one mask, the one that can count.
+        counted = blurry & (inner if counts.uses_inner else tissue_core)
+        return _TileResult(counts, int(rb[0]), int(cb[0]), algorithms.bin_sums(counted, rb, cb))
+
+    workers = tile_workers() if workers is None else workers
+    counts = algorithms.BlurCounts()
+    sums_inner = np.zeros(bins_shape, np.int32)
+    sums_tissue = np.zeros(bins_shape, np.int32)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(wanted)))) as pool:
+        # map() hands results back in tile order, so threads and serial sum them identically.
+        results = pool.map(measure, wanted) if workers > 1 else map(measure, wanted)
+        for r in results:
+            counts += r.counts
+            rows, cols = r.counted.shape
+            sums = sums_inner if r.counts.uses_inner else sums_tissue
+            sums[r.top:r.top + rows, r.left:r.left + cols] += r.counted
+    # A bin is blurry when at least half of its blur pixels were counted blurry.
+    per_bin = np.outer(np.bincount(row_bins, minlength=bins_shape[0]), np.bincount(col_bins, minlength=bins_shape[1]))
+    counted = sums_inner if counts.uses_inner else sums_tissue
+    mask = algorithms.resize_mask(2 * counted >= per_bin, tissue.shape)
+    return BlurResult(counts, mask, shape, len(wanted), len(all_tiles))
