@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install data clean pictures
+.PHONY: demo test lint install data clean pictures benchmark
 
 $(STAMP): requirements.txt requirements-qc.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 
 pictures: $(STAMP)
 	$(BIN)/python docs/make_pictures.py --overview
+
+# Every script on 8 synthetic 20k x 15k slides, 3 rounds: about 30 minutes on 2 cores. Rewrites docs/benchmark.md.
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/run_benchmark.py
 
 # The Prefect 3 edition (prefect3/): its own venv, because Prefect 1 and 3 cannot share one.
 VENV3 := .venv-prefect3

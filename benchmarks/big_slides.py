@@ -153,8 +153,6 @@ def qc_row(path: Path, generated: Child | None, params: qc.QCParams) -> dict:
 
 def markdown(rows: list[dict], command: str, comparison: list[str]) -> str:
     lines = [
-        "### Real-size slides",
-        "",
         f"Made by `{command}` on {os.cpu_count()} cores ({tiled.tile_workers()} tile threads). "
         "Each slide is checked by pipeline.py in a child process: *QC* is its load, tissue and blur steps, "
         "*peak memory* the child's ru_maxrss (pictures included). *Decode* is OpenSlide reading only the "
@@ -192,12 +190,15 @@ def markdown(rows: list[dict], command: str, comparison: list[str]) -> str:
 
 def write_section(doc: Path, section: str) -> None:
     """Put ``section`` between the markers in ``doc``, keeping the rest; make the doc if missing."""
-    text = doc.read_text(encoding="utf-8") if doc.is_file() else f"# Benchmarks\n\n{START}\n{END}\n"
+    text = doc.read_text(encoding="utf-8") if doc.is_file() else "# Benchmark\n"
     if START not in text or END not in text:
-        text = text.rstrip("\n") + f"\n\n{START}\n{END}\n"
+        text = text.rstrip("\n") + f"\n\n## Real-size slides\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{START}\n{section}\n{END}{tail}", encoding="utf-8")
+    # Written aside and renamed: a crash leaves the earlier report whole.
+    temporary = doc.with_name(f".{doc.name}.tmp")
+    temporary.write_text(f"{head}{START}\n{section}\n{END}{tail}", encoding="utf-8")
+    os.replace(temporary, doc)
 
 
 def main() -> int:

@@ -32,7 +32,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import tifffile
-from skimage.measure import label
 
 # Optical-density vectors of the two stains (Ruifrok & Johnston), RGB order.
 HEMATOXYLIN_OD = np.array([0.650, 0.704, 0.286], dtype=np.float32)
@@ -181,6 +180,10 @@ def _make_layout(spec: SlideSpec) -> _Layout:
     if spec.blurred_fraction > 0 and tissue.any():
         blur_noise = _smooth_noise((gh, gw), scale / 7, rng)
         cut = np.quantile(blur_noise[tissue], 1.0 - spec.blurred_fraction)
+        # Imported here, not at the top: scikit-image takes ~1 s to import, and every QC process
+        # imports this module for read_truth.
+        from skimage.measure import label
+
         regions = label(blur_noise >= cut, connectivity=2)
         for region_id in range(1, regions.max() + 1):
             sigma = float(rng.uniform(*spec.blur_sigma_um))

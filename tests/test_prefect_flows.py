@@ -259,3 +259,32 @@ def test_mapped_flow_on_a_real_dask_cluster(dask_cluster, demo_dir, tmp_path, re
     with Client(dask_cluster) as client:  # the work really went to the cluster's workers
         transitions = client.run(lambda dask_worker: dask_worker.state.transition_counter)
         assert len(transitions) == 2 and sum(transitions.values()) > 0
+
+
+def test_context_without_the_config_copy_keeps_prefect_semantics():
+    """slideqc.prefect1 makes Prefect skip merging its config into itself; everything else behaves as before."""
+    import prefect
+    from prefect import Flow, Parameter, task
+
+    import slideqc.prefect1  # noqa: F401  (applies the change)
+
+    config = prefect.context.config
+    with prefect.context(config=config) as inner:
+        assert inner.config is config  # the same config: nothing copied
+    with prefect.context(config={"flows": {"checkpointing": True}}, extra=1) as inner:
+        # A different config is still merged into the current one, not put in its place.
+        assert inner.config.flows.checkpointing is True
+        assert inner.config.logging.level == config.logging.level
+        assert inner.extra == 1
+    assert prefect.context.config is config and "extra" not in prefect.context
+
+    @task
+    def settings(blur_max):
+        return blur_max, prefect.context.parameters["blur_max"], prefect.context.config.flows.checkpointing
+
+    with Flow("context") as flow:
+        blur_max = Parameter("blur_max", default=0.05)
+        seen = settings(blur_max)
+    state = flow.run(parameters={"blur_max": 0.2})
+    assert state.is_successful()
+    assert state.result[seen].result == (0.2, 0.2, prefect.context.config.flows.checkpointing)

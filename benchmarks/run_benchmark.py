@@ -1,0 +1,360 @@
+"""The workshop's timing table, measured: every script on one synthetic slide set, in one run.
+
+    python benchmarks/run_benchmark.py                      # 8 slides of 20480x15360 at 40x, 3 repeats
+    python benchmarks/run_benchmark.py --configs plain-serial prefect-serial --repeats 5
+    python benchmarks/run_benchmark.py --size small --slides 2 --repeats 1 --out /tmp/benchmark.md
+
+Each run of a configuration is a fresh subprocess, started the way a user starts
+it (so imports and Prefect's start-up count), with its own empty output and
+Prefect cache folders (nothing is skipped as already checked). Repetitions go
+round-robin over the configurations, so a slow minute of a noisy machine hurts
+them all alike. Memory is sampled with psutil every 50 ms over the whole process
+tree: the largest single process (a worker) and the sum of all.
+
+Then, per slide, in this process: the QC's own reads are replayed on a fresh
+OpenSlide handle, which gives the time to decode exactly the pixels the QC
+needs, and that is set against the QC (load, tissue, blur; no pictures).
+
+docs/benchmark.md is rewritten, except the parts between
+``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers, which are kept as
+they are: the hand-written analysis (``notes``) and the real-size slides'
+rows that benchmarks/big_slides.py writes (``big-slides``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from BaseImage import BaseImage, WorkSize  # noqa: E402
+from slideqc import qc, synthetic  # noqa: E402
+
+MB = 1024 * 1024
+POLL_SECONDS = 0.05
+KEPT_SECTIONS = ("notes", "big-slides")
+KEPT_HEADINGS = {"notes": "## What the numbers say", "big-slides": "## Real-size slides"}
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    script: str
+    args: tuple[str, ...]
+    parallel: bool  # compared with plain parallel (else with plain serial)
+    what: str
+
+
+def configs(workers: int) -> list[Config]:
+    w = ("--workers", str(workers))
+    mapped = "solutions/pipeline_prefect_parallel.py"
+    return [
+        Config("plain-serial", "pipeline.py", (), False, "Python, serial"),
+        Config("plain-parallel", "pipeline_parallel.py", w, True, f"Python, process pool of {workers}"),
+        Config("prefect-serial", "solutions/pipeline_prefect.py", (), False, "Prefect, a flow run per slide"),
+        Config("prefect-mapped-local", mapped, ("--executor", "local"), False, "Prefect, mapped, LocalExecutor"),
+        Config("prefect-threads", mapped, ("--executor", "threads", *w), True,
+               f"Prefect, mapped, LocalDaskExecutor, {workers} threads"),
+        Config("prefect-processes", mapped, ("--executor", "processes", *w), True,
+               f"Prefect, mapped, LocalDaskExecutor, {workers} processes"),
+        Config("prefect-dask", mapped, ("--executor", "dask", *w), True,
+               f"Prefect, mapped, DaskExecutor, local cluster of {workers}"),
+    ]
+
+
+CONFIG_NAMES = [c.name for c in configs(2)]
+
+
+@dataclass
+class Measurement:
+    seconds: float
+    peak_process_mb: float  # the largest single process of the tree
+    peak_tree_mb: float  # every process of the tree together
+
+
+# --- slides -----------------------------------------------------------------------------
+
+
+def slide_specs(size: str, count: int) -> list[synthetic.SlideSpec]:
+    if size == "benchmark":
+        return synthetic.benchmark_specs(count)
+    # Tiny slides for the smoke test: the same kinds of slide, a few seconds to make.
+    return [dataclasses.replace(spec, name=spec.name.replace("synthetic", "tiny"), width=2048, height=1536)
+            for spec in synthetic.demo_specs(count)]
+
+
+def make_slides(data_dir: Path, size: str, count: int) -> list[Path]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    specs = slide_specs(size, count)
+    started = time.perf_counter()
+    paths = synthetic.write_set(specs, data_dir)
+    print(f"{len(paths)} slides in {data_dir} ({time.perf_counter() - started:.0f} s to make or check)", flush=True)
+    return paths
+
+
+# --- running one configuration ----------------------------------------------------------
+
+
+def _sample_memory(pid: int, stop: threading.Event, peaks: list[float]) -> None:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    while not stop.is_set():
+        try:
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        sizes = []
+        for proc in procs:
+            try:
+                sizes.append(proc.memory_info().rss)
+            except psutil.Error:  # ended between the listing and the reading
+                pass
+        if sizes:
+            peaks[0] = max(peaks[0], max(sizes) / MB)
+            peaks[1] = max(peaks[1], sum(sizes) / MB)
+        stop.wait(POLL_SECONDS)
+
+
+def run_config(config: Config, slides: list[Path], scratch: Path) -> Measurement:
+    """One run of ``config`` on ``slides`` in a fresh subprocess, with nothing cached."""
+    out = Path(tempfile.mkdtemp(prefix=f"{config.name}-", dir=scratch))
+    command = [sys.executable, str(ROOT / config.script), "--files", *map(str, slides),
+               "--output-dir", str(out / "output"), "--log-level", "WARNING", *config.args]
+    if config.script.startswith("solutions/"):
+        command += ["--cache-dir", str(out / "cache")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log_path = out / "log.txt"
+    peaks = [0.0, 0.0]
+    stop = threading.Event()
+    with open(log_path, "wb") as log_file:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        sampler = threading.Thread(target=_sample_memory, args=(proc.pid, stop, peaks), daemon=True)
+        sampler.start()
+        code = proc.wait()
+        seconds = time.perf_counter() - started
+        stop.set()
+        sampler.join()
+    if code != 0:
+        tail = log_path.read_text(errors="replace")[-1500:]
+        raise RuntimeError(f"{config.name}: exit code {code} ({' '.join(command)})\n{tail}")
+    shutil.rmtree(out, ignore_errors=True)
+    return Measurement(seconds, peaks[0], peaks[1])
+
+
+# --- per slide: QC against decoding what it reads ---------------------------------------
+
+
+def _qc(path: Path, params: qc.QCParams) -> BaseImage:
+    s = qc.load_slide(path, params.image_work_size, params.blur_work_size)
+    s = qc.segment_tissue(s)
+    return qc.detect_blur(s, params.blur_radius, params.blur_threshold)
+
+
+def per_slide(path: Path, params: qc.QCParams, repeats: int) -> dict:
+    """Best-of-``repeats`` seconds: the QC, and decoding the same regions on a fresh handle."""
+    qc_seconds, decode_seconds, reads = [], [], []
+    for _ in range(max(repeats, 1)):
+        started = time.perf_counter()
+        s = _qc(path, params)
+        qc_seconds.append(time.perf_counter() - started)
+        reads = s.reads
+        s.close()
+        fresh = BaseImage(path)  # a new handle: OpenSlide's tile cache starts empty, as it did for the QC
+        started = time.perf_counter()
+        for read in reads:
+            fresh.slide.read_region(read.location, read.level, read.size)
+        decode_seconds.append(time.perf_counter() - started)
+        fresh.close()
+    blur_size = WorkSize.parse(params.blur_work_size)
+    rows, cols = s.work_shape(blur_size)
+    return dict(name=path.name, width=s.dimensions[0], height=s.dimensions[1],
+                levels=sorted({r.level for r in reads}), reads=len(reads),
+                pixels=sum(r.size[0] * r.size[1] for r in reads),
+                blur_level_mb=rows * cols * 3 / MB,
+                qc=min(qc_seconds), decode=min(decode_seconds))
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def kept_sections(path: Path) -> dict[str, str]:
+    """The marked sections of an earlier report, verbatim, by name."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    kept = {}
+    for name in KEPT_SECTIONS:
+        match = re.search(rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", text, re.S)
+        kept[name] = match.group(1) if match else ""
+    return kept
+
+
+def _ratio(value: float, target: float) -> str:
+    return "met" if value <= target else f"missed by {100 * (value / target - 1):.0f} %"
+
+
+def render(measured: dict[str, list[Measurement]], slides: list[dict], args, kept: dict[str, str],
+           machine: str) -> str:
+    by_name = {c.name: c for c in configs(args.workers)}
+    median = {name: statistics.median(m.seconds for m in runs) for name, runs in measured.items()}
+    lines = [
+        "# Benchmark",
+        "",
+        "Written by [benchmarks/run_benchmark.py](../benchmarks/run_benchmark.py); rerun it with",
+        "`make benchmark` after changing the code. Timings on a shared machine are noisy: compare",
+        "the ratios within one run, not seconds between runs.",
+        "",
+        f"- command: `{args.command}`",
+        f"- machine: {machine}",
+        f"- slides: {len(slides)} synthetic slides, {slides[0]['width']}x{slides[0]['height']} px at 40x"
+        f" ({args.size} set); {args.repeats} repetition(s) per configuration, round-robin",
+        "- each run is a fresh process (imports and Prefect's start-up count), nothing cached;"
+        " memory is the peak resident size of the largest process and of the whole process tree",
+        "",
+        "## The workshop's table, measured",
+        "",
+        "| configuration | what | median s | min–max s | / plain, same parallelism | speed-up over plain serial"
+        " | peak MB, largest process | peak MB, all processes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, runs in measured.items():
+        config = by_name[name]
+        baseline = "plain-parallel" if config.parallel else "plain-serial"
+        ratio = f"{median[name] / median[baseline]:.2f}" if baseline in median else "–"
+        speedup = f"{median['plain-serial'] / median[name]:.2f}×" if "plain-serial" in median else "–"
+        seconds = [m.seconds for m in runs]
+        lines.append(
+            f"| {name} | {config.what} | {median[name]:.1f} | {min(seconds):.1f}–{max(seconds):.1f} | {ratio} "
+            f"| {speedup} | {max(m.peak_process_mb for m in runs):.0f} | {max(m.peak_tree_mb for m in runs):.0f} |")
+
+    worst = max(slides, key=lambda r: r["qc"] / r["decode"])
+    blur_mb = max(r["blur_level_mb"] for r in slides)
+    memory_bound = 3 * blur_mb + 300
+    targets = []
+    if {"prefect-serial", "plain-serial"} <= median.keys():
+        value = median["prefect-serial"] / median["plain-serial"]
+        targets.append(("Prefect serial / plain serial ≤ 1.10", f"{value:.2f}", _ratio(value, 1.10)))
+    for name in ("prefect-threads", "prefect-processes"):
+        if {name, "plain-parallel"} <= median.keys():
+            value = median[name] / median["plain-parallel"]
+            targets.append((f"{name} / plain parallel ≤ 1.10", f"{value:.2f}", _ratio(value, 1.10)))
+    if {"plain-serial", "plain-parallel"} <= median.keys():
+        value = median["plain-serial"] / median["plain-parallel"]
+        targets.append((f"plain parallel speed-up on {args.workers} workers ≥ 1.8×", f"{value:.2f}×",
+                        "met" if value >= 1.8 else f"missed by {100 * (1 - value / 1.8):.0f} %"))
+    value = worst["qc"] / worst["decode"]
+    targets.append(("QC per slide ≤ 1.5 × its decode time (worst slide)", f"{value:.2f} ({worst['name']})",
+                    _ratio(value, 1.5)))
+    peak = max(m.peak_process_mb for name, runs in measured.items() for m in runs if by_name[name].parallel) \
+        if any(by_name[n].parallel for n in measured) else max(m.peak_process_mb for runs in measured.values()
+                                                               for m in runs)
+    targets.append((f"peak memory per worker ≤ 3 × the blur work level ({blur_mb:.0f} MB) + 300 MB"
+                    f" = {memory_bound:.0f} MB", f"{peak:.0f} MB", _ratio(peak, memory_bound)))
+    lines += ["", "## Targets", "", "| target | measured | |", "|---|---:|---|"]
+    lines += [f"| {t} | {v} | {verdict} |" for t, v, verdict in targets]
+
+    lines += [
+        "", "## Per slide: the QC against decoding its pixels", "",
+        "The QC (load, tissue, blur; no pictures written) in this process with the default settings, and the",
+        "same regions read again with OpenSlide on a fresh handle and nothing else: the decode time is the",
+        "floor the QC can approach. Best of the repetitions.", "",
+        "| slide | regions read | pixels read (M) | levels | decode s | QC s | QC / decode |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in slides:
+        lines.append(f"| {r['name']} | {r['reads']} | {r['pixels'] / 1e6:.1f} | {', '.join(map(str, r['levels']))} "
+                     f"| {r['decode']:.2f} | {r['qc']:.2f} | {r['qc'] / r['decode']:.2f} |")
+    for name in KEPT_SECTIONS:
+        lines += ["", KEPT_HEADINGS[name], "", f"<!-- {name}:start -->", kept[name].rstrip("\n"),
+                  f"<!-- {name}:end -->"]
+    return "\n".join(lines) + "\n"
+
+
+def machine_line() -> str:
+    import dask
+    import numpy
+    import openslide
+    import prefect
+
+    return (f"{os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()},"
+            f" prefect {prefect.__version__}, dask {dask.__version__}, numpy {numpy.__version__},"
+            f" OpenSlide {openslide.__library_version__}")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--size", choices=["benchmark", "small"], default="benchmark",
+                        help="benchmark: 20480x15360 slides at 40x; small: 2048x1536, for a smoke test")
+    parser.add_argument("--slides", type=int, default=8, help="number of slides")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration")
+    parser.add_argument("--workers", type=int, default=2, help="workers of the parallel configurations")
+    parser.add_argument("--configs", nargs="+", choices=CONFIG_NAMES, default=CONFIG_NAMES, metavar="NAME",
+                        help=f"configurations to run, of: {' '.join(CONFIG_NAMES)}")
+    parser.add_argument("--data-dir", type=Path, help="where the slides are made or reused "
+                        "(default: data/benchmark or data/benchmark-small)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark.md", help="the report to write")
+    args = parser.parse_args(argv)
+    for name in ("slides", "repeats", "workers"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    args.configs = [name for name in CONFIG_NAMES if name in args.configs]  # the table's order
+    args.data_dir = args.data_dir or ROOT / "data" / ("benchmark" if args.size == "benchmark" else "benchmark-small")
+    shown = [a if not a.startswith(str(ROOT)) else os.path.relpath(a, ROOT) for a in (argv or sys.argv[1:])]
+    args.command = " ".join(["python benchmarks/run_benchmark.py", *shown])
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    slides = make_slides(args.data_dir, args.size, args.slides)
+    chosen = [c for c in configs(args.workers) if c.name in args.configs]
+    measured: dict[str, list[Measurement]] = {c.name: [] for c in chosen}
+    with tempfile.TemporaryDirectory(prefix="slideqc-benchmark-") as scratch:
+        for repeat in range(args.repeats):
+            for config in chosen:
+                m = run_config(config, slides, Path(scratch))
+                measured[config.name].append(m)
+                print(f"[{repeat + 1}/{args.repeats}] {config.name:22s} {m.seconds:7.1f} s "
+                      f"peak {m.peak_process_mb:5.0f} MB / {m.peak_tree_mb:5.0f} MB", flush=True)
+    # One tile thread, as in a process-pool worker: the QC and the decode both run serially.
+    os.environ["SLIDEQC_TILE_WORKERS"] = "1"
+    params = qc.QCParams()
+    per = [per_slide(path, params, args.repeats) for path in slides]
+    for r in per:
+        print(f"{r['name']}: decode {r['decode']:.2f} s, QC {r['qc']:.2f} s", flush=True)
+    atomic_write(args.out, render(measured, per, args, kept_sections(args.out), machine_line()))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,63 @@
+"""The benchmark script runs end to end on tiny slides and writes a report of the right shape.
+
+No timing is asserted: timings belong to docs/benchmark.md, not to tests.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tests.helpers import run_script
+
+CONFIGS = ["plain-serial", "plain-parallel", "prefect-serial", "prefect-threads"]
+
+
+def _table(text: str, heading: str) -> list[list[str]]:
+    """The body rows of the first table under ``heading``, as cells."""
+    lines = text.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[start + 2:end]]
+
+
+def test_benchmark_smoke(tmp_path):
+    out = tmp_path / "benchmark.md"
+    kept = "Hand-written analysis that a rerun must keep.\n"
+    out.write_text(f"# old\n<!-- notes:start -->\n{kept}<!-- notes:end -->\n"
+                   "<!-- big-slides:start -->\n| big | 1 |\n<!-- big-slides:end -->\n", encoding="utf-8")
+    proc = run_script("benchmarks/run_benchmark.py", "--size", "small", "--slides", "2", "--repeats", "1",
+                      "--data-dir", str(tmp_path / "slides"), "--out", str(out), "--configs", *CONFIGS,
+                      timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text(encoding="utf-8")
+
+    table = _table(text, "## The workshop's table, measured")
+    assert [row[0] for row in table] == CONFIGS
+    for row in table:
+        median, low_high, ratio, speedup, peak_one, peak_all = row[2:]
+        low, high = map(float, low_high.split("–"))
+        assert low <= float(median) <= high
+        assert float(ratio) > 0 and float(speedup.rstrip("×")) > 0
+        assert 0 < float(peak_one) <= float(peak_all)
+    assert table[0][4] == "1.00" and table[1][4] == "1.00"  # each baseline against itself
+
+    targets = _table(text, "## Targets")
+    assert len(targets) == 5  # both serial and parallel ratios, speed-up, decode, memory
+    assert all(row[2] == "met" or re.fullmatch(r"missed by \d+ %", row[2]) for row in targets)
+
+    slides = _table(text, "## Per slide")
+    assert [row[0] for row in slides] == ["tiny_01_blur00.svs", "tiny_02_blur30.svs"]
+    for row in slides:
+        decode, qc, ratio = map(float, row[4:7])
+        assert decode > 0 and qc > 0 and ratio > 0
+
+    assert f"<!-- notes:start -->\n{kept}<!-- notes:end -->" in text  # kept verbatim
+    assert "<!-- big-slides:start -->\n| big | 1 |\n<!-- big-slides:end -->" in text
+
+
+def test_benchmark_rejects_bad_usage(tmp_path):
+    proc = run_script("benchmarks/run_benchmark.py", "--repeats", "0", "--out", str(tmp_path / "b.md"))
+    assert proc.returncode == 2 and "--repeats must be at least 1" in proc.stderr
+    proc = run_script("benchmarks/run_benchmark.py", "--configs", "nonsense", "--out", str(tmp_path / "b.md"))
+    assert proc.returncode == 2 and "nonsense" in proc.stderr
+    assert not (tmp_path / "b.md").exists()
