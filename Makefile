@@ -30,7 +30,7 @@ lint: $(STAMP)
 pictures: $(STAMP)
 	$(BIN)/python docs/make_pictures.py --overview
 
-# Every script on 8 synthetic 20k x 15k slides, 3 rounds: about 30 minutes on 2 cores. Rewrites docs/benchmark.md.
+# Every script on 8 synthetic 20k x 15k slides, 3 rounds: about 5 minutes on 2 cores. Rewrites docs/benchmark.md.
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/run_benchmark.py
 

@@ -113,6 +113,9 @@ def detect_blur(s: BaseImage, blur_radius: float = 7.0, blur_threshold: float = 
         # The blurry pixels that were counted, kept at the tissue resolution: enough for
         # pictures, small to pass between processes.
         s.set_mask("blur", found.mask, relative_to="tissue")
+    # The last step that reads pixels: let go of the OpenSlide handle and its tile cache (tens
+    # of MB), as a flow keeps every slide's object until the run ends. Reopened if ever needed.
+    s.close()
     return s
 
 

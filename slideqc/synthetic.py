@@ -31,7 +31,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import tifffile
 
 # Optical-density vectors of the two stains (Ruifrok & Johnston), RGB order.
 HEMATOXYLIN_OD = np.array([0.650, 0.704, 0.286], dtype=np.float32)
@@ -461,6 +460,8 @@ def write_slide(spec: SlideSpec, dest: Path, workers: int | None = None) -> Trut
             for level in levels:
                 rows = level.add(rows)
             yield from _tiles(strip, tile)
+
+    import tifffile  # here, not at the top: QC processes import this module only for read_truth
 
     tmp_path = dest.with_name(f".{dest.name}.partial")
     try:

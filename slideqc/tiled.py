@@ -30,6 +30,7 @@ LocalDaskExecutor (threads or processes) and the local Dask cluster.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -86,6 +87,8 @@ def shared_cores(slides_at_once: int) -> Iterator[None]:
 
 def _dask_worker_threads() -> int | None:
     """The thread count of the Dask worker this runs in, or None outside one."""
+    if "distributed" not in sys.modules:  # a Dask worker has imported it; importing it here costs 0.2 s
+        return None
     try:
         from distributed import get_worker
 
