@@ -158,7 +158,7 @@ def markdown(rows: list[dict], command: str, comparison: list[str]) -> str:
         "*peak memory* the child's ru_maxrss (pictures included). *Decode* is OpenSlide reading only the "
         "regions the blur step reads (the tissue tiles at the blur level, with their context), serially "
         "and on the same number of threads. Targets: peak memory <= 1.5 GB for the 80k x 60k slide, "
-        "QC <= 1.5x decode. Other jobs shared the machine, so compare ratios, not seconds.",
+        "QC <= 1.5x decode. Timings on a shared machine are noisy: compare ratios, not seconds.",
         "",
         "| slide | level 0 | tissue | blur tiles read | QC s (blur s) | decode s serial / threads "
         "| QC / decode serial / threads | peak memory | % blurry (truth) | generation s, peak |",
