@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from slideqc import qc, synthetic, tiled  # noqa: E402
+from slideqc import qc, results, synthetic, tiled  # noqa: E402
 
 START, END = "<!-- big-slides:start -->", "<!-- big-slides:end -->"
 TARGET_RSS = 1.5 * 2**30  # bytes, for the 80k x 60k slide
@@ -195,10 +195,7 @@ def write_section(doc: Path, section: str) -> None:
         text = text.rstrip("\n") + f"\n\n## Real-size slides\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    # Written aside and renamed: a crash leaves the earlier report whole.
-    temporary = doc.with_name(f".{doc.name}.tmp")
-    temporary.write_text(f"{head}{START}\n{section}\n{END}{tail}", encoding="utf-8")
-    os.replace(temporary, doc)
+    results.atomic_write_bytes(doc, f"{head}{START}\n{section}\n{END}{tail}".encode())
 
 
 def main() -> int:

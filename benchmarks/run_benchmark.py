@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from BaseImage import BaseImage, WorkSize  # noqa: E402
-from slideqc import qc, synthetic, tiled  # noqa: E402
+from slideqc import qc, results, synthetic, tiled  # noqa: E402
 
 MB = 1024 * 1024
 POLL_SECONDS = 0.05
@@ -337,13 +337,6 @@ def machine_line() -> str:
             f" OpenSlide {openslide.__library_version__}")
 
 
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -392,7 +385,9 @@ def main(argv=None) -> int:
     per = [per_slide(path, params, args.repeats) for path in slides]
     for r in per:
         print(f"{r['name']}: decode {r['decode']:.2f} s, QC {r['qc']:.2f} s", flush=True)
-    atomic_write(args.out, render(measured, few, per, args, kept_sections(args.out), machine_line()))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    results.atomic_write_bytes(args.out, render(measured, few, per, args, kept_sections(args.out),
+                                                 machine_line()).encode())
     print(f"wrote {args.out}")
     return 0
 

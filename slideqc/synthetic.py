@@ -32,6 +32,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from slideqc.results import atomic_write_bytes
+
 # Optical-density vectors of the two stains (Ruifrok & Johnston), RGB order.
 HEMATOXYLIN_OD = np.array([0.650, 0.704, 0.286], dtype=np.float32)
 EOSIN_OD = np.array([0.072, 0.990, 0.105], dtype=np.float32)
@@ -498,14 +500,8 @@ def write_slide(spec: SlideSpec, dest: Path, workers: int | None = None) -> Trut
     stem = dest.with_suffix("")
     cv2.imwrite(f"{stem}.tissue_truth.png", truth_tissue.astype(np.uint8) * 255)
     cv2.imwrite(f"{stem}.blur_truth.png", truth_blur.astype(np.uint8) * 255)
-    _atomic_write_text(Path(f"{stem}.truth.json"), json.dumps(asdict(truth), indent=2))
+    atomic_write_bytes(Path(f"{stem}.truth.json"), json.dumps(asdict(truth), indent=2).encode())
     return truth
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_truth(slide_path: str | Path) -> Truth | None:
