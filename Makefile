@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint install data clean pictures benchmark
 
-$(STAMP): requirements.txt requirements-qc.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-qc.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,10 +42,11 @@ STAMP3 := $(VENV3)/.installed
 
 .PHONY: install-prefect3 test-prefect3
 
-$(STAMP3): requirements-qc.txt prefect3/requirements.txt prefect3/requirements-dev.txt
+$(STAMP3): requirements-qc.txt prefect3/requirements.txt prefect3/requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV3)
 	$(BIN3)/pip install --quiet --upgrade pip
 	$(BIN3)/pip install --quiet -r prefect3/requirements-dev.txt
+	$(BIN3)/pip install --quiet --no-deps -e .
 	touch $(STAMP3)
 
 install-prefect3: $(STAMP3)
