@@ -30,7 +30,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -94,15 +93,22 @@ class MaskStep:
 
 
 class BaseImage:
-    """One slide: its OpenSlide handle, images per work size, masks and results."""
+    """One slide: its OpenSlide handle, images per work size, masks and what the QC found."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.name = self.path.name
         self.masks: dict[str, np.ndarray] = {}
-        self.results: dict[str, Any] = {}
         self.mask_steps: list[MaskStep] = []
-        self.timings: dict[str, float] = {}
+        # What the QC steps find, filled in step by step (None: not measured yet).
+        self.image_work_size: WorkSize | None = None  # set by loading: tissue is found at this size
+        self.blur_work_size: WorkSize | None = None  # and blur at this one
+        self.tissue_fraction: float | None = None  # of the slide, 0 to 1
+        self.blur_radius: float | None = None  # the blur step's settings, as it was run
+        self.blur_threshold: float | None = None
+        self.blurry_fraction: float | None = None  # of the tissue, 0 to 1
+        self.rescan: bool | None = None
+        self.timings: dict[str, float] = {}  # seconds per step
         self.reads: list[LevelRead] = []
         self.thumbnail_image: np.ndarray | None = None  # small RGB overview, kept when pickled
         self._images: dict[str, np.ndarray] = {}
@@ -296,15 +302,13 @@ class BaseImage:
 
     # --- masks and results ---------------------------------------------------------
 
-    def set_mask(self, name: str, mask: np.ndarray, relative_to: str | None = None) -> None:
-        """Store a bool mask; with ``relative_to``, record the fraction of that mask it covers."""
+    def set_mask(self, name: str, mask: np.ndarray, removed_fraction: float | None = None) -> None:
+        """Store a bool mask; ``removed_fraction``: the share of the tissue the step flagged (HistoQC's steps)."""
         if mask.dtype != bool:
             raise TypeError(f"mask {name!r} must be bool, got {mask.dtype}")
         self.masks[name] = mask
-        if relative_to is not None:
-            from slideqc.algorithms import fraction_of
-
-            self.mask_steps.append(MaskStep(name, fraction_of(mask, self.masks[relative_to])))
+        if removed_fraction is not None:
+            self.mask_steps.append(MaskStep(name, removed_fraction))
 
 
 def _float_property(slide: openslide.OpenSlide, key: str) -> float | None:

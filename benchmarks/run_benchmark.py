@@ -43,11 +43,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from BaseImage import BaseImage, WorkSize
+from slideqc import qc, synthetic, tiled
+from slideqc.output import files
+from slideqc.settings import QCSettings
 
-from BaseImage import BaseImage, WorkSize  # noqa: E402
-from slideqc import qc, results, synthetic, tiled  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MB = 1024 * 1024
 POLL_SECONDS = 0.05
@@ -173,13 +174,13 @@ def run_config(config: Config, slides: list[Path], scratch: Path) -> Measurement
 # --- per slide: QC against decoding what it reads ---------------------------------------
 
 
-def _qc(path: Path, params: qc.QCParams) -> BaseImage:
+def _qc(path: Path, params: QCSettings) -> BaseImage:
     s = qc.load_slide(path, params.image_work_size, params.blur_work_size)
     s = qc.segment_tissue(s)
     return qc.detect_blur(s, params.blur_radius, params.blur_threshold)
 
 
-def per_slide(path: Path, params: qc.QCParams, repeats: int) -> dict:
+def per_slide(path: Path, params: QCSettings, repeats: int) -> dict:
     """Best-of-``repeats`` seconds: the QC, and decoding the same regions on a fresh handle."""
     qc_seconds, decode_seconds, reads = [], [], []
     for _ in range(max(repeats, 1)):
@@ -381,12 +382,12 @@ def main(argv=None) -> int:
                           flush=True)
     # One tile thread, as in a process-pool worker: the QC and the decode both run serially.
     os.environ["SLIDEQC_TILE_WORKERS"] = "1"
-    params = qc.QCParams()
+    params = QCSettings()
     per = [per_slide(path, params, args.repeats) for path in slides]
     for r in per:
         print(f"{r['name']}: decode {r['decode']:.2f} s, QC {r['qc']:.2f} s", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    results.atomic_write_bytes(args.out, render(measured, few, per, args, kept_sections(args.out),
+    files.atomic_write_bytes(args.out, render(measured, few, per, args, kept_sections(args.out),
                                                  machine_line()).encode())
     print(f"wrote {args.out}")
     return 0

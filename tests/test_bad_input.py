@@ -19,7 +19,8 @@ import openslide
 import pytest
 
 from BaseImage import BaseImage, SlideError
-from slideqc import qc, results
+from slideqc import qc
+from slideqc.output import results
 from tests import bad_slides
 from tests.helpers import ROOT, only_run_dir, run_script
 
@@ -202,7 +203,7 @@ def test_a_failed_read_does_not_poison_the_slide_or_others(tmp_path, demo_slides
     assert s.slide.properties.get(openslide.PROPERTY_NAME_VENDOR) == "aperio"
 
     good = qc.detect_blur(qc.segment_tissue(qc.load_slide(demo_slides[1])))
-    assert good.results["blurry_fraction"] > 0.1
+    assert good.blurry_fraction > 0.1
 
 
 def test_odd_names_via_files_get_their_own_folders(tmp_path, demo_slides):

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from slideqc import intake, results
+from slideqc import intake
+from slideqc.output import results
 from tests.helpers import ROOT, load_solution, per_slide, run_script
 
 INTAKE = "solutions/pipeline_intake.py"

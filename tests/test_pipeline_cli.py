@@ -4,7 +4,8 @@ import shutil
 
 import pytest
 
-from slideqc import results, synthetic
+from slideqc import synthetic
+from slideqc.output import results
 from tests.helpers import only_run_dir, run_script
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slideqc import results
+from slideqc.output import results
 from tests.helpers import ROOT, free_port, load_solution, only_run_dir, per_slide, run_script
 
 SCRIPTS = [

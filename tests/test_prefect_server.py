@@ -23,7 +23,7 @@ from prefect.run_configs import LocalRun
 from prefect.serialization.flow import FlowSchema
 from prefect.storage import Local
 
-from slideqc import results
+from slideqc.output import results
 from tests import test_prefect_flows
 from tests.fake_prefect_server import FakePrefectServer
 from tests.helpers import ROOT, free_port, only_run_dir, per_slide, run_script

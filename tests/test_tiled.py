@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from slideqc import algorithms, qc, synthetic, tiled
+from slideqc.settings import QCSettings
 from tests.conftest import CACHE, ROOT
 
-PARAMS = qc.QCParams()
+PARAMS = QCSettings()
 SMALL_TILE = 128  # blur work pixels: a 1024 x 768 work level becomes 8 x 6 tiles
 
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from slideqc import synthetic
+from slideqc.output import results
 
-from slideqc import results, synthetic  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 BIN = Path(sys.executable).parent
 CACHE = Path(os.environ.get("SLIDEQC_TEST_CACHE", ROOT / ".pytest_cache" / "slides"))

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from prefect3.tests.conftest import BIN, ROOT, _free_port, only_run_dir, per_slide, run_script, start, stop, tail
-from slideqc import results
+from slideqc.output import results
 
 SHARED_FLAGS = ["--data-dir", "--file-type", "--files", "--image-work-size", "--blur-work-size", "--blur-radius",
                 "--blur-threshold", "--blur-max", "--output-dir", "--run-name", "--overwrite", "--log-level"]

@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from slideqc.qc import QCParams
-from slideqc.results import REPORT_FILE, SlideResult, atomic_write_bytes
+from slideqc.output.files import REPORT_FILE, atomic_write_bytes
+from slideqc.output.results import SlideResult
+from slideqc.settings import QCSettings
 
 TABLE_COLUMNS = [
     ("file_name", "Slide"), ("status", "Status"), ("format", "Format"), ("objective_power", "Objective"),
-    ("tissue_fraction", "Tissue fraction"), ("percent_blurry", "% blurry"), ("true_percent_blurry", "True % blurry"),
+    ("tissue_fraction", "Tissue fraction"), ("percent_blurry", "% blurry"),
     ("rescan", "Rescan"), ("seconds_total", "Seconds"), ("error", "Error"),
 ]
 
@@ -67,7 +68,7 @@ def _value(row: SlideResult, key: str) -> str:
     return str(value)
 
 
-def render_report(rows: list[SlideResult], params: QCParams, title: str = "Slide QC report") -> str:
+def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Slide QC report") -> str:
     rows = sorted(rows, key=lambda r: r.file_name)
     ok = [r for r in rows if r.ok]
     failed = [r for r in rows if not r.ok]
@@ -108,7 +109,7 @@ def render_report(rows: list[SlideResult], params: QCParams, title: str = "Slide
     return "\n".join(out)
 
 
-def write_report(run_dir: Path, rows: list[SlideResult], params: QCParams) -> Path:
+def write_report(run_dir: Path, rows: list[SlideResult], params: QCSettings) -> Path:
     path = Path(run_dir) / REPORT_FILE
     atomic_write_bytes(path, render_report(rows, params).encode("utf-8"))
     return path
