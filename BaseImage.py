@@ -195,9 +195,12 @@ class BaseImage:
 
     def level_for(self, work_size: str | WorkSize) -> int:
         """The smallest pyramid level that still has at least the resolution of ``work_size``."""
-        downsample = self.downsample_for(work_size)
-        # OpenSlide picks the level whose downsample is the largest one <= the wanted one.
-        return self.slide.get_best_level_for_downsample(max(downsample, 1.0) * 1.0001)
+        downsample = max(self.downsample_for(work_size), 1.0) * 1.0001
+        # OpenSlide picks the level whose downsample is the largest one <= the wanted one. Done
+        # here from the level list, not by the handle: tile threads ask for every tile, and a
+        # handle that failed a read in another thread fails every later call.
+        fitting = [level for level, d in enumerate(self.level_downsamples) if d <= downsample]
+        return max(fitting, key=lambda level: self.level_downsamples[level]) if fitting else 0
 
     # --- pixels --------------------------------------------------------------------
 

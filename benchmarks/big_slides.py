@@ -44,7 +44,7 @@ class Child:
 
 def run_measured(argv: list[str], env: dict | None = None, cwd: Path = ROOT) -> Child:
     """Run ``argv`` and measure that child alone: wall time and peak resident memory (ru_maxrss)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = {**os.environ, **(env or {})}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env=full_env, cwd=cwd, text=True)

@@ -45,7 +45,7 @@ TASKS_PER_RUN = 6  # the Parameter and five tasks
 
 def measure(variant: str, runs: int) -> float:
     """Seconds per flow run in a fresh process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     done = subprocess.run([sys.executable, "-c", CHILD, str(runs), variant], env=env, cwd=ROOT,
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

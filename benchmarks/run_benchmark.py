@@ -151,7 +151,7 @@ def run_config(config: Config, slides: list[Path], scratch: Path) -> Measurement
                "--output-dir", str(out / "output"), "--log-level", "WARNING", *config.args]
     if config.script.startswith("solutions/"):
         command += ["--cache-dir", str(out / "cache")]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **dict(config.env)}
+    env = {**os.environ, **dict(config.env)}
     log_path = out / "log.txt"
     peaks = [0.0, 0.0]
     stop = threading.Event()

@@ -92,8 +92,6 @@ def test_bad_files_get_error_rows_and_good_slides_complete_outputs(script, corpu
         for picture in PICTURES:
             image = cv2.imread(str(folder / f"{picture}.png"), cv2.IMREAD_UNCHANGED)
             assert image is not None and image.size > 0, (name, picture)
-        if name in originals:
-            assert row["true_percent_blurry"] != ""  # the ground truth travelled with it
     copies = [n for n in expected if expected[n].ok and n not in originals]
     assert len(copies) == len(bad_slides.ODD_NAMES)
     by_blur = {rows[n]["percent_blurry"] for n in originals}

@@ -62,7 +62,7 @@ def once(module, scanner, shared, out, *extra) -> int:
 
 
 def popen(scanner, shared, out, *extra, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     return subprocess.Popen([sys.executable, str(SCRIPT), "--scanner-dir", str(scanner), "--shared-dir", str(shared),
                              "--output-dir", str(out), "--executor", "local", *extra],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
