@@ -99,7 +99,7 @@ print(json.dumps(dict(seconds=time.perf_counter() - started, fraction=fraction))
 
 def compare_blur(path: Path) -> list[str]:
     """Table rows: the blur step untiled, tiled serially and on threads, at a few tile sizes."""
-    threads = max(2, tiled.tile_workers())
+    threads = max(2, tiled.threads_per_slide())
     ways = [("untiled", 0, 1), ("tiled", tiled.TILE_SIZE, 1), ("tiled", tiled.TILE_SIZE, threads),
             ("tiled", 1024, threads), ("tiled", 2048, threads)]
     rows = []
@@ -148,7 +148,7 @@ def qc_row(path: Path, generated: Child | None, params: QCSettings) -> dict:
         with open(Path(out) / "big" / "results.tsv", encoding="utf-8") as handle:
             [row] = list(csv.DictReader(handle, delimiter="\t"))
     decode, read, total = decode_seconds(path, params)
-    decode_threads, _, _ = decode_seconds(path, params, workers=tiled.tile_workers())
+    decode_threads, _, _ = decode_seconds(path, params, workers=tiled.threads_per_slide())
     qc_seconds = sum(float(row[f"seconds_{step}"]) for step in ("load", "tissue", "blur"))
     return dict(row=row, child=child, generated=generated, decode=decode, decode_threads=decode_threads,
                 tiles=f"{read} / {total}", qc_seconds=qc_seconds)
@@ -156,7 +156,7 @@ def qc_row(path: Path, generated: Child | None, params: QCSettings) -> dict:
 
 def markdown(rows: list[dict], command: str, comparison: list[str]) -> str:
     lines = [
-        f"Made by `{command}` on {os.cpu_count()} cores ({tiled.tile_workers()} tile threads). "
+        f"Made by `{command}` on {os.cpu_count()} cores ({tiled.threads_per_slide()} tile threads). "
         "Each slide is checked by pipeline.py in a child process: *QC* is its load, tissue and blur steps, "
         "*peak memory* the child's ru_maxrss (pictures included). *Decode* is OpenSlide reading only the "
         "regions the blur step reads (the tissue tiles at the blur level, with their context), serially "

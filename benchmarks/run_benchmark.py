@@ -5,8 +5,8 @@
     python benchmarks/run_benchmark.py --size small --slides 2 --repeats 1 --out /tmp/benchmark.md
 
 Each run of a configuration is a fresh subprocess, started the way a user starts
-it (so imports and Prefect's start-up count), with its own empty output and
-Prefect cache folders (nothing is skipped as already checked). Repetitions go
+it (so imports and Prefect's start-up count), with its own empty output folder
+(the lessons persist nothing between runs: every run computes everything). Repetitions go
 round-robin over the configurations, so a slow minute of a noisy machine hurts
 them all alike. Memory is sampled with psutil every 50 ms over the whole process
 tree: the largest single process (a worker) and the sum of all.
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from BaseImage import BaseImage, WorkSize
-from slideqc import qc, synthetic, tiled
+from slideqc import qc, synthetic
 from slideqc.output import files
 from slideqc.settings import QCSettings
 
@@ -63,7 +63,6 @@ class Config:
     args: tuple[str, ...]
     parallel: bool  # compared with plain parallel (else with plain serial)
     what: str
-    env: tuple[tuple[str, str], ...] = ()  # set in the run's environment
 
 
 def configs(workers: int) -> list[Config]:
@@ -73,10 +72,13 @@ def configs(workers: int) -> list[Config]:
         Config("plain-serial", "pipeline.py", (), False, "Python, serial (tile threads on every core)"),
         # The single-core reference for the speed-up: plain-serial already measures each
         # slide's tiles on threads, so it is not a one-core run.
-        Config("plain-serial-1-core", "pipeline.py", (), False, "Python, serial, one tile thread",
-               ((tiled.WORKERS_VARIABLE, "1"),)),
+        Config("plain-serial-1-core", "pipeline.py", ("--tile-threads", "1"), False,
+               "Python, serial, one tile thread"),
         Config("plain-parallel", "pipeline_parallel.py", w, True, f"Python, process pool of {workers}"),
-        Config("prefect-serial", "solutions/pipeline_prefect.py", (), False, "Prefect, a flow run per slide"),
+        Config("prefect-serial", "solutions/pipeline_prefect.py", (), False,
+               "Prefect, a flow run per slide (stock Prefect 1.4.1)"),
+        Config("prefect-serial-fixed", "extras/pipeline_prefect_fast_context.py", (), False,
+               "Prefect, a flow run per slide, config copy skipped (opt-in)"),
         Config("prefect-mapped-local", mapped, ("--executor", "local"), False, "Prefect, mapped, LocalExecutor"),
         Config("prefect-threads", mapped, ("--executor", "threads", *w), True,
                f"Prefect, mapped, LocalDaskExecutor, {workers} threads"),
@@ -149,9 +151,7 @@ def run_config(config: Config, slides: list[Path], scratch: Path) -> Measurement
     out = Path(tempfile.mkdtemp(prefix=f"{config.name}-", dir=scratch))
     command = [sys.executable, str(ROOT / config.script), "--files", *map(str, slides),
                "--output-dir", str(out / "output"), "--log-level", "WARNING", *config.args]
-    if config.script.startswith("solutions/"):
-        command += ["--cache-dir", str(out / "cache")]
-    env = {**os.environ, **dict(config.env)}
+    env = dict(os.environ)
     log_path = out / "log.txt"
     peaks = [0.0, 0.0]
     stop = threading.Event()
@@ -177,7 +177,7 @@ def run_config(config: Config, slides: list[Path], scratch: Path) -> Measurement
 def _qc(path: Path, params: QCSettings) -> BaseImage:
     s = qc.load_slide(path, params.image_work_size, params.blur_work_size)
     s = qc.segment_tissue(s)
-    return qc.detect_blur(s, params.blur_radius, params.blur_threshold)
+    return qc.detect_blur(s, params.blur_radius, params.blur_threshold, tile_threads=1)
 
 
 def per_slide(path: Path, params: QCSettings, repeats: int) -> dict:
@@ -185,7 +185,7 @@ def per_slide(path: Path, params: QCSettings, repeats: int) -> dict:
     qc_seconds, decode_seconds, reads = [], [], []
     for _ in range(max(repeats, 1)):
         started = time.perf_counter()
-        s = _qc(path, params)
+        s = _qc(path, params)  # one tile thread, as in a process-pool worker: QC and decode both serial
         qc_seconds.append(time.perf_counter() - started)
         reads = s.reads
         s.close()
@@ -380,8 +380,6 @@ def main(argv=None) -> int:
                     print(f"[{repeat + 1}/{args.repeats}] {config.name:22s} {len(chosen_slides)} slides "
                           f"{m.seconds:7.1f} s peak {m.peak_process_mb:5.0f} MB / {m.peak_tree_mb:5.0f} MB",
                           flush=True)
-    # One tile thread, as in a process-pool worker: the QC and the decode both run serially.
-    os.environ["SLIDEQC_TILE_WORKERS"] = "1"
     params = QCSettings()
     per = [per_slide(path, params, args.repeats) for path in slides]
     for r in per:

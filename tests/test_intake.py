@@ -1,4 +1,4 @@
-"""Scanner intake (solutions/pipeline_intake.py): slides move to the shared drive whole, once, and get QC'd.
+"""Scanner intake (extras/pipeline_intake.py): slides move to the shared drive whole, once, and get QC'd.
 
 A scanner folder and a shared folder in a temp dir; the flow runs in this
 process when a test needs to reach into it (a file still being written, a copy
@@ -23,7 +23,7 @@ from slideqc import intake
 from slideqc.output import results
 from tests.helpers import ROOT, load_solution, per_slide, run_script
 
-INTAKE = "solutions/pipeline_intake.py"
+INTAKE = "extras/pipeline_intake.py"
 SCRIPT = ROOT / INTAKE
 
 
@@ -53,7 +53,7 @@ def folders(tmp_path):
 
 @pytest.fixture(scope="module")
 def module():
-    return load_solution("pipeline_intake")
+    return load_solution("extras/pipeline_intake.py")
 
 
 def once(module, scanner, shared, out, *extra) -> int:
@@ -379,7 +379,7 @@ def test_usage_errors(folders, args, message):
 
 
 def test_flow_graph():
-    flow = load_solution("pipeline_intake").flow
+    flow = load_solution("extras/pipeline_intake.py").flow
     assert flow.name == "Slide intake"
     edges = {(e.upstream_task.name, e.downstream_task.name, e.mapped) for e in flow.edges}
     for edge in [("clean_up", "find_candidates", False), ("find_candidates", "wait_until_complete", False),
