@@ -16,6 +16,7 @@ Exit codes (all scripts):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -44,6 +45,10 @@ log = logging.getLogger("slideqc")
 
 class UsageError(Exception):
     """Invalid usage: reported in one line, exit code 2."""
+
+
+class NoService(Exception):
+    """No Prefect server or Dask scheduler answers (or cannot run the QC): one message, exit code 3."""
 
 
 def build_parser(description: str, parallel: bool = False) -> argparse.ArgumentParser:
@@ -199,6 +204,21 @@ def setup_logging(level: str = "INFO") -> None:
         logger.addHandler(handler)
     quiet_slide_tracebacks("slideqc")
     quiet_slide_tracebacks("prefect")
+    # Dask workers this process starts (a local cluster) log in their own processes: they load
+    # this module first (dask_setup below) and say a bad slide in one line too.
+    os.environ.setdefault("DASK_DISTRIBUTED__WORKER__PRELOAD", __name__)
+    if "dask" in sys.modules:  # imported already: its configuration has read the environment
+        import dask.config
+
+        if not dask.config.get("distributed.worker.preload", None):
+            dask.config.set({"distributed.worker.preload": [__name__]})
+
+
+def dask_setup(worker=None) -> None:
+    """Dask's preload hook (distributed.worker.preload): a worker's Prefect logs get OneLineSlideErrors."""
+    import prefect  # noqa: F401  (Prefect makes its handlers on import: filter them once they exist)
+
+    quiet_slide_tracebacks("prefect")
 
 
 def check_usage(args: argparse.Namespace) -> tuple[QCSettings, list[Path], int]:
@@ -305,7 +325,12 @@ def run_main(main, argv: list[str] | None = None) -> int:
         return main(argv)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
+        _remove_if_empty(Run.active)
         return EXIT_USAGE
+    except NoService as error:
+        print(f"error: {error}", file=sys.stderr)
+        _remove_if_empty(Run.active)
+        return EXIT_NO_SERVER
     except KeyboardInterrupt:
         print(f"\ninterrupted: {_rows_so_far()}; run again to check every slide", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -314,6 +339,15 @@ def run_main(main, argv: list[str] | None = None) -> int:
         return EXIT_CANNOT_WRITE
     finally:
         Run.active = None
+
+
+def _remove_if_empty(run: Run | None) -> None:
+    """A run stopped before its first row leaves no folder behind (only its run.json was written)."""
+    if run is None or run.writer.rows:
+        return
+    with contextlib.suppress(OSError):
+        (run.folder / RUN_FILE).unlink()
+        run.folder.rmdir()
 
 
 def end_with_parent(parent_pid: int) -> None:
