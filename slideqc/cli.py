@@ -164,8 +164,15 @@ class OneLineSlideErrors(logging.Filter):
     with display_name. The task's state still holds the exception: only the log changes.
     """
 
+    # Prefect 3 says again, for every later step and for the flow run, that a slide's step failed:
+    # the first line said it (the states in the UI still show every step).
+    ECHOES = ("Finished in state NotReady(", "Encountered exception during execution: ")
+
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
+        said = record.getMessage()
+        if self.ECHOES[0] in said or (said.startswith(self.ECHOES[1]) and isinstance(error, qc.SLIDE_ERRORS)):
+            return False
         if isinstance(error, qc.SLIDE_ERRORS):
             message = record.getMessage()
             text = " ".join(str(error).split())
@@ -184,9 +191,9 @@ def _has_surrogates(text: str) -> bool:
 
 
 def quiet_slide_tracebacks(logger_prefix: str = "prefect") -> None:
-    """Put OneLineSlideErrors on every handler of the loggers named ``logger_prefix``... (idempotent)."""
+    """Put OneLineSlideErrors on every handler of the loggers named ``logger_prefix``... ("": the root's; idempotent)."""
     loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-               if name == logger_prefix or name.startswith(logger_prefix + ".")]
+               if logger_prefix and (name == logger_prefix or name.startswith(logger_prefix + "."))]
     for logger in [logging.getLogger(logger_prefix), *loggers]:
         for handler in logger.handlers:
             if not any(isinstance(f, OneLineSlideErrors) for f in handler.filters):
@@ -202,8 +209,13 @@ def setup_logging(level: str = "INFO") -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
         logger.addHandler(handler)
+    # Prefect 3 makes its handlers at its first flow run: have them made now, to filter them.
+    prefect_logging = sys.modules.get("prefect.logging.configuration")
+    if hasattr(prefect_logging, "ensure_logging_setup"):
+        prefect_logging.ensure_logging_setup()
     quiet_slide_tracebacks("slideqc")
     quiet_slide_tracebacks("prefect")
+    quiet_slide_tracebacks("")  # the root logger: Prefect 3's console handler is there
     # Dask workers this process starts (a local cluster) log in their own processes: they load
     # this module first (dask_setup below) and say a bad slide in one line too.
     os.environ.setdefault("DASK_DISTRIBUTED__WORKER__PRELOAD", __name__)
@@ -253,9 +265,16 @@ class Run:
 
     def add(self, row: SlideResult) -> None:
         self.writer.add(row)
+        self._stop_on_full_disk([row])
 
     def add_all(self, rows: list[SlideResult]) -> None:
         self.writer.rows.extend(rows)
+        self._stop_on_full_disk(rows)
+
+    def _stop_on_full_disk(self, rows: list[SlideResult]) -> None:
+        """A slide that failed because the disk is full: the next would too; stop the run (exit 4)."""
+        if any(row.failed and qc.NO_ROOM_TEXT in row.error for row in rows):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.folder))
 
     def finish(self) -> int:
         """Write results.tsv and the report, print a summary table, return the exit code."""

@@ -25,6 +25,7 @@ MIN_WORK_PIXELS = 16  # a tissue image smaller than this on a side cannot be seg
 # A bad slide's errors: said in one line (the log keeps tracebacks for anything else: a bug).
 SLIDE_ERRORS = (SlideError, openslide.OpenSlideError, OSError, MemoryError)
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: not the slide's fault
+NO_ROOM_TEXT = "no space left on the disk"  # in a slide's error: the run stops (cli.Run.add), exit 4
 THUMBNAIL_SIDE = 1024  # longest side of the thumbnail kept with each slide, pixels
 
 
@@ -137,5 +138,5 @@ def error_message(path: str | Path, error: BaseException) -> str:
         return f"{name}: out of memory; try a smaller work size"
     if isinstance(error, OSError) and error.errno in NO_ROOM:
         where = f" writing {display_name(str(error.filename))}" if error.filename else ""
-        return f"{name}: no space left on the disk{where}; free some space and run again"
+        return f"{name}: {NO_ROOM_TEXT}{where}; free some space and run again"
     return f"{name}: {type(error).__name__}: {text}"
