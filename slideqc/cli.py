@@ -166,12 +166,14 @@ class OneLineSlideErrors(logging.Filter):
 
     # Prefect 3 says again, for every later step and for the flow run, that a slide's step failed:
     # the first line said it (the states in the UI still show every step).
-    ECHOES = ("Finished in state NotReady(", "Encountered exception during execution: ")
+    ECHOES = ("Finished in state NotReady(", "Encountered exception during execution: ",
+              "Finished in state Failed('Flow run encountered an exception: ")
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         said = record.getMessage()
-        if self.ECHOES[0] in said or (said.startswith(self.ECHOES[1]) and isinstance(error, qc.SLIDE_ERRORS)):
+        if self.ECHOES[0] in said or self.ECHOES[2] in said or (
+                said.startswith(self.ECHOES[1]) and isinstance(error, qc.SLIDE_ERRORS)):
             return False
         if isinstance(error, qc.SLIDE_ERRORS):
             message = record.getMessage()
