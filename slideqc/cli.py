@@ -20,7 +20,9 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import sys
+import threading
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -275,8 +277,10 @@ class Run:
 
     def _stop_on_full_disk(self, rows: list[SlideResult]) -> None:
         """A slide that failed because the disk is full: the next would too; stop the run (exit 4)."""
-        if any(row.failed and qc.NO_ROOM_TEXT in row.error for row in rows):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.folder))
+        for row in rows:
+            if row.failed and qc.NO_ROOM_TEXT in row.error:
+                where = re.search(re.escape(qc.NO_ROOM_TEXT) + r" writing (.+?); ", row.error)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where.group(1) if where else str(self.folder))
 
     def finish(self) -> int:
         """Write results.tsv and the report, print a summary table, return the exit code."""
@@ -342,6 +346,7 @@ def run_main(main, argv: list[str] | None = None) -> int:
     no permission) exits 4; Ctrl-C exits 130. No traceback: what was written
     stays valid (every file is written atomically) and run.json says the run did not finish.
     """
+    _notice_interrupts()
     try:
         return main(argv)
     except UsageError as error:
@@ -358,8 +363,42 @@ def run_main(main, argv: list[str] | None = None) -> int:
     except OSError as error:
         print(cannot_write_message(error), file=sys.stderr)
         return EXIT_CANNOT_WRITE
+    except Exception as error:
+        if not (_interrupted or _while_interrupted(error)):
+            raise
+        # An orchestrator that, on Ctrl-C, failed to report it (Prefect 3: its temporary server got the
+        # Ctrl-C too): still an interrupt.
+        print(f"\ninterrupted: {_rows_so_far()}; run again to check every slide", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         Run.active = None
+
+
+_interrupted = False  # set by the first Ctrl-C in this process
+
+
+def _notice_interrupts() -> None:
+    """Note Ctrl-C before raising KeyboardInterrupt: an orchestrator may turn it into another error."""
+    import signal
+
+    def interrupted(signum, frame):
+        global _interrupted
+        _interrupted = True
+        signal.default_int_handler(signum, frame)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, interrupted)
+
+
+def _while_interrupted(error: BaseException) -> bool:
+    """Whether ``error`` was raised while a KeyboardInterrupt was being handled (in its context chain)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _remove_if_empty(run: Run | None) -> None:
@@ -379,10 +418,11 @@ def end_with_parent(parent_pid: int) -> None:
     """
     import ctypes
     import signal
-    import threading
 
-    # Ctrl-C reaches every process of the terminal's group: the parent says it once, in one line.
-    signal.signal(signal.SIGINT, lambda *_: os._exit(EXIT_INTERRUPTED))
+    # Ctrl-C reaches every process of the terminal's group: the parent alone handles it (it stops
+    # handing out slides, lets the ones under way finish and says so in one line), so no worker
+    # dies with a traceback in the middle of a write.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)

@@ -90,7 +90,21 @@ def run(script: str, *args: str, env: dict, **kwargs) -> subprocess.CompletedPro
 
 
 def tracebacks(text: str) -> int:
-    return text.count("Traceback (most recent call last)")
+    """Tracebacks in ``text``, but those of Prefect 3's temporary server (its SQLite, its shutdown).
+
+    The server Prefect 3 starts for a script without PREFECT_API_URL logs tracebacks of its own on a
+    busy machine ("database is locked", a flush cancelled as it stops): not the QC's, and counted
+    apart by :func:`server_tracebacks`.
+    """
+    return sum(1 for chunk in text.split("Traceback (most recent call last)")[1:] if not _from_server(chunk))
+
+
+def server_tracebacks(text: str) -> int:
+    return sum(1 for chunk in text.split("Traceback (most recent call last)")[1:] if _from_server(chunk))
+
+
+def _from_server(chunk: str) -> bool:
+    return "/prefect/server/" in chunk or "sqlalchemy" in chunk or "Error logging to API" in chunk
 
 
 def rows_of(run_dir: Path) -> dict[str, dict]:
@@ -222,9 +236,15 @@ def test_slides_that_cannot_be_judged_exit_5(script, odd_dir, tmp_path, env):
 # --- kill -9 and Ctrl-C midway -----------------------------------------------------------
 
 
-def start(script: str, *args: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen(command(script, *args), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+def start(script: str, *args: str, env: dict, log: Path) -> subprocess.Popen:
+    """The script in its own process group (as a terminal starts it), its output to ``log``.
+
+    A file, not a pipe: a process that outlives the script (Prefect 3's temporary server after
+    kill -9) would hold a pipe open.
+    """
+    with open(log, "wb") as handle:
+        return subprocess.Popen(command(script, *args), cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def wait_for_pictures(run_parent: Path, proc: subprocess.Popen, count: int = 1) -> None:
@@ -233,7 +253,7 @@ def wait_for_pictures(run_parent: Path, proc: subprocess.Popen, count: int = 1) 
         if len(list(run_parent.glob("*/slides/*/overlay.png"))) >= count:
             return
         time.sleep(0.02)
-    pytest.fail(f"the run ended before it could be stopped midway: {proc.communicate()[1][-2000:]}")
+    pytest.fail(f"the run ended before it could be stopped midway (exit {proc.returncode})")
 
 
 def group_gone(pgid: int, timeout: float = 15) -> list:
@@ -278,45 +298,51 @@ STOPPED: list[tuple] = []  # (script, fault, rows kept, tracebacks): printed at 
 
 @pytest.mark.parametrize("script", script_params())
 def test_kill_9_midway_then_rerun(script, many_dir, clean_rows, tmp_path, env):
-    out = tmp_path / "out"
-    proc = start(script, "--data-dir", str(many_dir), "--output-dir", str(out), env=env)
+    out, log = tmp_path / "out", tmp_path / "log.txt"
+    proc = start(script, "--data-dir", str(many_dir), "--output-dir", str(out), env=env, log=log)
     wait_for_pictures(out, proc)
     os.kill(proc.pid, signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    left = group_gone(proc.pid)
-    kept = check_stopped_run(out, clean_rows)
-    STOPPED.append((script, "kill -9", kept, tracebacks(err)))
-    for p in left:  # not this test's subject (but pipeline_parallel's workers are: below)
+    assert proc.wait(60) == -signal.SIGKILL
+    left = group_gone(proc.pid, timeout=10)
+    for p in left:  # Prefect 3's temporary server outlives its script: Prefect's, reported
         p.kill()
+    kept = check_stopped_run(out, clean_rows)
+    text = log.read_text(errors="replace")
+    STOPPED.append((script, "kill -9", kept, tracebacks(text), server_tracebacks(text), len(left)))
+    assert tracebacks(text) == 0, text[-3000:]
+    if script not in PREFECT3:
+        assert left == [], left
     rerun_matches_clean(script, many_dir, out, clean_rows, env)
 
 
 @pytest.mark.parametrize("script", script_params())
 def test_ctrl_c_midway_then_rerun(script, many_dir, clean_rows, tmp_path, env):
-    out = tmp_path / "out"
-    proc = start(script, "--data-dir", str(many_dir), "--output-dir", str(out), env=env)
+    out, log = tmp_path / "out", tmp_path / "log.txt"
+    proc = start(script, "--data-dir", str(many_dir), "--output-dir", str(out), env=env, log=log)
     wait_for_pictures(out, proc)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
-    stdout, err = proc.communicate(timeout=120)
+    proc.wait(120)
+    left = group_gone(proc.pid)
+    text = log.read_text(errors="replace")
     kept = check_stopped_run(out, clean_rows)
-    STOPPED.append((script, "SIGINT", kept, tracebacks(stdout + err)))
-    assert proc.returncode == 130, err[-3000:]
-    assert tracebacks(stdout + err) == 0, err[-3000:]
-    assert "interrupted" in err and "results.tsv" in err
-    assert group_gone(proc.pid) == []
+    STOPPED.append((script, "SIGINT", kept, tracebacks(text), server_tracebacks(text), len(left)))
+    assert proc.returncode == 130, text[-3000:]
+    assert tracebacks(text) == 0, text[-3000:]
+    assert "interrupted" in text and "results.tsv" in text
+    assert left == []
     rerun_matches_clean(script, many_dir, out, clean_rows, env)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "SIGTERM"])
 def test_parallel_workers_end_with_their_parent(sig, many_dir, tmp_path, env):
     out = tmp_path / "out"
-    proc = start("pipeline_parallel.py", "--data-dir", str(many_dir), "--output-dir", str(out), env=env)
+    proc = start("pipeline_parallel.py", "--data-dir", str(many_dir), "--output-dir", str(out), env=env,
+                 log=tmp_path / "log.txt")
     wait_for_pictures(out, proc)
     workers = psutil.Process(proc.pid).children(recursive=True)
     assert workers, "the pool has worker processes"
     os.kill(proc.pid, sig)  # the parent only, as kill or a service manager would
-    proc.communicate(timeout=60)
+    proc.wait(60)
     gone, alive = psutil.wait_procs(workers, timeout=10)
     for p in alive:
         p.kill()
@@ -346,7 +372,7 @@ def test_full_disk_one_line_exit_4_rows_kept_valid(script, many_dir, clean_rows,
     with tiny_disk(tmp_path / "disk") as disk:
         proc = run(script, "--data-dir", str(many_dir), "--output-dir", str(disk / "out"), env=env)
         log = proc.stdout + proc.stderr
-        STOPPED.append((script, "full disk", None, tracebacks(log)))
+        STOPPED.append((script, "full disk", None, tracebacks(log), server_tracebacks(log), 0))
         assert proc.returncode == 4, log[-3000:]
         assert tracebacks(log) == 0, log[-3000:]
         lines = [line for line in proc.stderr.splitlines() if line.startswith("error: cannot write")]
@@ -355,7 +381,7 @@ def test_full_disk_one_line_exit_4_rows_kept_valid(script, many_dir, clean_rows,
         kept = rows_of(run_dir) if (run_dir / files.RESULTS_FILE).exists() else {}
         for name, row in kept.items():  # every row written is true, or says the disk was full
             assert verdict(row) == clean_rows[name] or "no space left" in row["error"], row
-        STOPPED[-1] = (script, "full disk", len(kept), tracebacks(log))
+        STOPPED[-1] = (script, "full disk", len(kept), tracebacks(log), server_tracebacks(log), 0)
 
 
 def test_get_data_synthetic_on_a_full_disk_exits_4(tmp_path, env):
@@ -435,11 +461,12 @@ def test_persisted_results_on_a_full_disk_leave_nothing_unreadable(demo_dir, tmp
     out = tmp_path / "out"
     clean = persisted("--data-dir", str(demo_dir), "--output-dir", str(out), "--cache-dir", str(tmp_path / "c0"),
                       "--run-name", "clean", env=env)
-    with tiny_disk(tmp_path / "disk") as disk:
+    with tiny_disk(tmp_path / "disk", size="600k") as disk:  # room for the results of one slide or two
         full = persisted("--data-dir", str(demo_dir), "--output-dir", str(out), "--cache-dir", str(disk),
                          "--run-name", "full", env=env)
         log = full.stdout + full.stderr
         assert full.returncode == 4 and tracebacks(log) == 0, log[-3000:]
+        assert f"error: cannot write {disk}/" in full.stderr, full.stderr  # the file on the full disk
         leftovers = [p for p in disk.rglob("*") if p.is_file() and p.suffix != ".pickle"]
         assert leftovers == [], leftovers  # no temporary file stays
         for pickle_file in disk.rglob("*.pickle"):  # whatever was written is whole
@@ -544,6 +571,24 @@ def test_an_unfinished_run_reads_incomplete(tmp_path):
 
 def test_zz_print_what_the_faults_did():
     """Not a check: the table of faults tried, rows kept and tracebacks printed (pytest -s shows it)."""
-    print("\nscript | fault | rows kept | tracebacks")
-    for script, fault, kept, count in STOPPED:
-        print(f"{script} | {fault} | {kept} | {count}")
+    print("\nscript | fault | rows kept | tracebacks | Prefect 3 server tracebacks | processes left")
+    for row in STOPPED:
+        print(" | ".join(map(str, row)))
+
+
+def test_the_mapped_flow_survives_its_gathering_task_failing():
+    """prefect1.gathered_rows: a failed (or missing) gathering task gives every slide an error row, not a crash."""
+    from prefect import Task
+    from prefect.engine.state import Failed, Success
+
+    from slideqc import prefect1
+
+    gather = Task(name="write_results")
+    names = ["a.svs", MULLER]
+    for flow_state in (Failed("some reference tasks failed", result={gather: Failed("TypeError: boom",
+                                                                                   result=TypeError("boom"))}),
+                       Failed("the executor could not start", result=OSError("no cluster")),
+                       Success(result={gather: Success(result="not a list")})):
+        rows = prefect1.gathered_rows(flow_state, gather, names)
+        assert [r.file_name for r in rows] == ["a.svs", SHOWN]
+        assert all(r.failed and "\n" not in r.error and r.error.startswith(r.file_name) for r in rows)
