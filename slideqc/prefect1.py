@@ -3,7 +3,8 @@
 - a slide's results row from its flow run's task states (exercise 1, 2) or from
   its mapped steps' results (exercises 3 to 5);
 - the QC settings of the flow run under way, for its report;
-- a quick check that a Prefect server answers (exercises 2 and 5);
+- a quick check that a Prefect server answers (exercises 2 and 5), and that a Dask
+  scheduler answers with workers that import the QC (``--address``, exercise 4);
 - for the extra lessons: persisted results written atomically
   (:class:`AtomicLocalResult`, :func:`slide_target`), a results row per server
   flow run (:func:`save_row`), and an opt-in fix of Prefect 1.4.1's per-task
