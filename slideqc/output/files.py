@@ -7,6 +7,7 @@ a crash leaves the previous version or none, never part of a file.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,8 @@ from pathlib import Path
 
 RESULTS_FILE = "results.tsv"
 REPORT_FILE = "report.html"
+RUN_FILE = "run.json"  # {"status": "running" | "complete", "slides": N, "rows": n}: is the run finished?
+RUNNING, COMPLETE = "running", "complete"
 SLIDES_DIRNAME = "slides"
 
 
@@ -40,7 +43,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     one rename. On an error the temporary file is removed.
     """
     path = Path(path)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _naming(error, path) from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(handle, "wb") as out:
@@ -49,9 +55,33 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(out.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; give it an ordinary file's mode
         os.replace(tmp, path)
+    except OSError as error:  # a full disk says only "No space left on device": say which file
+        raise _naming(error, path) from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """``error`` naming ``path`` (the file being written), of the same type (PermissionError stays one)."""
+    if error.filename is not None and error.errno is None:
+        return error
+    return type(error)(error.errno, error.strerror, str(path))
+
+
+def write_run_status(run_dir: Path, status: str, slides: int | None, rows: int) -> None:
+    """run.json: whether the run finished (``complete``) or is under way or was stopped (``running``)."""
+    data = {"status": status, "slides": slides, "rows": rows}
+    atomic_write_bytes(Path(run_dir) / RUN_FILE, (json.dumps(data) + "\n").encode("utf-8"))
+
+
+def read_run_status(run_dir: Path) -> dict | None:
+    """run.json as written, or None when there is none or it cannot be read (an older run)."""
+    try:
+        data = json.loads((Path(run_dir) / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _stem(name: str) -> str:
@@ -91,13 +121,22 @@ def create_run_dir(output_dir: str | Path, run_name: str | None = None, overwrit
     base.mkdir(parents=True, exist_ok=True)
     if run_name:
         run_dir = base / run_name
-        if run_dir.exists() and not overwrite:
-            raise RunExistsError(f"{run_dir}: an earlier run is there; pass --overwrite to replace it")
-        run_dir.mkdir(exist_ok=True)
+        try:
+            run_dir.mkdir()  # atomic: of two runs started at the same instant, one gets the folder
+            return run_dir
+        except FileExistsError:
+            if not overwrite:
+                status = read_run_status(run_dir)
+                state = (f" ({status.get('status')}: {status.get('rows')} of {status.get('slides')} slides)"
+                         if status else "")
+                raise RunExistsError(f"{run_dir}: an earlier run is there{state}; "
+                                     "pass --overwrite to replace it") from None
+        if not run_dir.is_dir():
+            raise RunExistsError(f"{run_dir}: exists and is not a folder; choose another --run-name")
         # Replace the earlier run's outputs (only those: other files someone put there stay), so the
         # folder never mixes pictures of two runs.
         shutil.rmtree(run_dir / SLIDES_DIRNAME, ignore_errors=True)
-        for name in (RESULTS_FILE, REPORT_FILE):
+        for name in (RESULTS_FILE, REPORT_FILE, RUN_FILE):
             (run_dir / name).unlink(missing_ok=True)
         return run_dir
     stamp = time.strftime("run-%Y%m%d-%H%M%S")

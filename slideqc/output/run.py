@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from BaseImage import BaseImage
-from slideqc.output.files import create_run_dir
+from slideqc.output.files import COMPLETE, RUNNING, create_run_dir, read_run_status, write_run_status
 from slideqc.output.pictures import write_slide_images
 from slideqc.output.report import write_report
 from slideqc.output.results import SlideResult, result_from_slide, write_results
@@ -13,25 +13,50 @@ from slideqc.settings import QCSettings
 
 
 class RunWriter:
-    """Collects the rows of a run and keeps results.tsv and report.html current."""
+    """Collects the rows of a run and keeps results.tsv, run.json and report.html current.
 
-    def __init__(self, run_dir: Path, settings: QCSettings) -> None:
+    run.json says ``running`` from :meth:`start` until :meth:`finish` has written
+    every file: a run that was killed or stopped keeps its rows in results.tsv
+    and reads as unfinished (``slides`` is how many it was to check).
+    """
+
+    def __init__(self, run_dir: Path, settings: QCSettings, slides: int | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.settings = settings
+        self.slides = slides
         self.rows: list[SlideResult] = []
+
+    def start(self) -> None:
+        write_run_status(self.run_dir, RUNNING, self.slides, 0)
 
     def add(self, row: SlideResult) -> SlideResult:
         self.rows.append(row)
         write_results(self.run_dir, self.rows)  # rewritten each time: a killed batch keeps its rows
         return row
 
-    def finish(self) -> Path:
+    def finish(self, complete: bool | None = None) -> Path:
+        """Write results.tsv, the report and run.json; ``complete`` None: complete once every slide has its row.
+
+        The number of slides is this writer's, or else the one run.json recorded
+        at the start (a flow run on a server writes rows into a run it did not start).
+        """
+        slides = self.slides
+        if slides is None:
+            slides = (read_run_status(self.run_dir) or {}).get("slides")
+        if complete is None:
+            complete = not isinstance(slides, int) or len(self.rows) >= slides
         write_results(self.run_dir, self.rows)
-        return write_report(self.run_dir, self.rows, self.settings)
+        report = write_report(self.run_dir, self.rows, self.settings, complete=complete, slides=slides)
+        write_run_status(self.run_dir, COMPLETE if complete else RUNNING, slides, len(self.rows))
+        return report
 
     @property
     def failed(self) -> list[SlideResult]:
-        return [r for r in self.rows if not r.ok]
+        return [r for r in self.rows if r.failed]
+
+    @property
+    def unjudged(self) -> list[SlideResult]:
+        return [r for r in self.rows if r.unjudged]
 
     @property
     def flagged(self) -> list[SlideResult]:
