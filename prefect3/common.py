@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from BaseImage import display_name
-from slideqc import qc
+from slideqc import cli, qc
 from slideqc.output import results
 from slideqc.output.cache import slide_key
 
@@ -142,3 +143,19 @@ def make_task_runner(kind: str = "threads", workers: int | None = None, address:
 
         return ThreadPoolTaskRunner(max_workers=workers)
     raise ValueError(f"task runner: {kind!r} is not one of {', '.join(TASK_RUNNERS)}")
+
+
+def exit_after_interrupt(code: int) -> None:
+    """Exit with ``code``; after Ctrl-C (130), without Prefect's at-exit drain.
+
+    Ctrl-C reaches the temporary server Prefect 3 started for this script too, and
+    stops it; at exit Prefect then waits for its log and event queues to reach that
+    server, which never answers: the script would hang. Everything the QC writes is
+    written and renamed in place already, so after the one-line "interrupted" message
+    the process ends at once (its streams flushed).
+    """
+    if code == cli.EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

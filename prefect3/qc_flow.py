@@ -10,7 +10,6 @@ on the slide file and the work sizes (--redo loads again). The same flow is
 served as a deployment by prefect3/serve.py.
 """
 
-import sys
 from dataclasses import asdict
 
 from prefect import flow, get_run_logger, task
@@ -94,4 +93,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_main(main))
+    common.exit_after_interrupt(cli.run_main(main))

@@ -11,7 +11,6 @@ executors); `unmapped` is the same; the rescan branch needs no `apply_map`:
 it is plain Python in the flow, per slide, once that slide's decision is known.
 """
 
-import sys
 from dataclasses import asdict
 
 from prefect import flow, unmapped
@@ -81,4 +80,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run_main(main))
+    common.exit_after_interrupt(cli.run_main(main))

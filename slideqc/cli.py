@@ -384,6 +384,10 @@ def _notice_interrupts() -> None:
     def interrupted(signum, frame):
         global _interrupted
         _interrupted = True
+        # On Ctrl-C Prefect 1's LocalDaskExecutor cancels its threads by raising KeyboardInterrupt in
+        # each of them; an idle thread pool worker then logs it as "Exception in worker" with a
+        # traceback. The interrupt is reported once, in one line (run_main): that echo is dropped.
+        logging.getLogger("concurrent.futures").disabled = True
         signal.default_int_handler(signum, frame)
 
     if threading.current_thread() is threading.main_thread():

@@ -99,7 +99,7 @@ def test_bad_files_get_error_rows_and_good_slides_complete_outputs(script, corpu
     assert len({rows[n]["outputs"] for n in expected if expected[n].ok}) == len(originals) + len(copies)
 
     # Nothing but the run's own files; no temporary files left behind.
-    assert sorted(p.name for p in run_dir.iterdir()) == ["report.html", "results.tsv", "slides"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["report.html", "results.tsv", "run.json", "slides"]
     assert not [p for p in run_dir.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
     report = (run_dir / "report.html").read_text(encoding="utf-8")
     assert f"id='count-failed'>{sum(not w.ok for w in expected.values())}<" in report

@@ -138,7 +138,8 @@ def test_dom_table_matches_results_tsv(run_dir, rows, tmp_path):
     assert {r["file"] for r in dom.rows if r["class"] == "rescan"} == {r["file_name"] for r in flagged}
     assert {r["file"] for r in dom.rows if r["class"] == "error"} == {r["file_name"] for r in failed}
     assert dom.counts == {"count-slides": str(len(rows)), "count-ok": str(len(ok)),
-                          "count-failed": str(len(failed)), "count-rescan": str(len(flagged))}
+                          "count-failed": str(len(failed)), "count-rescan": str(len(flagged)),
+                          "count-unjudged": str(sum(r["status"] == "cannot judge" for r in rows))}
     assert dom.failed == [r["error"] for r in failed]  # "<b>slide</b>: what is wrong", as in results.tsv
     assert "corrupt tile" in dom.failed[0] and "<tile>" in dom.failed[0]  # escaped, shown as written
     by_file = {r["file"]: r["cells"] for r in dom.rows}
