@@ -30,7 +30,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -94,15 +93,24 @@ class MaskStep:
 
 
 class BaseImage:
-    """One slide: its OpenSlide handle, images per work size, masks and results."""
+    """One slide: its OpenSlide handle, images per work size, masks and what the QC found."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.name = self.path.name
+        self.name = display_name(self.path.name)  # the name shown in rows, logs and folder names
         self.masks: dict[str, np.ndarray] = {}
-        self.results: dict[str, Any] = {}
         self.mask_steps: list[MaskStep] = []
-        self.timings: dict[str, float] = {}
+        # What the QC steps find, filled in step by step (None: not measured yet).
+        self.image_work_size: WorkSize | None = None  # set by loading: tissue is found at this size
+        self.blur_work_size: WorkSize | None = None  # and blur at this one
+        self.tissue_fraction: float | None = None  # of the slide, 0 to 1
+        self.stain_contrast: float | None = None  # glass minus tissue, 8-bit gray levels
+        self.blur_radius: float | None = None  # the blur step's settings, as it was run
+        self.blur_threshold: float | None = None
+        self.blurry_fraction: float | None = None  # of the tissue, 0 to 1
+        self.rescan: bool | None = None
+        self.cannot_judge: str | None = None  # why the QC cannot judge the slide ("" when it can)
+        self.timings: dict[str, float] = {}  # seconds per step
         self.reads: list[LevelRead] = []
         self.thumbnail_image: np.ndarray | None = None  # small RGB overview, kept when pickled
         self._images: dict[str, np.ndarray] = {}
@@ -189,9 +197,12 @@ class BaseImage:
 
     def level_for(self, work_size: str | WorkSize) -> int:
         """The smallest pyramid level that still has at least the resolution of ``work_size``."""
-        downsample = self.downsample_for(work_size)
-        # OpenSlide picks the level whose downsample is the largest one <= the wanted one.
-        return self.slide.get_best_level_for_downsample(max(downsample, 1.0) * 1.0001)
+        downsample = max(self.downsample_for(work_size), 1.0) * 1.0001
+        # OpenSlide picks the level whose downsample is the largest one <= the wanted one. Done
+        # here from the level list, not by the handle: tile threads ask for every tile, and a
+        # handle that failed a read in another thread fails every later call.
+        fitting = [level for level, d in enumerate(self.level_downsamples) if d <= downsample]
+        return max(fitting, key=lambda level: self.level_downsamples[level]) if fitting else 0
 
     # --- pixels --------------------------------------------------------------------
 
@@ -296,15 +307,27 @@ class BaseImage:
 
     # --- masks and results ---------------------------------------------------------
 
-    def set_mask(self, name: str, mask: np.ndarray, relative_to: str | None = None) -> None:
-        """Store a bool mask; with ``relative_to``, record the fraction of that mask it covers."""
+    def set_mask(self, name: str, mask: np.ndarray, removed_fraction: float | None = None) -> None:
+        """Store a bool mask; ``removed_fraction``: the share of the tissue the step flagged (HistoQC's steps)."""
         if mask.dtype != bool:
             raise TypeError(f"mask {name!r} must be bool, got {mask.dtype}")
         self.masks[name] = mask
-        if relative_to is not None:
-            from slideqc.algorithms import fraction_of
+        if removed_fraction is not None:
+            self.mask_steps.append(MaskStep(name, removed_fraction))
 
-            self.mask_steps.append(MaskStep(name, fraction_of(mask, self.masks[relative_to])))
+
+def display_name(text: str) -> str:
+    """``text`` with the bytes of a name that is not valid UTF-8 shown as ``\\xNN`` (``M\\xfcller.svs``).
+
+    Python reads such a name (from a Windows share, say) with its bytes as lone
+    surrogates, which no UTF-8 file, log or web page can hold. Shown this way the
+    name is printable, the same everywhere, and different names stay different.
+    Valid names are returned unchanged.
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that did not come from a byte: show its code point
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _float_property(slide: openslide.OpenSlide, key: str) -> float | None:

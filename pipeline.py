@@ -9,10 +9,11 @@ run folder: results.tsv, report.html and per-slide PNGs.
 
 import logging
 import sys
-import time
 
 from BaseImage import BaseImage
-from slideqc import cli, qc, results
+from slideqc import cli, qc
+from slideqc.output import results, run
+from slideqc.settings import QCSettings
 
 logger = logging.getLogger("slideqc")
 
@@ -24,13 +25,13 @@ def load_image(file_name, image_work_size, blur_work_size) -> BaseImage:
 
 def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
     s = qc.segment_tissue(s)
-    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.results["tissue_fraction"])
+    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.tissue_fraction)
     return s
 
 
-def identify_blurry_regions(s: BaseImage, blur_radius, blur_threshold) -> BaseImage:
-    s = qc.detect_blur(s, blur_radius, blur_threshold)
-    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.results["blurry_fraction"])
+def identify_blurry_regions(s: BaseImage, blur_radius, blur_threshold, tile_threads) -> BaseImage:
+    s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
+    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.blurry_fraction)
     return s
 
 
@@ -40,23 +41,22 @@ def is_blurry(s: BaseImage, blur_max) -> bool:
 
 def warn_rescan(s: BaseImage, blur_max):
     logger.warning("%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
-                   s.name, 100 * s.results["blurry_fraction"], 100 * blur_max)
+                   s.name, 100 * s.blurry_fraction, 100 * blur_max)
 
 
 def save_results(s: BaseImage, blur_max, run_dir) -> results.SlideResult:
-    outputs = results.write_slide_images(s, run_dir)
-    return results.result_from_slide(s, blur_max, outputs)
+    return run.save_slide(s, blur_max, run_dir)
 
 
-def check_slide(file_name, params, run_dir) -> results.SlideResult:
+def check_slide(file_name, settings: QCSettings, run_dir, tile_threads) -> results.SlideResult:
     """The QC of one slide, start to end; any error becomes the slide's error row."""
     try:
-        s = load_image(file_name, params.image_work_size, params.blur_work_size)
+        s = load_image(file_name, settings.image_work_size, settings.blur_work_size)
         s = tissue_segmentation_simple(s)
-        s = identify_blurry_regions(s, params.blur_radius, params.blur_threshold)
-        if is_blurry(s, params.blur_max):
-            warn_rescan(s, params.blur_max)
-        return save_results(s, params.blur_max, run_dir)
+        s = identify_blurry_regions(s, settings.blur_radius, settings.blur_threshold, tile_threads)
+        if is_blurry(s, settings.blur_max):
+            warn_rescan(s, settings.blur_max)
+        return save_results(s, settings.blur_max, run_dir)
     except Exception as error:  # one bad slide never stops the batch
         message = qc.error_message(file_name, error)
         logger.error(message)
@@ -64,15 +64,13 @@ def check_slide(file_name, params, run_dir) -> results.SlideResult:
 
 
 def main(argv=None) -> int:
-    args = cli.build_parser(__doc__.splitlines()[0]).parse_args(argv)
-    cli.setup_logging(args.log_level)
-    started = time.perf_counter()
-    params, file_names, writer = cli.start_run(args)
+    args = cli.parse_args(__doc__, argv)
+    qc_run = cli.start_run(args)
 
-    for file_name in file_names:
-        writer.add(check_slide(file_name, params, writer.run_dir))
+    for file_name in qc_run.file_names:
+        qc_run.add(check_slide(file_name, qc_run.settings, qc_run.folder, qc_run.tile_threads))
 
-    return cli.finish_run(writer, started)
+    return qc_run.finish()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ The same steps as pipeline.py, one slide per worker process.
 
 import os
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
@@ -15,22 +14,17 @@ from pipeline import check_slide
 from slideqc import cli
 
 
-def _single_threaded_worker():
-    # The pool already uses every core; a slide's own tile threads would oversubscribe them.
-    os.environ["SLIDEQC_TILE_WORKERS"] = "1"
-
-
 def main(argv=None) -> int:
-    args = cli.build_parser(__doc__.splitlines()[0], workers=True).parse_args(argv)
-    cli.setup_logging(args.log_level)
-    started = time.perf_counter()
-    params, file_names, writer = cli.start_run(args)
+    args = cli.parse_args(__doc__, argv, parallel=True)
+    qc_run = cli.start_run(args)
 
-    with ProcessPoolExecutor(max_workers=args.workers, initializer=_single_threaded_worker) as pool:
-        for row in pool.map(partial(check_slide, params=params, run_dir=writer.run_dir), file_names):
-            writer.add(row)
+    check = partial(check_slide, settings=qc_run.settings, run_dir=qc_run.folder, tile_threads=qc_run.tile_threads)
+    # The workers end with this process, even when it is killed (cli.end_with_parent).
+    with ProcessPoolExecutor(max_workers=args.workers, initializer=cli.end_with_parent, initargs=(os.getpid(),)) as pool:
+        for row in pool.map(check, qc_run.file_names):
+            qc_run.add(row)
 
-    return cli.finish_run(writer, started)
+    return qc_run.finish()
 
 
 if __name__ == "__main__":

@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from slideqc import qc, synthetic, tiled
+from slideqc.output import files
+from slideqc.settings import QCSettings
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from slideqc import qc, results, synthetic, tiled  # noqa: E402
-
 START, END = "<!-- big-slides:start -->", "<!-- big-slides:end -->"
 TARGET_RSS = 1.5 * 2**30  # bytes, for the 80k x 60k slide
 TARGET_RATIO = 1.5  # QC time / decode time
@@ -44,7 +44,7 @@ class Child:
 
 def run_measured(argv: list[str], env: dict | None = None, cwd: Path = ROOT) -> Child:
     """Run ``argv`` and measure that child alone: wall time and peak resident memory (ru_maxrss)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = {**os.environ, **(env or {})}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env=full_env, cwd=cwd, text=True)
@@ -57,7 +57,7 @@ def run_measured(argv: list[str], env: dict | None = None, cwd: Path = ROOT) -> 
         return Child(proc.returncode, seconds, usage.ru_maxrss * 1024, out.read(), err.read())
 
 
-def decode_seconds(path: Path, params: qc.QCParams, workers: int = 1) -> tuple[float, int, int]:
+def decode_seconds(path: Path, params: QCSettings, workers: int = 1) -> tuple[float, int, int]:
     """Seconds for OpenSlide to read the blur level regions the QC reads; (seconds, tiles read, tiles in all)."""
     s = qc.segment_tissue(qc.load_slide(path, params.image_work_size, params.blur_work_size))
     shape = s.work_shape(params.blur_work_size)
@@ -80,8 +80,11 @@ def decode_seconds(path: Path, params: qc.QCParams, workers: int = 1) -> tuple[f
 BLUR_CHILD = """
 import json, sys, time
 from slideqc import algorithms, qc, tiled
+from slideqc.settings import QCSettings
+
+ROOT = Path(__file__).resolve().parents[1]
 mode, tile_size, workers, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-params = qc.QCParams()
+params = QCSettings()
 s = qc.segment_tissue(qc.load_slide(path, params.image_work_size, params.blur_work_size))
 started = time.perf_counter()
 if mode == "untiled":
@@ -96,7 +99,7 @@ print(json.dumps(dict(seconds=time.perf_counter() - started, fraction=fraction))
 
 def compare_blur(path: Path) -> list[str]:
     """Table rows: the blur step untiled, tiled serially and on threads, at a few tile sizes."""
-    threads = max(2, tiled.tile_workers())
+    threads = max(2, tiled.threads_per_slide())
     ways = [("untiled", 0, 1), ("tiled", tiled.TILE_SIZE, 1), ("tiled", tiled.TILE_SIZE, threads),
             ("tiled", 1024, threads), ("tiled", 2048, threads)]
     rows = []
@@ -136,7 +139,7 @@ def make_slides(dest: Path, names: list[str] | None) -> list[tuple[Path, Child |
     return made
 
 
-def qc_row(path: Path, generated: Child | None, params: qc.QCParams) -> dict:
+def qc_row(path: Path, generated: Child | None, params: QCSettings) -> dict:
     with tempfile.TemporaryDirectory() as out:
         child = run_measured([sys.executable, str(ROOT / "pipeline.py"), "--files", str(path),
                               "--output-dir", out, "--run-name", "big"])
@@ -145,7 +148,7 @@ def qc_row(path: Path, generated: Child | None, params: qc.QCParams) -> dict:
         with open(Path(out) / "big" / "results.tsv", encoding="utf-8") as handle:
             [row] = list(csv.DictReader(handle, delimiter="\t"))
     decode, read, total = decode_seconds(path, params)
-    decode_threads, _, _ = decode_seconds(path, params, workers=tiled.tile_workers())
+    decode_threads, _, _ = decode_seconds(path, params, workers=tiled.threads_per_slide())
     qc_seconds = sum(float(row[f"seconds_{step}"]) for step in ("load", "tissue", "blur"))
     return dict(row=row, child=child, generated=generated, decode=decode, decode_threads=decode_threads,
                 tiles=f"{read} / {total}", qc_seconds=qc_seconds)
@@ -153,7 +156,7 @@ def qc_row(path: Path, generated: Child | None, params: qc.QCParams) -> dict:
 
 def markdown(rows: list[dict], command: str, comparison: list[str]) -> str:
     lines = [
-        f"Made by `{command}` on {os.cpu_count()} cores ({tiled.tile_workers()} tile threads). "
+        f"Made by `{command}` on {os.cpu_count()} cores ({tiled.threads_per_slide()} tile threads). "
         "Each slide is checked by pipeline.py in a child process: *QC* is its load, tissue and blur steps, "
         "*peak memory* the child's ru_maxrss (pictures included). *Decode* is OpenSlide reading only the "
         "regions the blur step reads (the tissue tiles at the blur level, with their context), serially "
@@ -195,7 +198,7 @@ def write_section(doc: Path, section: str) -> None:
         text = text.rstrip("\n") + f"\n\n## Real-size slides\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    results.atomic_write_bytes(doc, f"{head}{START}\n{section}\n{END}{tail}".encode())
+    files.atomic_write_bytes(doc, f"{head}{START}\n{section}\n{END}{tail}".encode())
 
 
 def main() -> int:
@@ -208,7 +211,7 @@ def main() -> int:
                         help="also time the blur step untiled (the whole 10x level: ~4 GB for 80k x 60k), "
                              "serial and at other tile sizes")
     args = parser.parse_args()
-    params = qc.QCParams()
+    params = QCSettings()
     rows, comparison = [], []
     for path, generated in make_slides(args.dest, args.only):
         if args.compare:

@@ -29,10 +29,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from slideqc import algorithms, qc, synthetic, tiled
+from slideqc.output.files import atomic_write_bytes
+from slideqc.settings import JUDGE_LIMITS
 
-from slideqc import algorithms, qc, results, synthetic, tiled  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # The tables go between these marks; the findings written around them are kept.
 START, END = "<!-- calibration:start -->", "<!-- calibration:end -->"
@@ -90,7 +91,7 @@ def true_inner(s, path: Path, work_size: str) -> float:
 def measure(path: Path, submicron: bool = False, timed: bool = True) -> Row:
     truth = synthetic.read_truth(path)
     s = qc.segment_tissue(qc.load_slide(path))
-    contrast = algorithms.stain_contrast(s.get_image(s.results["image_work_size"]), s.masks["tissue"])
+    contrast = algorithms.stain_contrast(s.get_image(s.image_work_size), s.masks["tissue"])
     row = Row(synthetic.SlideSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in truth.spec.items()}),
               truth.percent_blurry, true_inner(s, path, "10x"), contrast)
     runs = [(name, "10x", BLUR_RADIUS, None, name) for name in MEASURES]
@@ -137,7 +138,7 @@ def stain_table(rows: list[Row]) -> list[str]:
              + " | ".join(MEASURES) + " |", "|---|---|---|---|---|---|" + "---|" * len(MEASURES)]
     for r in rows:
         sigma = "sharp" if r.spec.blurred_fraction == 0 else f"{r.spec.blur_sigma_um[0]:g}"
-        lines.append(f"| {100 * r.spec.stain:g} % | {r.contrast:.0f} | {'yes' if algorithms.too_faint(r.contrast) else 'no'}"
+        lines.append(f"| {100 * r.spec.stain:g} % | {r.contrast:.0f} | {'yes' if r.contrast < JUDGE_LIMITS.min_stain_contrast else 'no'}"
                      f" | {sigma} | {r.truth:.1f} | {fmt(r.truth_inner)} | "
                      + " | ".join(fmt(r.found[m]) for m in MEASURES) + " |")
     return lines
@@ -200,7 +201,7 @@ def main() -> int:
         "",
         "The stains' optical density scaled (`SlideSpec(stain=...)`); sharp slides and 30 % of the tissue "
         "blurred. *Contrast* is `algorithms.stain_contrast` at 1.25x (glass minus tissue, median gray levels); "
-        f"*too faint* is `algorithms.too_faint` (below {algorithms.MIN_JUDGEABLE_CONTRAST:g} levels).",
+        f"*too faint* is below `JudgeLimits.min_stain_contrast` ({JUDGE_LIMITS.min_stain_contrast:g} levels): the slide's status is *cannot judge*.",
         "",
         *stain_table(rows["stain"]),
         "",
@@ -225,7 +226,7 @@ def main() -> int:
         "",
         "## Time",
         "",
-        f"The blur step (`tiled.measure_blur`, {tiled.tile_workers()} tile threads) per slide, median over the "
+        f"The blur step (`tiled.measure_blur`, {tiled.threads_per_slide()} tile threads) per slide, median over the "
         f"{len(every)} slides, best of {REPEATS} runs each: " + ", ".join(f"{m} {seconds[m]:.3f} s" for m in MEASURES)
         + f"; normalized / laplacian, median of the per-slide ratios: {ratio:.2f}. These slides are small (their "
         "10x level is 1 MB): the compute alone. On a slide "
@@ -243,7 +244,7 @@ def main() -> int:
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    results.atomic_write_bytes(args.out, f"{head}{START}\n{section}\n{END}{tail}".encode())
+    atomic_write_bytes(args.out, f"{head}{START}\n{section}\n{END}{tail}".encode())
     print(f"wrote {args.out}")
     return 0
 

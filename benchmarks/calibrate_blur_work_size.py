@@ -14,19 +14,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from slideqc import algorithms, qc, synthetic
+from slideqc.settings import QCSettings
 
-from slideqc import algorithms, qc, synthetic  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 WORK_SIZES = ["1.25x", "2.5x", "5x", "10x", "20x", "40x"]
 SIGMAS_UM = [0.0, 1.0, 1.5, 2.0, 3.0, 4.0]
 
 
-def measure(path: Path, work_size: str, params: qc.QCParams) -> float:
+def measure(path: Path, work_size: str, params: QCSettings) -> float:
     s = qc.load_slide(path, params.image_work_size, work_size)
     s = qc.detect_blur(qc.segment_tissue(s), params.blur_radius, params.blur_threshold)
-    return 100 * s.results["blurry_fraction"]
+    return 100 * s.blurry_fraction
 
 
 def main() -> int:
@@ -34,7 +34,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=4096, help="slide width in pixels at 40x")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "blur_work_size.md")
     args = parser.parse_args()
-    params = qc.QCParams()
+    params = QCSettings()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for sigma in SIGMAS_UM:

@@ -5,8 +5,8 @@
     python benchmarks/run_benchmark.py --size small --slides 2 --repeats 1 --out /tmp/benchmark.md
 
 Each run of a configuration is a fresh subprocess, started the way a user starts
-it (so imports and Prefect's start-up count), with its own empty output and
-Prefect cache folders (nothing is skipped as already checked). Repetitions go
+it (so imports and Prefect's start-up count), with its own empty output folder
+(the lessons persist nothing between runs: every run computes everything). Repetitions go
 round-robin over the configurations, so a slow minute of a noisy machine hurts
 them all alike. Memory is sampled with psutil every 50 ms over the whole process
 tree: the largest single process (a worker) and the sum of all.
@@ -43,11 +43,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from BaseImage import BaseImage, WorkSize
+from slideqc import qc, synthetic
+from slideqc.output import files
+from slideqc.settings import QCSettings
 
-from BaseImage import BaseImage, WorkSize  # noqa: E402
-from slideqc import qc, results, synthetic, tiled  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MB = 1024 * 1024
 POLL_SECONDS = 0.05
@@ -62,7 +63,6 @@ class Config:
     args: tuple[str, ...]
     parallel: bool  # compared with plain parallel (else with plain serial)
     what: str
-    env: tuple[tuple[str, str], ...] = ()  # set in the run's environment
 
 
 def configs(workers: int) -> list[Config]:
@@ -72,10 +72,13 @@ def configs(workers: int) -> list[Config]:
         Config("plain-serial", "pipeline.py", (), False, "Python, serial (tile threads on every core)"),
         # The single-core reference for the speed-up: plain-serial already measures each
         # slide's tiles on threads, so it is not a one-core run.
-        Config("plain-serial-1-core", "pipeline.py", (), False, "Python, serial, one tile thread",
-               ((tiled.WORKERS_VARIABLE, "1"),)),
+        Config("plain-serial-1-core", "pipeline.py", ("--tile-threads", "1"), False,
+               "Python, serial, one tile thread"),
         Config("plain-parallel", "pipeline_parallel.py", w, True, f"Python, process pool of {workers}"),
-        Config("prefect-serial", "solutions/pipeline_prefect.py", (), False, "Prefect, a flow run per slide"),
+        Config("prefect-serial", "solutions/pipeline_prefect.py", (), False,
+               "Prefect, a flow run per slide (stock Prefect 1.4.1)"),
+        Config("prefect-serial-fixed", "extras/pipeline_prefect_fast_context.py", (), False,
+               "Prefect, a flow run per slide, config copy skipped (opt-in)"),
         Config("prefect-mapped-local", mapped, ("--executor", "local"), False, "Prefect, mapped, LocalExecutor"),
         Config("prefect-threads", mapped, ("--executor", "threads", *w), True,
                f"Prefect, mapped, LocalDaskExecutor, {workers} threads"),
@@ -148,9 +151,7 @@ def run_config(config: Config, slides: list[Path], scratch: Path) -> Measurement
     out = Path(tempfile.mkdtemp(prefix=f"{config.name}-", dir=scratch))
     command = [sys.executable, str(ROOT / config.script), "--files", *map(str, slides),
                "--output-dir", str(out / "output"), "--log-level", "WARNING", *config.args]
-    if config.script.startswith("solutions/"):
-        command += ["--cache-dir", str(out / "cache")]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **dict(config.env)}
+    env = dict(os.environ)
     log_path = out / "log.txt"
     peaks = [0.0, 0.0]
     stop = threading.Event()
@@ -173,18 +174,18 @@ def run_config(config: Config, slides: list[Path], scratch: Path) -> Measurement
 # --- per slide: QC against decoding what it reads ---------------------------------------
 
 
-def _qc(path: Path, params: qc.QCParams) -> BaseImage:
+def _qc(path: Path, params: QCSettings) -> BaseImage:
     s = qc.load_slide(path, params.image_work_size, params.blur_work_size)
     s = qc.segment_tissue(s)
-    return qc.detect_blur(s, params.blur_radius, params.blur_threshold)
+    return qc.detect_blur(s, params.blur_radius, params.blur_threshold, tile_threads=1)
 
 
-def per_slide(path: Path, params: qc.QCParams, repeats: int) -> dict:
+def per_slide(path: Path, params: QCSettings, repeats: int) -> dict:
     """Best-of-``repeats`` seconds: the QC, and decoding the same regions on a fresh handle."""
     qc_seconds, decode_seconds, reads = [], [], []
     for _ in range(max(repeats, 1)):
         started = time.perf_counter()
-        s = _qc(path, params)
+        s = _qc(path, params)  # one tile thread, as in a process-pool worker: QC and decode both serial
         qc_seconds.append(time.perf_counter() - started)
         reads = s.reads
         s.close()
@@ -379,14 +380,12 @@ def main(argv=None) -> int:
                     print(f"[{repeat + 1}/{args.repeats}] {config.name:22s} {len(chosen_slides)} slides "
                           f"{m.seconds:7.1f} s peak {m.peak_process_mb:5.0f} MB / {m.peak_tree_mb:5.0f} MB",
                           flush=True)
-    # One tile thread, as in a process-pool worker: the QC and the decode both run serially.
-    os.environ["SLIDEQC_TILE_WORKERS"] = "1"
-    params = qc.QCParams()
+    params = QCSettings()
     per = [per_slide(path, params, args.repeats) for path in slides]
     for r in per:
         print(f"{r['name']}: decode {r['decode']:.2f} s, QC {r['qc']:.2f} s", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    results.atomic_write_bytes(args.out, render(measured, few, per, args, kept_sections(args.out),
+    files.atomic_write_bytes(args.out, render(measured, few, per, args, kept_sections(args.out),
                                                  machine_line()).encode())
     print(f"wrote {args.out}")
     return 0

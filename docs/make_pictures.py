@@ -13,8 +13,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from slideqc.settings import QCSettings
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def load_solution(name: str):
@@ -43,16 +44,17 @@ def overview_picture(slide: Path, out: Path, height: int = 360) -> Path:
     import cv2
     import numpy as np
 
-    from slideqc import qc, results
+    from slideqc import qc
+    from slideqc.output import pictures
 
-    params = qc.QCParams()
+    params = QCSettings()
     s = qc.load_slide(slide, params.image_work_size, params.blur_work_size)
     s = qc.detect_blur(qc.segment_tissue(s), params.blur_radius, params.blur_threshold)
     thumbnail = s.thumbnail_image
     tissue, blur = s.masks["tissue"], s.masks["blur"] & s.masks["tissue"]
-    percent = 100 * s.results["blurry_fraction"]
+    percent = 100 * s.blurry_fraction
     panels = [("1. slide (thumbnail)", thumbnail), ("2. tissue mask", tissue), ("3. blurry tissue", blur),
-              (f"4. overlay: {percent:.0f} % blurry", results.overlay(thumbnail, s.masks["tissue"], s.masks["blur"]))]
+              (f"4. overlay: {percent:.0f} % blurry", pictures.overlay(thumbnail, s.masks["tissue"], s.masks["blur"]))]
     tiles = []
     for title, image in panels:
         if image.dtype == bool:
@@ -63,7 +65,7 @@ def overview_picture(slide: Path, out: Path, height: int = 360) -> Path:
         cv2.putText(banner, title, (8, 27), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
         frame = np.vstack([banner, image])
         tiles += [cv2.copyMakeBorder(frame, 6, 6, 6, 6, cv2.BORDER_CONSTANT, value=(255, 255, 255))]
-    results.write_png(out, np.hstack(tiles))
+    pictures.write_png(out, np.hstack(tiles))
     return out
 
 

@@ -1,25 +1,20 @@
 """What the Prefect 3 scripts share, so each flow file stays a short lesson.
 
-- the project (BaseImage, slideqc) importable here and in the processes Prefect
-  and Dask start;
-- the cache key of the load task (file path + mtime + work sizes);
+- the cache key of the load task (the slide file and the work sizes: slideqc.output.cache);
 - a results.tsv row from a flow run's final state, or from a slide's futures;
 - the Prefect-only command-line options and the task runners.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import sys
 from pathlib import Path
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from slideqc import qc, results  # noqa: E402
+from BaseImage import display_name
+from slideqc import qc
+from slideqc.output import results
+from slideqc.output.cache import slide_key
 
 TASK_RUNNERS = ("threads", "dask")
 # Shared drives fail transiently: retry loading, but only on I/O errors; a file that
@@ -27,11 +22,26 @@ TASK_RUNNERS = ("threads", "dask")
 LOAD_RETRIES = dict(retries=2, retry_delay_seconds=2)
 
 
-def share_project_path() -> None:
-    """Put the project on PYTHONPATH, so processes started from here (Dask workers) import it too."""
-    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    if str(ROOT) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *[p for p in paths if p]])
+def path_parameter(path) -> str:
+    """A slide's path as a flow parameter: as it is, or a ``file://`` URI when it is not valid UTF-8.
+
+    Prefect 3 sends parameters to its API as JSON, which cannot hold a name that
+    is not UTF-8 (``M\\xfcller.svs`` from a Windows share): such a path travels
+    percent-encoded, and :func:`local_path` gives back the very same path.
+    """
+    text = str(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "file://" + quote_from_bytes(os.fsencode(os.path.abspath(text)))
+
+
+def local_path(parameter: str) -> str:
+    """The path a :func:`path_parameter` stands for."""
+    if parameter.startswith("file://"):
+        return os.fsdecode(unquote_to_bytes(parameter.removeprefix("file://")))
+    return parameter
 
 
 def retry_on_os_error(task, task_run, state) -> bool:
@@ -45,29 +55,17 @@ def slide_cache_key(context, parameters: dict) -> str | None:
     A slide copied again (new mtime) or other work sizes give a new key, so the
     load runs again; anything else finds the cached result. No file, no caching.
     """
-    path = Path(parameters["file_name"]).resolve()
+    path = Path(local_path(parameters["file_name"]))
     if not path.is_file():
         return None
-    stat = path.stat()
-    identity = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                "image_work_size": str(parameters["image_work_size"]),
-                "blur_work_size": str(parameters["blur_work_size"])}
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    return f"load-{results.safe_name(path.name)}-{digest}"
+    return "load-" + slide_key(path, parameters, names=("image_work_size", "blur_work_size"))
 
 
 def slide_run_name() -> str:
     """Flow run names that say which slide they check: ``qc-synthetic_01_blur00.svs``."""
     from prefect.runtime import flow_run
 
-    return f"qc-{Path(str(flow_run.parameters.get('file_name', 'slide'))).name}"
-
-
-def own_run_dir(run_dir: str | None) -> tuple[Path, bool]:
-    """The run folder a flow run writes into; a new one under output/ when none was passed."""
-    if run_dir:
-        return Path(run_dir), False
-    return results.create_run_dir("output"), True
+    return f"qc-{display_name(Path(local_path(str(flow_run.parameters.get('file_name', 'slide')))).name)}"
 
 
 # --- rows from states ------------------------------------------------------------------
@@ -134,10 +132,8 @@ def make_task_runner(kind: str = "threads", workers: int | None = None, address:
     if address or kind == "dask":
         from prefect_dask import DaskTaskRunner
 
-        share_project_path()  # the workers unpickle tasks that import BaseImage and slideqc
         if address:
             return DaskTaskRunner(address=address)
-        os.environ["SLIDEQC_TILE_WORKERS"] = "1"  # one QC per worker core: no tile threads on top
         # One thread per worker process: the QC is CPU-bound, and OpenCV brings its own threads.
         return DaskTaskRunner(cluster_kwargs=dict(n_workers=workers, threads_per_worker=1, processes=True,
                                                   dashboard_address=None))

@@ -12,16 +12,12 @@ it is plain Python in the flow, per slide, once that slide's decision is known.
 """
 
 import sys
-import time
 from dataclasses import asdict
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # BaseImage, slideqc and prefect3, wherever this runs
+from prefect import flow, unmapped
 
-from prefect import flow, unmapped  # noqa: E402
-
-from prefect3 import common  # noqa: E402
-from prefect3.qc_flow import (  # noqa: E402
+from prefect3 import common
+from prefect3.qc_flow import (
     identify_blurry_regions,
     is_blurry,
     load_image,
@@ -29,20 +25,24 @@ from prefect3.qc_flow import (  # noqa: E402
     tissue_segmentation_simple,
     warn_rescan,
 )
-from slideqc import cli, results  # noqa: E402
-from slideqc.qc import QCParams  # noqa: E402
+from slideqc import cli
+from slideqc.output import results
+from slideqc.settings import DEFAULTS, QCSettings
 
 
 @flow(name="Image QC (mapped)")
-def qc_slides(file_names: list[str], image_work_size: str = "1.25x", blur_work_size: str = "10x",
-              blur_radius: float = 7.0, blur_threshold: float = 0.05, blur_max: float = 0.05,
-              run_dir: str | None = None, redo: bool = False) -> list[dict]:
+def qc_slides(file_names: list[str], image_work_size: str = DEFAULTS.image_work_size,
+              blur_work_size: str = DEFAULTS.blur_work_size, blur_radius: float = DEFAULTS.blur_radius,
+              blur_threshold: float = DEFAULTS.blur_threshold, blur_max: float = DEFAULTS.blur_max,
+              run_dir: str | None = None, redo: bool = False, tile_threads: int | None = None) -> list[dict]:
     """The QC of every slide, each step mapped over the slides; one results row (a dict) per slide."""
-    QCParams(image_work_size, blur_work_size, blur_radius, blur_threshold, blur_max)
+    QCSettings(image_work_size, blur_work_size, blur_radius, blur_threshold, blur_max)
+    file_names = [common.local_path(name) for name in file_names]  # names that are not UTF-8: file:// URIs
     load = load_image.with_options(refresh_cache=True) if redo else load_image
     loaded = load.map(file_names, unmapped(image_work_size), unmapped(blur_work_size))
     tissue = tissue_segmentation_simple.map(loaded)
-    blurry = identify_blurry_regions.map(tissue, unmapped(blur_radius), unmapped(blur_threshold))
+    blurry = identify_blurry_regions.map(tissue, unmapped(blur_radius), unmapped(blur_threshold),
+                                         unmapped(tile_threads))
     rescan = is_blurry.map(blurry, unmapped(blur_max))
     saved = save_results.map(blurry, unmapped(blur_max), unmapped(run_dir))
 
@@ -61,25 +61,23 @@ def qc_slides(file_names: list[str], image_work_size: str = "1.25x", blur_work_s
 
 
 def main(argv=None) -> int:
-    parser = cli.build_parser(__doc__.splitlines()[0], workers=True)
+    parser = cli.build_parser(__doc__.splitlines()[0], parallel=True)
     common.add_prefect_arguments(parser, parallel=True)
     args = parser.parse_args(argv)
     cli.setup_logging(args.log_level)
-    started = time.perf_counter()
-    params, file_names, writer = cli.start_run(args)
+    qc_run = cli.start_run(args)
 
     runner = common.make_task_runner(args.task_runner, args.workers, args.address)
     state = qc_slides.with_options(task_runner=runner)(
-        file_names=[str(name) for name in file_names], run_dir=str(writer.run_dir), redo=args.redo,
-        **params.as_dict(), return_state=True)
+        file_names=[common.path_parameter(name) for name in qc_run.file_names], run_dir=str(qc_run.folder), redo=args.redo,
+        tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict(), return_state=True)
     if state.is_completed():
         rows = [results.SlideResult(**row) for row in state.result()]
     else:  # the flow itself failed (a task runner that could not start): every slide gets its error
-        rows = [common.row_from_state(name, state) for name in file_names]
-    for row in rows:
-        writer.add(row)
+        rows = [common.row_from_state(name, state) for name in qc_run.file_names]
+    qc_run.add_all(rows)
 
-    return cli.finish_run(writer, started)
+    return qc_run.finish()
 
 
 if __name__ == "__main__":

@@ -16,14 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # BaseImage, slideqc and prefect3, wherever this runs
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
 
-from prefect.client.orchestration import get_client  # noqa: E402
-from prefect.deployments import run_deployment  # noqa: E402
-
-from prefect3 import common  # noqa: E402
-from prefect3.serve import DEPLOYMENT  # noqa: E402
-from slideqc import cli  # noqa: E402
+from prefect3 import common
+from prefect3.serve import DEPLOYMENT
+from slideqc import cli
 
 POLL_SECONDS = 1.0
 EXIT_NO_SERVER = 3
@@ -78,21 +76,20 @@ def main(argv=None) -> int:
                        help="seconds to wait for the flow runs; unfinished ones become error rows")
     args = parser.parse_args(argv)
     cli.setup_logging(args.log_level)
-    started = time.perf_counter()
-    cli.params_from_args(args)  # usage errors first (exit code 2), then the server (3)
-    cli.slide_paths(args)
+    cli.check_usage(args)  # usage errors first (exit code 2), then the server (3)
     problem = server_problem(args.deployment)
     if problem:
         print(f"error: {problem}\nStart a server and serve the flow, then run this again:\n{HOW_TO_START}",
               file=sys.stderr)
         return EXIT_NO_SERVER
-    params, file_names, writer = cli.start_run(args)
+    qc_run = cli.start_run(args)
+    file_names = qc_run.file_names
 
     # The serving process has its own working folder: hand it absolute paths.
-    run_dir = str(writer.run_dir.resolve())
+    run_dir = str(qc_run.folder.resolve())
     runs = [run_deployment(args.deployment, timeout=0, flow_run_name=f"qc-{Path(name).name}", tags=["slideqc"],
                            parameters=dict(file_name=str(Path(name).resolve()), run_dir=run_dir, redo=args.redo,
-                                           **params.as_dict()))
+                                           tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict()))
             for name in file_names]
     cli.log.info("created %d flow run(s) of %s: %s", len(runs), args.deployment, ", ".join(r.name for r in runs))
     final = wait_for([run.id for run in runs], args.timeout)
@@ -102,9 +99,9 @@ def main(argv=None) -> int:
         row = common.row_from_state(name, state)
         if state is not None and not state.is_final():
             row.error += f" after {args.timeout:g} s; is a process serving {args.deployment}? (python prefect3/serve.py)"
-        writer.add(row)
+        qc_run.add(row)
 
-    return cli.finish_run(writer, started)
+    return qc_run.finish()
 
 
 if __name__ == "__main__":

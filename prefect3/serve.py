@@ -13,11 +13,8 @@ deployments made with `flow.deploy()`. Stop it with Ctrl-C.
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # BaseImage, slideqc and prefect3, wherever this runs
-
-from prefect3.qc_flow import qc_slide  # noqa: E402
+from prefect3.qc_flow import qc_slide
 
 DEPLOYMENT = "qc-slide"
 

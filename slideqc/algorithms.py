@@ -75,12 +75,6 @@ REFERENCE_CONTRAST = 0.07
 # regions give 0 / floor = 0 (blurry), not 0 / 0: bare glass at 10x is often one gray level.
 # In-focus H&E at 10x has ~0.08 (median), 800x more.
 CONTRAST_FLOOR = 1e-4
-# Tissue whose stain separates it from the glass by fewer gray levels (8-bit, see
-# stain_contrast) than this is too faint to judge its focus: the scanner's noise is then as
-# large as the detail a 1 to 2 µm blur removes, and blurred tissue reads partly sharp. Measured
-# (docs/blur_measure.md): at 13 levels (15 % of the usual stain) 30 % blurred reads 28.5, at 10
-# levels 24, at 9 levels 18; sharp tissue never reads blurry.
-MIN_JUDGEABLE_CONTRAST = 12.0
 
 
 def blur_response(rgb: np.ndarray, blur_radius: float, *, measure: str = DEFAULT_MEASURE) -> np.ndarray:
@@ -182,7 +176,8 @@ def stain_contrast(rgb: np.ndarray, tissue: np.ndarray) -> float:
     (the tissue work size is enough: 1.25x). ``tissue`` is a bool mask, resized to
     ``rgb``'s rows and columns when it differs. H&E at the usual strength gives
     ~70; at a quarter of it ~21, at 15 % ~13. Returns 0.0 when the image has no
-    tissue or no glass (then there is nothing to compare it with: see :func:`too_faint`).
+    tissue or no glass (then there is nothing to compare it with). The QC cannot judge
+    the focus of tissue fainter than :attr:`slideqc.settings.JudgeLimits.min_stain_contrast`.
     """
     gray = cv2.cvtColor(_check_rgb(rgb), cv2.COLOR_RGB2GRAY)
     tissue = resize_mask(tissue, gray.shape)
@@ -190,16 +185,6 @@ def stain_contrast(rgb: np.ndarray, tissue: np.ndarray) -> float:
         return 0.0
     return max(0.0, float(np.median(gray[~tissue])) - float(np.median(gray[tissue])))
 
-
-def too_faint(contrast: float, min_contrast: float = MIN_JUDGEABLE_CONTRAST) -> bool:
-    """True when tissue of :func:`stain_contrast` ``contrast`` (gray levels) is too faint to judge its focus.
-
-    Below ``min_contrast`` (12 gray levels, ~13 % of the usual H&E stain of the
-    synthetic slides) the sensor's noise is as large as the detail a blur removes: blurred tissue
-    then reads partly sharp, so the slide's percent blurry cannot be trusted either way.
-    A slide whose tissue fills the whole image (no glass: contrast 0.0) is also reported.
-    """
-    return contrast < min_contrast
 
 
 def measurable_tissue(tissue: np.ndarray, blur_radius: float) -> np.ndarray:

@@ -1,58 +1,337 @@
-"""What the Prefect 1.x solutions share, so each solution file stays a short lesson.
+"""What the Prefect 1.x lessons share beyond Prefect itself: plain Python around Prefect's objects.
 
-- persisted results: a target per slide and QC step, so a re-run skips slides
-  already checked (and never reads them again) unless told to redo them;
-- executors chosen on the command line;
-- turning a flow run's task states into results.tsv rows;
-- a fix for Prefect 1's per-task overhead (:func:`skip_identical_config_merge`).
+- a slide's results row from its flow run's task states (exercise 1, 2) or from
+  its mapped steps' results (exercises 3 to 5);
+- the QC settings of the flow run under way, for its report;
+- a quick check that a Prefect server answers (exercises 2 and 5), and that a Dask
+  scheduler answers with workers that import the QC (``--address``, exercise 4);
+- for the extra lessons: persisted results written atomically
+  (:class:`AtomicLocalResult`, :func:`slide_target`), a results row per server
+  flow run (:func:`save_row`), and an opt-in fix of Prefect 1.4.1's per-task
+  overhead (:func:`skip_identical_config_merge`).
+
+Nothing here changes Prefect when it is imported.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
-import os
+import pickle
 import shutil
-from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import asdict, fields
 from pathlib import Path
 
-import prefect.utilities.context
+import prefect
 from prefect.engine import signals
 from prefect.engine.results import LocalResult
-from prefect.engine.state import State, TriggerFailed
-from prefect.executors import DaskExecutor, LocalExecutor
-from prefect.executors import LocalDaskExecutor as PrefectLocalDaskExecutor
-from prefect.utilities.collections import merge_dicts
+from prefect.engine.state import State
 
-from BaseImage import BaseImage
-from slideqc import qc, results, tiled
+from slideqc import cli, qc
+from slideqc.output import files, results
+from slideqc.output.cache import slide_key
+from slideqc.output.run import RunWriter
+from slideqc.settings import QCSettings
 
 CACHE_DIRNAME = ".qc-cache"
-EXECUTORS = ("local", "threads", "processes", "dask")
-# Shared drives fail transiently: retry loading, but only on I/O errors; a file that
-# is not a slide will not become one by trying again.
-LOAD_RETRIES = dict(max_retries=2, retry_delay=timedelta(seconds=2), retry_on=OSError)
-QC_PARAMETERS = ("image_work_size", "blur_work_size", "blur_radius", "blur_threshold")
+ROWS_DIRNAME = ".rows"  # in the run folder: one row per slide, written by its own flow run
+SERVER_COMMANDS = """\
+Start a Prefect server (it needs Docker with docker compose), then run this again:
+    prefect backend server        # once: talk to a local server, not Prefect Cloud
+    prefect server start          # leave it running; the UI is at http://localhost:8080
+    prefect agent local start     # in another terminal: it runs the flow runs"""
+
+
+# --- rows from task states --------------------------------------------------------------
+
+
+def _did_not_run(file_name) -> str:
+    return f"{Path(file_name).name}: a QC step did not run because an earlier one failed"
+
+
+def row_for(file_name, *step_results) -> results.SlideResult:
+    """A slide's row from what its steps returned, in order: the last step's row, or the first real error.
+
+    A failed step's result is its exception; the steps after it fail with
+    TRIGGERFAIL, which says only that something before them failed.
+    """
+    saved = step_results[-1]
+    if isinstance(saved, results.SlideResult):
+        return saved
+    errors = [r for r in step_results if isinstance(r, BaseException)]
+    cause = next((e for e in errors if not isinstance(e, signals.TRIGGERFAIL)), None)
+    message = _did_not_run(file_name) if cause is None else qc.error_message(file_name, cause)
+    return results.error_result(file_name, message)
+
+
+def slide_row(file_name, flow_state: State, steps: list) -> results.SlideResult:
+    """A slide's row from its flow run: ``steps`` are the flow's step tasks, the row-making one last."""
+    task_states = flow_state.result if isinstance(flow_state.result, dict) else {}
+    step_results = []
+    for step in steps:
+        state = task_states.get(step)
+        if state is None:
+            step_results.append(signals.TRIGGERFAIL("did not run"))
+        elif state.is_failed() and not isinstance(state.result, BaseException):
+            step_results.append(signals.FAIL(state.message))
+        else:
+            step_results.append(state.result)
+    return row_for(file_name, *step_results)
+
+
+def gathered_rows(flow_state: State, gather, file_names) -> list[results.SlideResult]:
+    """The rows the mapped flow's gathering task returned; error rows for all when it failed itself."""
+    state = flow_state.result.get(gather) if isinstance(flow_state.result, dict) else None
+    if state is not None and state.is_successful() and isinstance(state.result, list):
+        return state.result
+    why = state.message if state is not None else flow_state.message
+    return [results.error_result(name, f"{Path(name).name}: the flow did not finish: {' '.join(str(why).split())}")
+            for name in file_names]
+
+
+def run_settings() -> QCSettings:
+    """The QC settings of the flow run under way: its Parameters (a run from the server passes them all)."""
+    parameters = prefect.context.get("parameters", {})
+    return QCSettings(**{f.name: parameters[f.name] for f in fields(QCSettings) if f.name in parameters})
+
+
+# --- the server -------------------------------------------------------------------------
+
+
+class NoServer(cli.NoService):
+    """No Prefect server answers: reported in one message, exit code 3."""
+
+
+def check_server(timeout: float = 3.0) -> str:
+    """The configured Prefect server's API address, after asking it ``query { hello }``.
+
+    Raises NoServer, with what to do, when the backend is not a server or
+    nothing answers within ``timeout`` seconds. (Prefect's own client would
+    retry for a minute or more before failing with a traceback.)
+    """
+    import requests
+
+    if prefect.config.backend != "server":
+        raise NoServer(f"Prefect's backend is {prefect.config.backend!r}, not 'server'.\n{SERVER_COMMANDS}")
+    url = prefect.config.server.endpoint.rstrip("/")
+    try:
+        response = requests.post(url, json={"query": "query { hello }"}, timeout=timeout)
+    except requests.Timeout:
+        raise NoServer(f"no Prefect server answers at {url} (no answer in {timeout:g} s).\n{SERVER_COMMANDS}") from None
+    except requests.ConnectionError:
+        raise NoServer(f"no Prefect server answers at {url} (cannot connect).\n{SERVER_COMMANDS}") from None
+    except requests.RequestException as error:
+        raise NoServer(f"{url} is not an address a Prefect server can have ({error}).\n{SERVER_COMMANDS}") from None
+    try:
+        answer = response.json()
+        if "hello" not in (answer.get("data") or {}):
+            raise ValueError(answer)
+    except (ValueError, AttributeError):
+        raise NoServer(f"something answers at {url}, but not a Prefect server's API "
+                       f"(HTTP {response.status_code}).\n{SERVER_COMMANDS}") from None
+    return url
+
+
+def run_main(main, argv: list[str] | None = None) -> int:
+    """cli.run_main (which reports a missing server in one message with exit code 3)."""
+    return cli.run_main(main, argv)
+
+
+# --- a Dask scheduler (exercise 4, --address) -------------------------------------------
+
+SCHEDULER_COMMANDS = """Start a scheduler and a worker with the project's venv active (make installs the project into it):
+    dask scheduler --host 127.0.0.1 --port 8786
+    dask worker tcp://127.0.0.1:8786 --nthreads 1
+or leave out --address to run on this machine."""
+
+
+def check_scheduler(address: str, timeout: float = 5.0) -> str:
+    """Check that a Dask scheduler answers at ``address``, has workers, and that they import the QC.
+
+    Raises cli.NoService (one message, what to do; exit code 3) within about
+    ``timeout`` seconds, where Prefect's DaskExecutor would wait half a minute and
+    then fail with a traceback, or hand every slide a row that hides the cause.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    url = address if "://" in address else f"tcp://{address}"
+    parts = urlsplit(url)
+    try:
+        host, port = parts.hostname, parts.port or 8786
+    except ValueError as error:
+        raise cli.NoService(f"--address {address}: not a scheduler address ({error}), "
+                            f"e.g. tcp://127.0.0.1:8786\n{SCHEDULER_COMMANDS}") from None
+    if parts.scheme not in ("tcp", "tls") or not host:
+        raise cli.NoService(f"--address {address}: not a scheduler address, e.g. tcp://127.0.0.1:8786\n"
+                            f"{SCHEDULER_COMMANDS}")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        why = f"no answer in {timeout:g} s" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise cli.NoService(f"no Dask scheduler answers at {url} ({why}).\n"
+                            f"{SCHEDULER_COMMANDS}") from None
+    from distributed import Client
+
+    try:
+        with Client(url, timeout=timeout, set_as_default=False) as client:
+            if not client.scheduler_info().get("workers"):
+                try:
+                    client.wait_for_workers(1, timeout=timeout)
+                except TimeoutError:
+                    raise cli.NoService(f"the Dask scheduler at {url} has no workers (none joined in "
+                                        f"{timeout:g} s).\n{SCHEDULER_COMMANDS}") from None
+            problems = client.run(worker_import_problem)
+    except cli.NoService:
+        raise
+    except Exception as error:  # noqa: BLE001 (any failure here is the cluster's, said in one line)
+        text = " ".join(f"{type(error).__name__}: {error}".split())
+        raise cli.NoService(f"the Dask scheduler at {url} cannot run the QC: {text}\n"
+                            f"{SCHEDULER_COMMANDS}") from None
+    bad = {worker: problem for worker, problem in problems.items() if problem}
+    if bad:
+        worker, problem = next(iter(bad.items()))
+        raise cli.NoService(f"{len(bad)} of {len(problems)} Dask worker(s) at {url} cannot import the QC "
+                            f"(worker {worker}: {problem}).\n{SCHEDULER_COMMANDS}")
+    return url
+
+
+def worker_import_problem() -> str:
+    """Run on each Dask worker: "" when it imports the QC, else why not (one line)."""
+    import importlib
+
+    try:
+        for module in ("BaseImage", "slideqc.qc", "slideqc.output.run"):
+            importlib.import_module(module)
+    except Exception as error:  # noqa: BLE001
+        return f"{type(error).__name__}: {error}"
+    return ""
+
+
+# --- extra: persisted results -----------------------------------------------------------
+
+
+class AtomicLocalResult(LocalResult):
+    """Prefect's LocalResult, written atomically, and an unreadable file treated as missing.
+
+    LocalResult writes in place: a full disk or a kill during the write leaves
+    a truncated pickle, which every later run would fail to read. Here the
+    bytes go to a temporary file that is renamed into place, and a target that
+    cannot be read back (left by an older version, or damaged) counts as not
+    there, so the step runs again and replaces it.
+    """
+
+    def write(self, value_, **kwargs):
+        new = self.format(**kwargs)
+        new.value = value_
+        path = Path(self.dir) / new.location
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.atomic_write_bytes(path, new.serializer.serialize(new.value))
+        new.location = str(path)
+        return new
+
+    def exists(self, location: str, **kwargs) -> bool:
+        path = Path(self.dir) / location.format(**kwargs)
+        if not path.is_file():
+            return False
+        try:
+            self.serializer.deserialize(path.read_bytes())
+        except (EOFError, pickle.UnpicklingError, OSError, ValueError, TypeError, AttributeError) as error:
+            prefect.context.get("logger").warning("%s: cannot read this persisted result (%s): computing it again",
+                                                  path, type(error).__name__)
+            return False
+        return True
+
+
+def default_cache_dir(output_dir: str | Path = "output") -> Path:
+    return Path(output_dir) / CACHE_DIRNAME
+
+
+def slide_target(step: str):
+    """A Prefect target for one QC step of one slide, under the run's ``cache_dir`` parameter.
+
+    Prefect formats targets with the parameters and the task's inputs: the slide
+    is the ``file_name`` input (load step) or the ``s`` input (later steps).
+    """
+
+    def target(**context) -> str:
+        slide = context.get("s")
+        file_name = slide.path if hasattr(slide, "path") else context["file_name"]
+        cache_dir = context.get("cache_dir") or default_cache_dir()
+        return str(Path(cache_dir).resolve() / slide_key(file_name, context) / f"{step}.pickle")
+
+    return target
+
+
+def clear_cache(cache_dir: str | Path, file_names: list, settings: dict) -> int:
+    """Forget the persisted results of these slides (``--redo``); returns how many were removed."""
+    removed = 0
+    for file_name in file_names:
+        folder = Path(cache_dir) / slide_key(file_name, settings)
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            removed += 1
+    return removed
+
+
+# --- extra: a results row per server flow run -------------------------------------------
+
+
+def save_row(row: results.SlideResult, run_dir, settings: QCSettings) -> results.SlideResult:
+    """Write this slide's row, then rebuild results.tsv and report.html from every row so far.
+
+    Flow runs of one submission run at the same time in separate processes:
+    each row is its own file, and the rebuild holds a lock on the run folder,
+    so the last one to finish writes every row.
+    """
+    rows_dir = Path(run_dir) / ROWS_DIRNAME
+    rows_dir.mkdir(exist_ok=True)
+    name = files.slide_folder_name(row.file_name)
+    files.atomic_write_bytes(rows_dir / f"{name}.json", json.dumps(asdict(row)).encode("utf-8"))
+    with _locked(rows_dir / "lock"):
+        writer = RunWriter(Path(run_dir), settings)
+        writer.rows = [results.SlideResult(**json.loads(p.read_text(encoding="utf-8")))
+                       for p in sorted(rows_dir.glob("*.json"))]
+        writer.finish()
+    return row
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` between processes; the system frees it if its holder dies."""
+    import fcntl
+
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --- extra: Prefect's own cost per task -------------------------------------------------
 
 
 def skip_identical_config_merge() -> None:
-    """Make Prefect 1.4.1 skip merging its configuration into itself on every task run.
+    """Opt in: make Prefect 1.4.1 skip merging its configuration into itself on every task run.
 
     ``prefect.context(...)`` merges the ``config`` it is given into the current
     one (a recursive copy of the whole configuration). The flow and task
     runners enter it twice per task run with the context's own ``config``, so
-    the merge yields a copy equal to what is there: ~85 % of Prefect's overhead
-    per task (profiled with pyinstrument; a flow of 6 trivial tasks ran in 100
-    ms before, 6 ms after, docs/benchmark.md). This keeps the same object
-    instead. The one difference: a task that mutated ``prefect.context.config``
-    in place would now change it for the rest of the run, which no task here does.
-    Idempotent; applied when this module is imported, so also in worker
-    processes, which import it to run the solutions' tasks.
+    the merge yields a copy equal to what is there: ~95 % of Prefect's overhead
+    per task (profiled with pyinstrument, benchmarks/prefect_task_overhead.py:
+    9.5 ms -> 0.2 ms per task run, docs/benchmark.md). This keeps the same
+    object instead. The one difference: a task that mutated
+    ``prefect.context.config`` in place would now change it for the rest of
+    the run. It replaces ``Context.__call__`` for the whole process, which is
+    why it is never done on import: extras/pipeline_prefect_fast_context.py
+    calls it, knowingly. Idempotent.
     """
-    context_class = prefect.utilities.context.Context
-    if getattr(context_class.__call__, "skips_identical_config", False):
+    from prefect.utilities.collections import merge_dicts
+    from prefect.utilities.context import Context
+
+    if getattr(Context.__call__, "skips_identical_config", False):
         return
 
     @contextmanager
@@ -69,145 +348,6 @@ def skip_identical_config_merge() -> None:
             self.update(previous_context)
 
     call.skips_identical_config = True
-    call.__doc__ = context_class.__call__.__doc__
-    context_class.__call__ = call
+    call.__doc__ = Context.__call__.__doc__
+    Context.__call__ = call
 
-
-skip_identical_config_merge()
-
-
-def default_cache_dir(output_dir: str | Path = "output") -> Path:
-    return Path(output_dir) / CACHE_DIRNAME
-
-
-def cache_result() -> LocalResult:
-    """The Result the QC steps persist to; where exactly is set per run by their target."""
-    return LocalResult(dir=str(default_cache_dir()), validate_dir=False)
-
-
-def slide_key(file_name: str | Path, parameters: dict) -> str:
-    """A folder name that changes when the slide file or a QC setting changes."""
-    path = Path(file_name).resolve()
-    stat = path.stat() if path.exists() else None
-    identity = {
-        "path": str(path),
-        "size": stat.st_size if stat else None,
-        "mtime_ns": stat.st_mtime_ns if stat else None,
-        **{name: str(parameters.get(name)) for name in QC_PARAMETERS},
-    }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{results.safe_name(path.name)}-{digest}"
-
-
-def slide_target(step: str):
-    """A Prefect target for one QC step of one slide, under the run's ``cache_dir`` parameter.
-
-    Prefect formats targets with the parameters and the task's inputs: the slide
-    is the ``file_name`` input (load step) or the ``s`` input (later steps).
-    """
-
-    def target(**context) -> str:
-        slide = context.get("s")
-        file_name = slide.path if isinstance(slide, BaseImage) else context["file_name"]
-        cache_dir = context.get("cache_dir") or default_cache_dir()
-        return str(Path(cache_dir).resolve() / slide_key(file_name, context) / f"{step}.pickle")
-
-    return target
-
-
-def clear_cache(cache_dir: str | Path, file_names: list, parameters: dict) -> int:
-    """Forget the persisted results of these slides (``--redo``); returns how many were removed."""
-    removed = 0
-    for file_name in file_names:
-        folder = Path(cache_dir) / slide_key(file_name, parameters)
-        if folder.is_dir():
-            shutil.rmtree(folder)
-            removed += 1
-    return removed
-
-
-class LocalDaskExecutor(PrefectLocalDaskExecutor):
-    """Prefect's LocalDaskExecutor, whose slides share the cores with their tile threads.
-
-    (Same name, so the logs and the server show the executor the workshop teaches.)
-
-    While it runs, ``SLIDEQC_TILE_WORKERS`` is CPUs // workers (see
-    :func:`slideqc.tiled.shared_cores`): its threads read it, and its worker
-    processes, started during the run, inherit it.
-    """
-
-    def __init__(self, scheduler: str = "threads", num_workers: int | None = None) -> None:
-        super().__init__(scheduler=scheduler, num_workers=num_workers)
-        self.slides_at_once = num_workers or os.cpu_count() or 1
-
-    @contextmanager
-    def start(self) -> Iterator[None]:
-        with tiled.shared_cores(self.slides_at_once), super().start():
-            yield
-
-
-def make_executor(kind: str = "local", workers: int | None = None, address: str | None = None):
-    """The executor for ``--executor``: local, threads, processes or dask (``--address`` to join a cluster).
-
-    Nested parallelism is bounded: each slide's tile threads get CPUs // workers
-    (:mod:`slideqc.tiled`); a LocalExecutor runs one slide at a time, which keeps all of them.
-    """
-    if address:
-        # The cluster's workers decide: SLIDEQC_TILE_WORKERS in their environment, else CPUs // their threads.
-        return DaskExecutor(address=address)
-    if kind == "local":
-        return LocalExecutor()
-    if kind in ("threads", "processes"):
-        return LocalDaskExecutor(scheduler=kind, num_workers=workers)
-    if kind == "dask":
-        # One thread per worker process: the QC is CPU-bound, and OpenCV brings its own threads.
-        # The workers' own environment sets their tile threads.
-        workers = workers or os.cpu_count() or 1
-        tile_env = {tiled.WORKERS_VARIABLE: str(tiled.workers_per_slide(workers))}
-        return DaskExecutor(cluster_kwargs=dict(n_workers=workers, threads_per_worker=1, processes=True,
-                                                dashboard_address=None, env=tile_env))
-    raise ValueError(f"executor: {kind!r} is not one of {', '.join(EXECUTORS)}")
-
-
-def add_prefect_arguments(parser, parallel: bool = False) -> None:
-    """The Prefect-only options, the same in every solution."""
-    group = parser.add_argument_group("Prefect")
-    group.add_argument("--redo", action="store_true",
-                       help="check slides again even when persisted results exist")
-    group.add_argument("--cache-dir", help=f"where results persist between runs (default: <output-dir>/{CACHE_DIRNAME})")
-    if parallel:
-        group.add_argument("--executor", choices=EXECUTORS, default="threads",
-                           help="local: LocalExecutor; threads/processes: LocalDaskExecutor; "
-                                "dask: DaskExecutor on a local cluster")
-        group.add_argument("--address", help="join an existing Dask scheduler, e.g. tcp://127.0.0.1:8786 "
-                           "(implies DaskExecutor)")
-
-
-def failure_of(file_name, states: list[State]) -> str | None:
-    """The one-line error of the first step that failed for a slide, or None if none did."""
-    for state in states:
-        if state is None or not state.is_failed() or isinstance(state, TriggerFailed):
-            continue
-        error = state.result if isinstance(state.result, BaseException) else signals.FAIL(state.message)
-        return qc.error_message(file_name, error)
-    if any(isinstance(state, TriggerFailed) for state in states if state is not None):
-        return f"{Path(file_name).name}: a QC step did not run because an earlier one failed"
-    return None
-
-
-def row_for(file_name, *step_results) -> results.SlideResult:
-    """A slide's results row from what its mapped steps returned: the saved row, or the first real error.
-
-    A failed step's result is its exception; the steps after it fail with
-    TRIGGERFAIL, which says only that something before them failed.
-    """
-    saved = step_results[-1]
-    if isinstance(saved, results.SlideResult):
-        return saved
-    errors = [r for r in step_results if isinstance(r, BaseException)]
-    cause = next((e for e in errors if not isinstance(e, signals.TRIGGERFAIL)), None)
-    if cause is None:
-        message = f"{Path(file_name).name}: a QC step did not run because an earlier one failed"
-    else:
-        message = qc.error_message(file_name, cause)
-    return results.error_result(file_name, message)

@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from slideqc.results import atomic_write_bytes
+from slideqc.output.files import atomic_write_bytes
 
 # Optical-density vectors of the two stains (Ruifrok & Johnston), RGB order.
 HEMATOXYLIN_OD = np.array([0.650, 0.704, 0.286], dtype=np.float32)

@@ -17,23 +17,17 @@ be counted, and on real slides most of the glass is empty.
 
 Parallelism
 -----------
-Tiles are measured on a thread pool (OpenCV and OpenSlide release the GIL).
-Its size is :func:`tile_workers`: the environment variable
-``SLIDEQC_TILE_WORKERS`` when set, else CPUs // the worker's threads inside a
-Dask worker, else the number of CPUs. Whoever runs slides in parallel sets
-the variable so that slides x tile threads stays at the core count:
-pipeline_parallel.py sets 1 in its worker processes, and
-:func:`slideqc.prefect1.make_executor` sets CPUs // workers for the
-LocalDaskExecutor (threads or processes) and the local Dask cluster.
+Tiles are measured on a thread pool (OpenCV and OpenSlide release the GIL) of
+``workers`` threads, by default one per CPU. The runner decides: a runner that
+checks several slides side by side passes each its share of the cores
+(:func:`threads_per_slide`), so slides x tile threads stays at the core count.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,56 +39,11 @@ from slideqc import algorithms
 # +24 % at 512, +12 % at 1024); on the mostly-glass big slides 512 measured fastest (1.2 to 1.9x
 # faster than 2048, benchmarks/big_slides.py). ~1 MB of RGB, ~6 MB in flight per tile.
 TILE_SIZE = 512
-WORKERS_VARIABLE = "SLIDEQC_TILE_WORKERS"
 
 
-def tile_workers() -> int:
-    """How many threads measure one slide's tiles (>= 1); see the module docstring."""
-    value = os.environ.get(WORKERS_VARIABLE, "").strip()
-    if value:
-        try:
-            workers = int(value)
-        except ValueError:
-            workers = 0
-        if workers < 1:
-            raise ValueError(f"{WORKERS_VARIABLE}: must be a whole number >= 1, got {value!r}")
-        return workers
-    return workers_per_slide(_dask_worker_threads() or 1)
-
-
-def workers_per_slide(slides_at_once: int) -> int:
+def threads_per_slide(slides_at_once: int = 1, cpus: int | None = None) -> int:
     """Tile threads per slide when ``slides_at_once`` slides run together: CPUs // slides, at least 1."""
-    return max(1, (os.cpu_count() or 1) // max(1, slides_at_once))
-
-
-@contextmanager
-def shared_cores(slides_at_once: int) -> Iterator[None]:
-    """While the block runs, give each of ``slides_at_once`` parallel slides its share of the cores.
-
-    Sets ``SLIDEQC_TILE_WORKERS`` to :func:`workers_per_slide` in this process,
-    where thread-pool tasks read it and from where new worker processes inherit
-    it; a value the user set is kept.
-    """
-    if os.environ.get(WORKERS_VARIABLE):
-        yield
-        return
-    os.environ[WORKERS_VARIABLE] = str(workers_per_slide(slides_at_once))
-    try:
-        yield
-    finally:
-        os.environ.pop(WORKERS_VARIABLE, None)
-
-
-def _dask_worker_threads() -> int | None:
-    """The thread count of the Dask worker this runs in, or None outside one."""
-    if "distributed" not in sys.modules:  # a Dask worker has imported it; importing it here costs 0.2 s
-        return None
-    try:
-        from distributed import get_worker
-
-        return get_worker().state.nthreads
-    except (ImportError, ValueError, AttributeError):
-        return None
+    return max(1, (cpus or os.cpu_count() or 1) // max(1, slides_at_once))
 
 
 @dataclass(frozen=True)
@@ -166,10 +115,11 @@ def measure_blur(s: BaseImage, work_size: str | WorkSize, tissue: np.ndarray, bl
     ``measure`` names the focus measure (:func:`~slideqc.algorithms.blur_response`);
     ``blur_threshold`` None takes its :data:`~slideqc.algorithms.DEFAULT_THRESHOLDS`.
     ``tile_size`` is in work pixels (>= 1); ``workers`` threads (default
-    :func:`tile_workers`). Serial and threaded runs give identical results.
+    one per CPU). Serial and threaded runs give identical results.
     """
     if tile_size < 1:
         raise ValueError(f"tile_size must be >= 1, got {tile_size}")
+    work_size = WorkSize.parse(work_size) if not isinstance(work_size, WorkSize) else work_size  # once, not per tile
     shape = s.work_shape(work_size)
     # Counted blurry pixels are binned to the tissue mask's pixels (or to the blur pixels
     # themselves when those are coarser): each blur pixel goes to the tissue pixel it took
@@ -195,7 +145,9 @@ def measure_blur(s: BaseImage, work_size: str | WorkSize, tissue: np.ndarray, bl
         counted = blurry & (inner if counts.uses_inner else tissue_core)
         return _TileResult(counts, int(rb[0]), int(cb[0]), algorithms.bin_sums(counted, rb, cb))
 
-    workers = tile_workers() if workers is None else workers
+    workers = threads_per_slide() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     counts = algorithms.BlurCounts()
     sums_inner = np.zeros(bins_shape, np.int32)
     sums_tissue = np.zeros(bins_shape, np.int32)

@@ -1,76 +1,134 @@
-"""Exercise 5 solution: the mapped flow registered to a Prefect server, one flow run for all slides.
+"""Exercise 5 solution: the mapped flow registered to a Prefect server with its executor, one flow run.
+
+For every slide in a folder: load it, find the tissue, measure how much of the
+tissue is blurry, and warn when a slide needs a rescan. Results go to a new
+run folder: results.tsv, report.html and per-slide PNGs.
 
     prefect backend server && prefect server start        # once, in another terminal
     prefect agent local start                             # in a third: it runs the flow run
     python solutions/pipeline_prefect_parallel_server.py --data-dir data --executor threads --workers 2
-
-What changed from pipeline_prefect_parallel.py: instead of flow.run(executor=...),
-the executor is set on the flow (LocalDaskExecutor by default), the flow is
-registered to the project "Image QC" (created when missing), and
-Client().create_flow_run() asks the server for one run over the list of files.
-The agent loads the flow from this file, executor included, so its run is parallel.
 """
 
-import os
 import sys
-import time
-from pathlib import Path
 
-from prefect import Client
+import prefect
+from prefect import Client, Flow, Parameter, apply_map, case, task, unmapped
+from prefect.executors import DaskExecutor, LocalDaskExecutor, LocalExecutor
+from prefect.triggers import all_finished
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the flow of exercise 3
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # BaseImage and slideqc, wherever this runs
+from BaseImage import BaseImage
+from slideqc import cli, prefect1, qc
+from slideqc.output import results, run
+from slideqc.settings import DEFAULTS
 
-import pipeline_prefect_parallel  # noqa: E402
 
-from slideqc import cli  # noqa: E402
-from slideqc.prefect1 import add_prefect_arguments, make_executor  # noqa: E402
-from slideqc.prefect1_server import (  # noqa: E402
-    add_server_arguments,
-    ensure_project,
-    print_submitted,
-    run_main,
-    set_agent_storage,
-    submission,
-)
+@task
+def load_image(file_name, image_work_size, blur_work_size) -> BaseImage:
+    logger = prefect.context.get("logger")
+    logger.info("%s: loading", file_name)
+    return qc.load_slide(file_name, image_work_size, blur_work_size)
 
-# The agent runs this file again to get the flow: the executor chosen on the command line
-# reaches it through the run config's environment (see main).
-flow = pipeline_prefect_parallel.flow.copy()
-flow.executor = make_executor(os.environ.get("SLIDEQC_EXECUTOR", "threads"),
-                              int(os.environ.get("SLIDEQC_WORKERS", os.cpu_count() or 1)),
-                              os.environ.get("SLIDEQC_ADDRESS") or None)
+
+@task
+def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
+    logger = prefect.context.get("logger")
+    s = qc.segment_tissue(s)
+    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.tissue_fraction)
+    return s
+
+
+@task
+def identify_blurry_regions(s: BaseImage, blur_radius, blur_threshold, tile_threads) -> BaseImage:
+    logger = prefect.context.get("logger")
+    s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
+    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.blurry_fraction)
+    return s
+
+
+@task
+def is_blurry(s: BaseImage, blur_max) -> bool:
+    return qc.needs_rescan(s, blur_max)
+
+
+@task
+def warn_rescan(s: BaseImage, blur_max):
+    logger = prefect.context.get("logger")
+    logger.warning("%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
+                   s.name, 100 * s.blurry_fraction, 100 * blur_max)
+
+
+def check_rescan(s, blur_max):
+    rescan = is_blurry(s, blur_max)
+    with case(rescan, True):
+        warn_rescan(s, blur_max)
+    return rescan
+
+
+@task
+def save_results(s: BaseImage, blur_max, run_dir) -> results.SlideResult:
+    return run.save_slide(s, blur_max, run_dir)
+
+
+@task(trigger=all_finished)
+def write_results(file_names, loaded, tissue, blurry, saved, run_dir) -> list:
+    rows = [prefect1.row_for(*slide) for slide in zip(file_names, loaded, tissue, blurry, saved, strict=True)]
+    if run_dir:
+        writer = run.RunWriter(run_dir, prefect1.run_settings())
+        writer.rows = rows
+        writer.finish()
+    return rows
+
+
+with Flow("Image QC parallel") as flow:
+    file_names = Parameter("file_names", default=[])
+    image_work_size = Parameter("image_work_size", default=DEFAULTS.image_work_size)
+    blur_work_size = Parameter("blur_work_size", default=DEFAULTS.blur_work_size)
+    blur_radius = Parameter("blur_radius", default=DEFAULTS.blur_radius)
+    blur_threshold = Parameter("blur_threshold", default=DEFAULTS.blur_threshold)
+    blur_max = Parameter("blur_max", default=DEFAULTS.blur_max)
+    run_dir = Parameter("run_dir", default=None)
+    tile_threads = Parameter("tile_threads", default=None)
+
+    s = load_image.map(file_names, unmapped(image_work_size), unmapped(blur_work_size))
+    tissue = tissue_segmentation_simple.map(s)
+    blurry = identify_blurry_regions.map(tissue, unmapped(blur_radius), unmapped(blur_threshold),
+                                         unmapped(tile_threads))
+    rescan = apply_map(check_rescan, blurry, unmapped(blur_max))
+    saved = save_results.map(blurry, unmapped(blur_max), unmapped(run_dir), upstream_tasks=[rescan])
+    rows = write_results(file_names, s, tissue, blurry, saved, run_dir)
+
+flow.set_reference_tasks([saved])
 
 
 def main(argv=None) -> int:
-    parser = cli.build_parser(__doc__.splitlines()[0], workers=True)
-    add_prefect_arguments(parser, parallel=True)
-    add_server_arguments(parser)
-    args = parser.parse_args(argv)
-    cli.setup_logging(args.log_level)
-    started = time.perf_counter()
+    args = cli.parse_args(__doc__, argv, parallel=True, executor=True)
+    cli.check_usage(args)
+    prefect1.check_server()
+    qc_run = cli.start_run(args)
 
-    # Invalid usage, or no server answering: one clear message, at once, and nothing written.
-    with submission(args) as (params, file_names, writer, cache):
-        executor = dict(SLIDEQC_EXECUTOR=args.executor, SLIDEQC_WORKERS=str(args.workers),
-                        SLIDEQC_ADDRESS=args.address or "")
-        flow.executor = make_executor(args.executor, args.workers, args.address)
-        client = Client()
-        ensure_project(client, args.project)
-        set_agent_storage(flow, __file__, args.labels, env=executor)
-        flow_id = flow.register(project_name=args.project)
+    if args.address:
+        prefect1.check_scheduler(args.address)
+        executor = DaskExecutor(address=args.address)
+    elif args.executor == "dask":
+        executor = DaskExecutor(cluster_kwargs=dict(n_workers=args.workers, threads_per_worker=1))
+    elif args.executor == "local":
+        executor = LocalExecutor()
+    else:
+        executor = LocalDaskExecutor(scheduler=args.executor, num_workers=args.workers)
+    flow.executor = executor
+    client = Client()
+    client.create_project(project_name="Image QC")
+    flow_id = flow.register(project_name="Image QC")
+    flow_run_id = client.create_flow_run(
+        flow_id=flow_id, run_name=f"{qc_run.folder.name} ({len(qc_run.file_names)} slides)",
+        parameters=dict(file_names=[str(f.resolve()) for f in qc_run.file_names], run_dir=str(qc_run.folder.resolve()),
+                        tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict()))
+    print(f"flow run {flow_run_id}: {len(qc_run.file_names)} slide(s) on {type(executor).__name__}  "
+          f"{client.get_cloud_url('flow-run', flow_run_id)}")
 
-        flow_run_id = client.create_flow_run(
-            flow_id=flow_id, run_name=f"{writer.run_dir.name} ({len(file_names)} slides)",
-            parameters=dict(file_names=[str(name.resolve()) for name in file_names],
-                            run_dir=str(writer.run_dir.resolve()), cache_dir=str(cache), **params.as_dict()))
-        print(f"flow run {flow_run_id}: {len(file_names)} slide(s) on {type(flow.executor).__name__}  "
-              f"{client.get_cloud_url('flow-run', flow_run_id)}")
-
-    print(f"flow run created in {time.perf_counter() - started:.1f} s")
-    print_submitted(writer.run_dir, args.labels, merged=False)
+    print(f"results: {qc_run.folder}  (the agent's flow run writes results.tsv and report.html there)")
     return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(prefect1.run_main(main))

@@ -1,69 +1,103 @@
-"""Exercise 2 solution: the serial flow registered to a Prefect server, a flow run per slide.
+"""Exercise 2 solution: the flow of exercise 1 registered to a Prefect server, a flow run per slide.
+
+For every slide in a folder: load it, find the tissue, measure how much of the
+tissue is blurry, and warn when a slide needs a rescan. Results go to a new
+run folder: results.tsv, report.html and per-slide PNGs.
 
     prefect backend server && prefect server start        # once, in another terminal
     prefect agent local start                             # in a third: it runs the flow runs
     python solutions/pipeline_prefect_server.py --data-dir data
-
-What changed from pipeline_prefect.py: instead of calling flow.run() here, the
-flow is registered to the project "Image QC" (created when missing) and
-Client().create_flow_run() asks the server for one run per slide; an agent
-runs them. The flow keeps its script as storage, so the agent loads it from
-this file; each run writes its slide's pictures and row into one run folder.
 """
 
 import sys
-import time
-from pathlib import Path
 
-from prefect import Client
+import prefect
+from prefect import Client, Flow, Parameter, case, task
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the flow of exercise 1
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # BaseImage and slideqc, wherever this runs
+from BaseImage import BaseImage
+from slideqc import cli, prefect1, qc
+from slideqc.output import results, run
+from slideqc.settings import DEFAULTS
 
-import pipeline_prefect  # noqa: E402
 
-from slideqc import cli  # noqa: E402
-from slideqc.prefect1 import add_prefect_arguments  # noqa: E402
-from slideqc.prefect1_server import (  # noqa: E402
-    add_server_arguments,
-    ensure_project,
-    print_submitted,
-    run_main,
-    set_agent_storage,
-    submission,
-    with_row_per_run,
-)
+@task
+def load_image(file_name, image_work_size, blur_work_size) -> BaseImage:
+    logger = prefect.context.get("logger")
+    logger.info("%s: loading", file_name)
+    return qc.load_slide(file_name, image_work_size, blur_work_size)
 
-# The flow of exercise 1, plus a last task that writes the slide's row into the run's results.tsv.
-flow = with_row_per_run(pipeline_prefect.flow)
+
+@task
+def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
+    logger = prefect.context.get("logger")
+    s = qc.segment_tissue(s)
+    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.tissue_fraction)
+    return s
+
+
+@task
+def identify_blurry_regions(s: BaseImage, blur_radius, blur_threshold, tile_threads) -> BaseImage:
+    logger = prefect.context.get("logger")
+    s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
+    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.blurry_fraction)
+    return s
+
+
+@task
+def is_blurry(s: BaseImage, blur_max) -> bool:
+    return qc.needs_rescan(s, blur_max)
+
+
+@task
+def warn_rescan(s: BaseImage, blur_max):
+    logger = prefect.context.get("logger")
+    logger.warning("%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
+                   s.name, 100 * s.blurry_fraction, 100 * blur_max)
+
+
+@task(skip_on_upstream_skip=False)
+def save_results(s: BaseImage, blur_max, run_dir) -> results.SlideResult:
+    return run.save_slide(s, blur_max, run_dir)
+
+
+with Flow("Image QC") as flow:
+    file_name = Parameter("file_name", default="data/synthetic_01_blur00.svs")
+    image_work_size = Parameter("image_work_size", default=DEFAULTS.image_work_size)
+    blur_work_size = Parameter("blur_work_size", default=DEFAULTS.blur_work_size)
+    blur_radius = Parameter("blur_radius", default=DEFAULTS.blur_radius)
+    blur_threshold = Parameter("blur_threshold", default=DEFAULTS.blur_threshold)
+    blur_max = Parameter("blur_max", default=DEFAULTS.blur_max)
+    run_dir = Parameter("run_dir", default=None)
+    tile_threads = Parameter("tile_threads", default=None)
+
+    s = load_image(file_name, image_work_size, blur_work_size)
+    tissue = tissue_segmentation_simple(s)
+    blurry = identify_blurry_regions(tissue, blur_radius, blur_threshold, tile_threads)
+    rescan = is_blurry(blurry, blur_max)
+    with case(rescan, True):
+        warning = warn_rescan(blurry, blur_max)
+    saved = save_results(blurry, blur_max, run_dir, upstream_tasks=[warning])
 
 
 def main(argv=None) -> int:
-    parser = cli.build_parser(__doc__.splitlines()[0])
-    add_prefect_arguments(parser)
-    add_server_arguments(parser)
-    args = parser.parse_args(argv)
-    cli.setup_logging(args.log_level)
-    started = time.perf_counter()
+    args = cli.parse_args(__doc__, argv)
+    cli.check_usage(args)
+    prefect1.check_server()
+    qc_run = cli.start_run(args)
 
-    # Invalid usage, or no server answering: one clear message, at once, and nothing written.
-    with submission(args) as (params, file_names, writer, cache):
-        client = Client()
-        ensure_project(client, args.project)
-        set_agent_storage(flow, __file__, args.labels)
-        flow_id = flow.register(project_name=args.project)
+    client = Client()
+    client.create_project(project_name="Image QC")
+    flow_id = flow.register(project_name="Image QC")
+    for file_name in qc_run.file_names:
+        flow_run_id = client.create_flow_run(
+            flow_id=flow_id, run_name=f"{qc_run.folder.name}/{file_name.name}",
+            parameters=dict(file_name=str(file_name.resolve()), run_dir=str(qc_run.folder.resolve()),
+                            tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict()))
+        print(f"flow run {flow_run_id}: {file_name.name}  {client.get_cloud_url('flow-run', flow_run_id)}")
 
-        for name in file_names:
-            flow_run_id = client.create_flow_run(
-                flow_id=flow_id, run_name=f"{writer.run_dir.name}/{name.name}",
-                parameters=dict(file_name=str(name.resolve()), run_dir=str(writer.run_dir.resolve()),
-                                cache_dir=str(cache), **params.as_dict()))
-            print(f"flow run {flow_run_id}: {name.name}  {client.get_cloud_url('flow-run', flow_run_id)}")
-
-    print(f"{len(file_names)} flow run(s) created in {time.perf_counter() - started:.1f} s")
-    print_submitted(writer.run_dir, args.labels, merged=True)
+    print(f"pictures: {qc_run.folder}  (the agent's flow runs write them; see the runs in the UI)")
     return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(prefect1.run_main(main))

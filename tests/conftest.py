@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from slideqc import synthetic
 
-from slideqc import synthetic  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # Slides are cached between sessions here (make clean leaves them; they are deterministic).
 CACHE = Path(os.environ.get("SLIDEQC_TEST_CACHE", ROOT / ".pytest_cache" / "slides"))

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_script(script: str, *args: str, timeout: float = 600, cwd: Path | None = None,
                env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python <script> <args>`` from the project root; capture its output."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd or ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -26,10 +26,11 @@ def only_run_dir(output_dir: Path) -> Path:
 
 
 def load_solution(name: str):
-    """Import solutions/<name>.py as a module (solutions/ is a folder of scripts, not a package)."""
+    """A lesson as a module: ``pipeline_prefect`` (solutions/) or a path such as ``extras/x.py``."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"solution_{name}", ROOT / "solutions" / f"{name}.py")
+    path = ROOT / (name if name.endswith(".py") else f"solutions/{name}.py")
+    spec = importlib.util.spec_from_file_location(f"lesson_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -71,6 +71,6 @@ def test_prefect_task_overhead_script_reports_both_variants():
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert len(lines) == 3, proc.stdout
-    for variant, line in zip(("as-installed", "fixed"), lines[:2], strict=True):
+    for variant, line in zip(("stock", "fixed"), lines[:2], strict=True):
         assert re.fullmatch(rf"{variant}\s+[\d.]+ ms per flow run,\s+[\d.]+ ms per task run", line)
     assert re.fullmatch(r"ratio [\d.]+x", lines[2])

@@ -39,19 +39,18 @@ def slides():
 def _qc(path, measure: str = "normalized"):
     """Tissue, contrast and blur of a slide as the QC measures it; the blur with ``measure`` at its default threshold."""
     s = qc.segment_tissue(qc.load_slide(path))
-    contrast = algorithms.stain_contrast(s.get_image(s.results["image_work_size"]), s.masks["tissue"])
-    found = tiled.measure_blur(s, s.results["blur_work_size"], s.masks["tissue"], 7.0, None, measure=measure)
-    return s, contrast, found
+    found = tiled.measure_blur(s, s.blur_work_size, s.masks["tissue"], 7.0, None, measure=measure)
+    return s, qc.judge(s), found
 
 
 @pytest.mark.parametrize("name, bound", [("pale_sharp", 3.0), ("faint_sharp", 3.0)])
 def test_sharp_pale_tissue_is_not_blurry(slides, name, bound):
     truth = synthetic.read_truth(slides[name])
     assert truth.percent_blurry == 0.0
-    s, contrast, found = _qc(slides[name])
-    assert s.results["tissue_fraction"] == pytest.approx(truth.tissue_fraction, abs=0.05)  # the tissue is found
+    s, reason, found = _qc(slides[name])
+    assert s.tissue_fraction == pytest.approx(truth.tissue_fraction, abs=0.05)  # the tissue is found
     assert 100 * found.fraction < bound
-    assert not algorithms.too_faint(contrast)
+    assert reason == ""
 
 
 def test_the_laplacian_reads_pale_sharp_tissue_as_blurry(slides):
@@ -64,9 +63,9 @@ def test_the_laplacian_reads_pale_sharp_tissue_as_blurry(slides):
 def test_blurred_tissue_matches_the_truth(slides, name, points):
     path = slides[name]
     truth = synthetic.read_truth(path)
-    s, contrast, found = _qc(path)
+    s, reason, found = _qc(path)
     assert 100 * found.fraction == pytest.approx(truth.percent_blurry, abs=points)
-    assert not algorithms.too_faint(contrast)
+    assert reason == ""
     # Where it says blurry is where the blur is: inside the measured tissue the masks agree.
     true_tissue, true_blur = synthetic.read_truth_masks(path)
     blur = algorithms.resize_mask(found.mask, true_tissue.shape)
@@ -77,9 +76,10 @@ def test_blurred_tissue_matches_the_truth(slides, name, points):
 def test_tissue_too_faint_to_judge_is_reported(slides):
     """At 10 % of the usual stain the noise hides a 2 µm blur: the slide must say it cannot judge, not pass."""
     truth = synthetic.read_truth(slides["too_faint"])
-    s, contrast, found = _qc(slides["too_faint"])
-    assert s.results["tissue_fraction"] == pytest.approx(truth.tissue_fraction, abs=0.05)
-    assert algorithms.too_faint(contrast)
+    s, reason, found = _qc(slides["too_faint"])
+    assert s.tissue_fraction == pytest.approx(truth.tissue_fraction, abs=0.05)
+    assert reason.startswith("tissue too faint to judge its focus")
+    assert s.stain_contrast < 12  # gray levels: 10 % of the usual stain's ~70
 
 
 def _tissue_like(shape=(240, 320), seed=5, blur_px: float = 0.0) -> np.ndarray:
@@ -105,7 +105,7 @@ def test_normalized_measure_ignores_the_stains_contrast(k, seed):
     Exactly so in real numbers; in 8 bits the scaled image is rounded again, and that
     rounding is new fine detail, worth a few percent at a third of the contrast.
     (Where a blur has left little but the rounding and the sensor's noise, the measure
-    reads that noise: algorithms.too_faint is there for such slides.)
+    reads that noise: such slides cannot be judged, see settings.JudgeLimits.)
     """
     rgb = _tissue_like(seed=seed)
     scaled = (255 - np.clip(np.round(k * (255 - rgb.astype(np.float32))), 0, 255)).astype(np.uint8)

@@ -26,7 +26,8 @@ import pytest
 import tifffile
 
 import get_data
-from slideqc import results, synthetic
+from slideqc import synthetic
+from slideqc.output import results
 from tests.helpers import ROOT, free_port, only_run_dir, run_script
 
 # --- the server ----------------------------------------------------------------------

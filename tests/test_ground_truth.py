@@ -7,11 +7,12 @@ import pytest
 
 from BaseImage import BaseImage
 from slideqc import algorithms, qc, synthetic
+from slideqc.settings import QCSettings
 
-DEFAULTS = qc.QCParams()
+DEFAULTS = QCSettings()
 
 
-def _run(path: Path, params: qc.QCParams = DEFAULTS):
+def _run(path: Path, params: QCSettings = DEFAULTS):
     s = qc.load_slide(path, params.image_work_size, params.blur_work_size)
     s = qc.segment_tissue(s)
     s = qc.detect_blur(s, params.blur_radius, params.blur_threshold)
@@ -31,8 +32,8 @@ def test_percent_blurry_matches_truth(demo_slides, index):
     path = demo_slides[index]
     truth = synthetic.read_truth(path)
     s, rescan = _run(path)
-    assert 100 * s.results["blurry_fraction"] == pytest.approx(truth.percent_blurry, abs=5)
-    assert s.results["tissue_fraction"] == pytest.approx(truth.tissue_fraction, abs=0.05)
+    assert 100 * s.blurry_fraction == pytest.approx(truth.percent_blurry, abs=5)
+    assert s.tissue_fraction == pytest.approx(truth.tissue_fraction, abs=0.05)
     assert rescan == (truth.percent_blurry > 100 * DEFAULTS.blur_max)
 
 
@@ -53,16 +54,16 @@ def test_blur_needs_its_own_work_size(demo_slides):
     """The workshop's 1.25x cannot see a 1.5-3 µm blur; the default blur work size can."""
     path = demo_slides[1]
     truth = synthetic.read_truth(path).percent_blurry
-    s_low, _ = _run(path, qc.QCParams(blur_work_size="1.25x"))
+    s_low, _ = _run(path, QCSettings(blur_work_size="1.25x"))
     s_default, _ = _run(path)
-    assert 100 * s_low.results["blurry_fraction"] < 10 < truth
-    assert abs(100 * s_default.results["blurry_fraction"] - truth) <= 5
+    assert 100 * s_low.blurry_fraction < 10 < truth
+    assert abs(100 * s_default.blurry_fraction - truth) <= 5
 
 
 def test_sharp_slide_is_not_flagged_at_the_default(demo_slides):
     s, rescan = _run(demo_slides[0])
     assert not rescan
-    assert 100 * s.results["blurry_fraction"] < 100 * DEFAULTS.blur_max
+    assert 100 * s.blurry_fraction < 100 * DEFAULTS.blur_max
 
 
 def test_reads_the_right_pyramid_level_never_level_0(demo_slides):

@@ -1,4 +1,4 @@
-"""Scanner intake (solutions/pipeline_intake.py): slides move to the shared drive whole, once, and get QC'd.
+"""Scanner intake (extras/pipeline_intake.py): slides move to the shared drive whole, once, and get QC'd.
 
 A scanner folder and a shared folder in a temp dir; the flow runs in this
 process when a test needs to reach into it (a file still being written, a copy
@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from slideqc import intake, results
+from slideqc import intake
+from slideqc.output import results
 from tests.helpers import ROOT, load_solution, per_slide, run_script
 
-INTAKE = "solutions/pipeline_intake.py"
+INTAKE = "extras/pipeline_intake.py"
 SCRIPT = ROOT / INTAKE
 
 
@@ -52,7 +53,7 @@ def folders(tmp_path):
 
 @pytest.fixture(scope="module")
 def module():
-    return load_solution("pipeline_intake")
+    return load_solution("extras/pipeline_intake.py")
 
 
 def once(module, scanner, shared, out, *extra) -> int:
@@ -61,7 +62,7 @@ def once(module, scanner, shared, out, *extra) -> int:
 
 
 def popen(scanner, shared, out, *extra, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     return subprocess.Popen([sys.executable, str(SCRIPT), "--scanner-dir", str(scanner), "--shared-dir", str(shared),
                              "--output-dir", str(out), "--executor", "local", *extra],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -378,7 +379,7 @@ def test_usage_errors(folders, args, message):
 
 
 def test_flow_graph():
-    flow = load_solution("pipeline_intake").flow
+    flow = load_solution("extras/pipeline_intake.py").flow
     assert flow.name == "Slide intake"
     edges = {(e.upstream_task.name, e.downstream_task.name, e.mapped) for e in flow.edges}
     for edge in [("clean_up", "find_candidates", False), ("find_candidates", "wait_until_complete", False),

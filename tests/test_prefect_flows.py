@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slideqc import results
+from slideqc.output import results
 from tests.helpers import ROOT, free_port, load_solution, only_run_dir, per_slide, run_script
 
 SCRIPTS = [
@@ -46,7 +46,8 @@ def test_same_results_as_pipeline(script, extra, demo_dir, tmp_path, reference):
 
 def test_one_command_line_vocabulary():
     shared = ["--data-dir", "--file-type", "--files", "--image-work-size", "--blur-work-size", "--blur-radius",
-              "--blur-threshold", "--blur-max", "--output-dir", "--run-name", "--overwrite", "--log-level"]
+              "--blur-threshold", "--blur-max", "--output-dir", "--run-name", "--overwrite", "--log-level",
+              "--tile-threads"]
     scripts = ["pipeline.py", "pipeline_parallel.py", "solutions/pipeline_prefect.py",
                "solutions/pipeline_prefect_parallel.py"]
     for script in scripts:
@@ -83,6 +84,7 @@ def test_parallel_flow_graph_is_mapped():
     assert ("tissue_segmentation_simple", "identify_blurry_regions") in mapped
     unmapped_params = {(e.upstream_task.name, e.downstream_task.name) for e in flow.edges if not e.mapped}
     assert ("blur_radius", "identify_blurry_regions") in unmapped_params
+    assert ("tile_threads", "identify_blurry_regions") in unmapped_params
     assert "write_results" in {t.name for t in flow.tasks}
 
 
@@ -99,20 +101,19 @@ def _count_reads(monkeypatch) -> list:
     return calls
 
 
-@pytest.mark.parametrize("solution", ["pipeline_prefect", "pipeline_prefect_parallel"])
-def test_rerun_with_persisted_results_reads_nothing(solution, demo_slides, tmp_path, monkeypatch):
-    module = load_solution(solution)
+PERSISTED = "extras/pipeline_prefect_persisted.py"
+
+
+def test_rerun_with_persisted_results_reads_nothing(demo_slides, tmp_path, monkeypatch):
+    module = load_solution(PERSISTED)
     cache = tmp_path / "cache"
     run_dirs = [tmp_path / "run1", tmp_path / "run2", tmp_path / "run3"]
     for d in run_dirs:
         d.mkdir()
 
     def run(run_dir):
-        if solution == "pipeline_prefect":
-            return [module.flow.run(parameters=dict(file_name=str(p), run_dir=str(run_dir), cache_dir=str(cache)),
-                                    context={"checkpointing": True}) for p in demo_slides]
-        return [module.flow.run(parameters=dict(file_names=[str(p) for p in demo_slides], run_dir=str(run_dir),
-                                                cache_dir=str(cache)), context={"checkpointing": True})]
+        return [module.flow.run(parameters=dict(file_name=str(p), run_dir=str(run_dir), cache_dir=str(cache)),
+                                context={"checkpointing": True}) for p in demo_slides]
 
     calls = _count_reads(monkeypatch)
     first = run(run_dirs[0])
@@ -126,22 +127,31 @@ def test_rerun_with_persisted_results_reads_nothing(solution, demo_slides, tmp_p
     assert len(list((run_dirs[1] / "slides").iterdir())) == len(demo_slides)  # pictures all the same
 
     # --redo: the same as forgetting the persisted results
-    from slideqc.prefect1 import clear_cache
+    from slideqc import prefect1
 
-    assert clear_cache(cache, demo_slides, module.flow.parameters() and {
-        p.name: p.default for p in module.flow.parameters()}) == len(demo_slides)
+    defaults = {p.name: p.default for p in module.flow.parameters()}
+    assert prefect1.clear_cache(cache, demo_slides, defaults) == len(demo_slides)
     run(run_dirs[2])
     assert {name for kind, name in calls if kind == "read"} == {p.name for p in demo_slides}
 
 
 def test_redo_flag_checks_again(demo_slides, tmp_path):
-    args = ("--files", str(demo_slides[0]), "--output-dir", str(tmp_path), "--executor", "local")
-    first = run_script("solutions/pipeline_prefect_parallel.py", *args)
-    again = run_script("solutions/pipeline_prefect_parallel.py", *args)
-    redo = run_script("solutions/pipeline_prefect_parallel.py", *args, "--redo")
+    args = ("--files", str(demo_slides[0]), "--output-dir", str(tmp_path))
+    first = run_script(PERSISTED, *args)
+    again = run_script(PERSISTED, *args)
+    redo = run_script(PERSISTED, *args, "--redo")
     assert first.returncode == again.returncode == redo.returncode == 0
     assert "'Cached'" in again.stderr + again.stdout
     assert "'Cached'" not in redo.stderr + redo.stdout
+
+
+def test_core_lessons_compute_every_time(demo_slides, tmp_path):
+    """Exercises 3 and 4 compare executors: nothing of an earlier run may come back cached."""
+    args = ("--files", str(demo_slides[0]), "--output-dir", str(tmp_path), "--executor", "local")
+    for _ in range(2):
+        proc = run_script("solutions/pipeline_prefect_parallel.py", *args)
+        assert proc.returncode == 0 and "'Cached'" not in proc.stderr + proc.stdout
+    assert not (tmp_path / ".qc-cache").exists()
 
 
 def test_corrupt_file_among_good_slides(demo_copy, tmp_path):
@@ -150,7 +160,7 @@ def test_corrupt_file_among_good_slides(demo_copy, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     files = sorted(str(p) for p in demo_copy.glob("*.svs"))
-    state = module.flow.run(parameters=dict(file_names=files, run_dir=str(run_dir), cache_dir=str(tmp_path / "c")))
+    state = module.flow.run(parameters=dict(file_names=files, run_dir=str(run_dir)))
     assert state.is_failed()  # the flow says a slide failed...
     rows = {r.file_name: r for r in state.result[module.rows].result}
     assert rows["corrupt.svs"].status == "error" and "corrupt.svs" in rows["corrupt.svs"].error
@@ -172,14 +182,14 @@ def test_flow_run_report_states_the_run_settings(demo_slides, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     state = module.flow.run(parameters=dict(file_names=[str(demo_slides[0])], run_dir=str(run_dir),
-                                            cache_dir=str(tmp_path / "c"), blur_radius=5.0, blur_max=0.2))
+                                            blur_radius=5.0, blur_max=0.2))
     assert state.is_successful()
     report = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "blur_radius=5.0" in report and "blur_max=0.2" in report and "blur_work_size=10x" in report
 
 
 def test_load_retries_on_transient_io_errors(demo_slides, tmp_path, monkeypatch):
-    module = load_solution("pipeline_prefect")
+    module = load_solution("extras/pipeline_prefect_retries.py")
     monkeypatch.setattr(module.load_image, "retry_delay", __import__("datetime").timedelta(seconds=0.1))
     from slideqc import qc
 
@@ -193,14 +203,13 @@ def test_load_retries_on_transient_io_errors(demo_slides, tmp_path, monkeypatch)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(qc, "load_slide", flaky)
-    state = module.flow.run(parameters=dict(file_name=str(demo_slides[0]), run_dir=str(tmp_path),
-                                            cache_dir=str(tmp_path / "c")))
+    state = module.flow.run(parameters=dict(file_name=str(demo_slides[0]), run_dir=str(tmp_path)))
     assert state.is_successful() and len(failures) == 2
 
 
 def test_prefect_run_cli(demo_slides, tmp_path):
     prefect = Path(sys.executable).with_name("prefect")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     proc = subprocess.run([str(prefect), "run", "-p", str(ROOT / "solutions" / "pipeline_prefect.py"),
                            "--param", f"file_name={demo_slides[1]}", "--param", "blur_max=0.5"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -216,7 +225,7 @@ def dask_cluster(tmp_path):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask = str(Path(sys.executable).with_name("dask"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # workers import BaseImage and slideqc
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed project is enough
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)]
     try:
@@ -261,30 +270,49 @@ def test_mapped_flow_on_a_real_dask_cluster(dask_cluster, demo_dir, tmp_path, re
         assert len(transitions) == 2 and sum(transitions.values()) > 0
 
 
-def test_context_without_the_config_copy_keeps_prefect_semantics():
-    """slideqc.prefect1 makes Prefect skip merging its config into itself; everything else behaves as before."""
-    import prefect
-    from prefect import Flow, Parameter, task
+def test_importing_the_lessons_leaves_prefect_as_installed():
+    """Stock Prefect: no module of the project patches Prefect when it is imported."""
+    code = ("import prefect.utilities.context as c; before = c.Context.__call__\n"
+            "import slideqc.prefect1, solutions.pipeline_prefect, solutions.pipeline_prefect_parallel\n"
+            "print(c.Context.__call__ is before)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "True", proc.stderr
 
-    import slideqc.prefect1  # noqa: F401  (applies the change)
 
-    config = prefect.context.config
-    with prefect.context(config=config) as inner:
-        assert inner.config is config  # the same config: nothing copied
-    with prefect.context(config={"flows": {"checkpointing": True}}, extra=1) as inner:
-        # A different config is still merged into the current one, not put in its place.
-        assert inner.config.flows.checkpointing is True
-        assert inner.config.logging.level == config.logging.level
-        assert inner.extra == 1
-    assert prefect.context.config is config and "extra" not in prefect.context
+CONTEXT_SEMANTICS = """
+import prefect
+from prefect import Flow, Parameter, task
+from slideqc import prefect1
 
-    @task
-    def settings(blur_max):
-        return blur_max, prefect.context.parameters["blur_max"], prefect.context.config.flows.checkpointing
+prefect1.skip_identical_config_merge()
+config = prefect.context.config
+with prefect.context(config=config) as inner:
+    assert inner.config is config  # the same config: nothing copied
+with prefect.context(config={"flows": {"checkpointing": True}}, extra=1) as inner:
+    # A different config is still merged into the current one, not put in its place.
+    assert inner.config.flows.checkpointing is True
+    assert inner.config.logging.level == config.logging.level
+    assert inner.extra == 1
+assert prefect.context.config is config and "extra" not in prefect.context
 
-    with Flow("context") as flow:
-        blur_max = Parameter("blur_max", default=0.05)
-        seen = settings(blur_max)
-    state = flow.run(parameters={"blur_max": 0.2})
-    assert state.is_successful()
-    assert state.result[seen].result == (0.2, 0.2, prefect.context.config.flows.checkpointing)
+
+@task
+def settings(blur_max):
+    return blur_max, prefect.context.parameters["blur_max"], prefect.context.config.flows.checkpointing
+
+
+with Flow("context") as flow:
+    blur_max = Parameter("blur_max", default=0.05)
+    seen = settings(blur_max)
+state = flow.run(parameters={"blur_max": 0.2})
+assert state.is_successful()
+assert state.result[seen].result == (0.2, 0.2, prefect.context.config.flows.checkpointing)
+print("ok")
+"""
+
+
+def test_opt_in_context_fix_keeps_prefect_semantics():
+    """prefect1.skip_identical_config_merge() (opt-in) makes Prefect skip copying its config into itself;
+    everything else behaves as before. In its own process: it changes Prefect for the whole process."""
+    proc = subprocess.run([sys.executable, "-c", CONTEXT_SEMANTICS], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == "ok", proc.stderr[-3000:]

@@ -4,8 +4,9 @@ A Prefect 1 server runs in Docker, which the test machines do not have. So:
 the scripts talk to a small GraphQL server (tests/fake_prefect_server.py) that
 answers the operations Prefect's Client sends and records them; the registered
 flow is loaded back with Prefect's own schema; and what the agent would do, load
-the flow from its storage in a process set up as its run config says and run it
-with each flow run's parameters, is done here, and must give pipeline.py's results.
+the flow from its storage in a process of its own (another folder, no
+PYTHONPATH: the installed project is all it has) and run it with each flow
+run's parameters, is done here, and must give pipeline.py's results.
 """
 
 from __future__ import annotations
@@ -19,19 +20,21 @@ import time
 from pathlib import Path
 
 import pytest
-from prefect.run_configs import LocalRun
+from prefect.run_configs import UniversalRun
 from prefect.serialization.flow import FlowSchema
 from prefect.storage import Local
 
-from slideqc import results
+from slideqc.output import results
 from tests import test_prefect_flows
 from tests.fake_prefect_server import FakePrefectServer
-from tests.helpers import ROOT, free_port, only_run_dir, per_slide, run_script
+from tests.helpers import free_port, only_run_dir, per_slide, run_script
 
 SERIAL = "solutions/pipeline_prefect_server.py"
 PARALLEL = "solutions/pipeline_prefect_parallel_server.py"
+ROWS = "extras/pipeline_prefect_server_rows.py"
 QC_PARAMETERS = dict(image_work_size="1.25x", blur_work_size="10x", blur_radius=7.0, blur_threshold=0.05,
                      blur_max=0.05)
+TILE_THREADS = max(1, (os.cpu_count() or 1))  # the serial scripts' default: every core for one slide
 reference = test_prefect_flows.reference  # the fixture: pipeline.py's results on the demo slides
 # What the agent's flow-run process does, short of reporting to the server: get the flow
 # from the storage the server holds, and run it with the flow run's parameters.
@@ -45,7 +48,8 @@ print(json.dumps(dict(slugs=sorted(flow.slugs.values()), executor=type(executor)
                       scheduler=getattr(executor, "scheduler", None),
                       workers=getattr(executor, "dask_config", {}).get("num_workers"))))
 sys.stdout.flush()
-state = flow.run(parameters=spec["parameters"], context={"checkpointing": True})
+state = flow.run(parameters=spec["parameters"])
+assert state.is_successful() or spec["may_fail"], state
 """
 
 
@@ -74,7 +78,7 @@ def registered(fake: FakePrefectServer) -> tuple[str, dict]:
     return flow_id, fake.registered_flow(flow_id)
 
 
-def check_registered_flow(serialized: dict, script: str, name: str, parameters: set, edges: set) -> None:
+def check_registered_flow(serialized: dict, name: str, parameters: set, edges: set, home: Path) -> None:
     """The flow as the server got it, loaded back with Prefect's own schema."""
     flow = FlowSchema().load(serialized)
     assert flow.name == name
@@ -83,27 +87,25 @@ def check_registered_flow(serialized: dict, script: str, name: str, parameters: 
     got_edges = {(e.upstream_task.name, e.downstream_task.name) for e in flow.edges}
     assert edges <= got_edges, edges - got_edges
     assert names >= {a for a, _ in edges} | {b for _, b in edges}
-    # Storage: this very script, so the agent runs it again to get the flow (and its executor).
-    assert isinstance(flow.storage, Local) and flow.storage.stored_as_script
-    assert flow.storage.path == str(ROOT / script)
-    assert flow.storage.flows == {name: str(ROOT / script)}
+    # Storage: Prefect's default, the flow pickled (executor included) into Prefect's home on this machine.
+    assert isinstance(flow.storage, Local) and not flow.storage.stored_as_script
+    [location] = flow.storage.flows.values()
+    assert Path(location).is_file() and Path(location).is_relative_to(home / ".prefect" / "flows")
     # Labels: this machine's hostname, which `prefect agent local start` here has too.
-    assert isinstance(flow.run_config, LocalRun)
+    assert isinstance(flow.run_config, UniversalRun)
     assert flow.run_config.labels == {socket.gethostname()}
-    assert flow.run_config.working_dir == str(ROOT)
-    assert flow.run_config.env["PYTHONPATH"] == str(ROOT)
 
 
-def run_as_agent(serialized: dict, parameters: dict, tmp_path: Path) -> subprocess.Popen:
-    """Start what `prefect agent local start` starts for a flow run: a process with the run config's
-    environment and working folder (and no PYTHONPATH of the tests), which loads the flow from its storage."""
-    run_config = serialized["run_config"]
+def run_as_agent(serialized: dict, parameters: dict, tmp_path: Path, may_fail: bool = False) -> subprocess.Popen:
+    """Start what `prefect agent local start` starts for a flow run: a process in another folder, without
+    the tests' PYTHONPATH, which loads the flow from its storage and runs it."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(prefect_env(tmp_path, "http://127.0.0.1:9"))  # the flow run itself needs no server here
-    env["PYTHONPATH"] = run_config["working_dir"]  # the agent puts the working folder first
-    env.update(run_config["env"])
-    spec = dict(storage=serialized["storage"], flow_name=serialized["name"], parameters=parameters)
-    return subprocess.Popen([sys.executable, "-c", AGENT, json.dumps(spec)], cwd=run_config["working_dir"],
+    spec = dict(storage=serialized["storage"], flow_name=serialized["name"], parameters=parameters,
+                may_fail=may_fail)
+    elsewhere = tmp_path / "agent"
+    elsewhere.mkdir(exist_ok=True)
+    return subprocess.Popen([sys.executable, "-c", AGENT, json.dumps(spec)], cwd=elsewhere,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -113,14 +115,15 @@ def finish(proc: subprocess.Popen) -> dict:
     return json.loads(stdout.splitlines()[0])
 
 
-def test_serial_flow_a_run_per_slide(demo_dir, demo_slides, tmp_path, reference):
-    with FakePrefectServer() as fake:
-        proc = submit(SERIAL, fake, tmp_path, "--data-dir", str(demo_dir))
+SERIAL_EDGES = {("load_image", "tissue_segmentation_simple"), ("tissue_segmentation_simple", "identify_blurry_regions"),
+                ("identify_blurry_regions", "is_blurry"), ("is_blurry", "case(True)"), ("case(True)", "warn_rescan"),
+                ("warn_rescan", "save_results")}
+SERIAL_PARAMETERS = {"file_name", "run_dir", "tile_threads", *QC_PARAMETERS}
 
-    # The calls: the project looked up and created, the flow registered to it, a flow run per slide.
+
+def check_serial_submission(fake, proc, tmp_path, demo_slides) -> tuple[str, dict, Path]:
+    """The calls: the project made (or found), the flow registered to it, a flow run per slide."""
     assert fake.operations()[0] == "hello"  # the quick check that a server answers
-    project_queries = [r["query"] for r in fake.requests if r["operation"] == "project"]
-    assert project_queries and all('_eq: "Image QC"' in q for q in project_queries)
     assert [r["variables"]["input"]["name"] for r in fake.requests if r["operation"] == "create_project"] \
         == ["Image QC"]
     flow_id, serialized = registered(fake)
@@ -129,30 +132,42 @@ def test_serial_flow_a_run_per_slide(demo_dir, demo_slides, tmp_path, reference)
     assert [run["flow_run_name"] for run in fake.flow_runs] == [f"{run_dir.name}/{p.name}" for p in demo_slides]
     assert [run["flow_id"] for run in fake.flow_runs] == [flow_id] * len(demo_slides)
     for run, slide in zip(fake.flow_runs, demo_slides, strict=True):
-        assert run["parameters"] == dict(file_name=str(slide), run_dir=str(run_dir),
-                                         cache_dir=str(tmp_path / "out" / ".qc-cache"), **QC_PARAMETERS)
-
-    # What the user sees: the flow's URL, each run's id and URL, where the results will be.
+        assert run["parameters"] == dict(file_name=str(slide), run_dir=str(run_dir), tile_threads=TILE_THREADS,
+                                         **QC_PARAMETERS)
+    # What the user sees: the flow's URL, each run's id and URL.
     group = fake.flows[flow_id]["flow_group_id"]
     assert f"Flow URL: http://localhost:8080/default/flow/{group}" in proc.stdout
     for run in fake.flow_runs:
         assert f"flow run {run['id']}" in proc.stdout
         assert f"http://localhost:8080/default/flow-run/{run['id']}" in proc.stdout
-    assert str(run_dir / "results.tsv") in proc.stdout and "prefect agent local start" in proc.stdout
+    return flow_id, serialized, run_dir
 
-    check_registered_flow(
-        serialized, SERIAL, "Image QC",
-        {"file_name", "run_dir", "cache_dir", *QC_PARAMETERS},
-        {("load_image", "tissue_segmentation_simple"), ("tissue_segmentation_simple", "identify_blurry_regions"),
-         ("identify_blurry_regions", "is_blurry"), ("is_blurry", "case(True)"), ("case(True)", "warn_rescan"),
-         ("warn_rescan", "save_results"), ("save_results", "save_row"), ("file_name", "save_row")})
+
+def test_serial_flow_a_run_per_slide(demo_dir, demo_slides, tmp_path):
+    with FakePrefectServer() as fake:
+        proc = submit(SERIAL, fake, tmp_path, "--data-dir", str(demo_dir))
+    _, serialized, run_dir = check_serial_submission(fake, proc, tmp_path, demo_slides)
+    check_registered_flow(serialized, "Image QC", SERIAL_PARAMETERS, SERIAL_EDGES, tmp_path / "home")
 
     # The agent: it starts every flow run at once, each in its own process.
     agents = [run_as_agent(serialized, run["parameters"], tmp_path) for run in fake.flow_runs]
-    loaded = [finish(agent) for agent in agents]
-    for flow in loaded:  # the flow the agent gets has the tasks the server knows, slug for slug
+    for flow in [finish(agent) for agent in agents]:  # the flow has the tasks the server knows, slug for slug
         assert flow["slugs"] == sorted(t["slug"] for t in serialized["tasks"])
         assert flow["executor"] == "NoneType"  # none set: Prefect's default, one task at a time
+    for slide in demo_slides:  # each run wrote its slide's pictures into the one run folder
+        assert (run_dir / "slides" / slide.stem / "overlay.png").is_file()
+
+
+def test_extra_a_row_per_server_run(demo_dir, demo_slides, tmp_path, reference):
+    """extras/pipeline_prefect_server_rows.py: every run adds its slide's row to results.tsv, together."""
+    with FakePrefectServer(projects=("Image QC",)) as fake:  # the project exists: create_project finds it
+        proc = submit(ROWS, fake, tmp_path, "--data-dir", str(demo_dir))
+    _, serialized, run_dir = check_serial_submission(fake, proc, tmp_path, demo_slides)
+    check_registered_flow(serialized, "Image QC", SERIAL_PARAMETERS, SERIAL_EDGES | {("save_results", "save_row")},
+                          tmp_path / "home")
+    agents = [run_as_agent(serialized, run["parameters"], tmp_path) for run in fake.flow_runs]
+    for agent in agents:
+        finish(agent)
     rows = results.read_results(run_dir / "results.tsv")
     assert per_slide(rows) == reference  # every run's row, though they finished together
     for row in rows:
@@ -161,33 +176,30 @@ def test_serial_flow_a_run_per_slide(demo_dir, demo_slides, tmp_path, reference)
 
 
 def test_parallel_flow_one_run_with_its_executor(demo_dir, demo_slides, tmp_path, reference):
-    with FakePrefectServer(projects=("Image QC",)) as fake:  # the project exists: it is not created again
+    with FakePrefectServer(projects=("Image QC",)) as fake:
         proc = submit(PARALLEL, fake, tmp_path, "--data-dir", str(demo_dir), "--executor", "threads",
                       "--workers", "2")
 
-    assert "create_project" not in fake.operations()
     flow_id, serialized = registered(fake)
     assert fake.flows[flow_id]["project_id"] == fake.projects["Image QC"]
     run_dir = only_run_dir(tmp_path / "out")
     [run] = fake.flow_runs
     assert run["flow_run_name"] == f"{run_dir.name} (3 slides)"
     assert run["parameters"] == dict(file_names=[str(p) for p in demo_slides], run_dir=str(run_dir),
-                                     cache_dir=str(tmp_path / "out" / ".qc-cache"), **QC_PARAMETERS)
+                                     tile_threads=max(1, TILE_THREADS // 2), **QC_PARAMETERS)
     assert f"flow run {run['id']}: 3 slide(s) on LocalDaskExecutor" in proc.stdout
 
     check_registered_flow(
-        serialized, PARALLEL, "Image QC parallel",
-        {"file_names", "run_dir", "cache_dir", *QC_PARAMETERS},
+        serialized, "Image QC parallel", {"file_names", "run_dir", "tile_threads", *QC_PARAMETERS},
         {("file_names", "load_image"), ("load_image", "tissue_segmentation_simple"),
-         ("identify_blurry_regions", "is_blurry"), ("save_results", "write_results")})
+         ("identify_blurry_regions", "is_blurry"), ("save_results", "write_results")}, tmp_path / "home")
     mapped = {(e["upstream_task"]["slug"].rsplit("-", 1)[0], e["downstream_task"]["slug"].rsplit("-", 1)[0])
               for e in serialized["edges"] if e["mapped"]}
     assert ("file_names", "load_image") in mapped and ("load_image", "tissue_segmentation_simple") in mapped
-    assert serialized["run_config"]["env"]["SLIDEQC_EXECUTOR"] == "threads"
 
     flow = finish(agent := run_as_agent(serialized, run["parameters"], tmp_path))
     assert agent.returncode == 0
-    # The agent's run is parallel: it gets the executor chosen on the command line with the flow.
+    # The agent's run is parallel: the flow it loads carries the executor set before registering.
     assert (flow["executor"], flow["scheduler"], flow["workers"]) == ("LocalDaskExecutor", "threads", 2)
     assert flow["slugs"] == sorted(t["slug"] for t in serialized["tasks"])
     rows = results.read_results(run_dir / "results.tsv")
@@ -198,10 +210,10 @@ def test_parallel_flow_one_run_with_its_executor(demo_dir, demo_slides, tmp_path
 def test_a_failed_slide_gets_its_error_row(demo_copy, tmp_path):
     (demo_copy / "corrupt.svs").write_bytes(b"II*\x00" + os.urandom(5000))
     with FakePrefectServer() as fake:
-        submit(SERIAL, fake, tmp_path, "--data-dir", str(demo_copy), "--files", str(demo_copy / "corrupt.svs"),
+        submit(ROWS, fake, tmp_path, "--data-dir", str(demo_copy), "--files", str(demo_copy / "corrupt.svs"),
                str(demo_copy / "synthetic_01_blur00.svs"))
     _, serialized = registered(fake)
-    for agent in [run_as_agent(serialized, run["parameters"], tmp_path) for run in fake.flow_runs]:
+    for agent in [run_as_agent(serialized, run["parameters"], tmp_path, may_fail=True) for run in fake.flow_runs]:
         finish(agent)
     rows = {r["file_name"]: r for r in results.read_results(only_run_dir(tmp_path / "out") / "results.tsv")}
     assert rows["corrupt.svs"]["status"] == "error" and "corrupt.svs" in rows["corrupt.svs"]["error"]
@@ -256,22 +268,10 @@ def test_invalid_usage_before_the_server(tmp_path):
 
 
 def test_same_command_line_as_the_other_scripts():
-    for script in (SERIAL, PARALLEL):
+    for script in (SERIAL, PARALLEL, ROWS):
         proc = run_script(script, "--help")
         assert proc.returncode == 0, proc.stderr
         for flag in ["--data-dir", "--files", "--image-work-size", "--blur-work-size", "--blur-radius",
-                     "--blur-threshold", "--blur-max", "--output-dir", "--run-name", "--redo", "--cache-dir",
-                     "--project", "--server-url", "--labels"]:
+                     "--blur-threshold", "--blur-max", "--output-dir", "--run-name", "--tile-threads"]:
             assert flag in proc.stdout, (script, flag)
     assert "--executor" in run_script(PARALLEL, "--help").stdout
-
-
-def test_labels_project_and_server_url_options(demo_slides, tmp_path):
-    with FakePrefectServer() as fake:  # Prefect's config points elsewhere: --server-url wins
-        proc = submit(SERIAL, fake, tmp_path, "--files", str(demo_slides[0]), "--labels", "slideqc", "--project",
-                      "QC tests", "--server-url", fake.url, endpoint=f"http://127.0.0.1:{free_port()}")
-    _, serialized = registered(fake)
-    assert set(serialized["run_config"]["labels"]) == {socket.gethostname(), "slideqc"}
-    assert "prefect agent local start -l slideqc" in proc.stdout
-    assert [r["variables"]["input"]["name"] for r in fake.requests if r["operation"] == "create_project"] \
-        == ["QC tests"]

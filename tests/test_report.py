@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlparse
 import cv2
 import pytest
 
-from slideqc import results
+from slideqc.output import files, results
 from tests import bad_slides
 from tests.helpers import only_run_dir, run_script
 
@@ -49,7 +49,7 @@ def run_dir(tmp_path_factory, demo_slides) -> Path:
 
 @pytest.fixture(scope="module")
 def rows(run_dir) -> list[dict[str, str]]:
-    return results.read_results(run_dir / results.RESULTS_FILE)
+    return results.read_results(run_dir / files.RESULTS_FILE)
 
 
 def chromium(*args: str, profile: Path, timeout: float = 120) -> subprocess.CompletedProcess:

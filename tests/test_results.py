@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from slideqc import qc, results
+from slideqc.output import files, results, run
+from slideqc.settings import QCSettings
 from tests.helpers import ROOT, only_run_dir, run_script
 
 # What issue 6 asks results.tsv to hold, and the README's "Outputs" section promises.
@@ -20,7 +21,7 @@ REQUIRED_COLUMNS = [
     "image_work_size", "tissue_pixels", "tissue_mpp", "blur_work_size", "blur_pixels", "blur_mpp",
     "tissue_fraction", "percent_blurry", "rescan",
     "seconds_load", "seconds_tissue", "seconds_blur", "seconds_save", "seconds_total",
-    "true_tissue_fraction", "true_percent_blurry", "outputs",
+    "outputs",
 ]
 
 
@@ -64,25 +65,25 @@ def test_results_file_has_an_ordinary_mode(tmp_path):
 
 
 def test_run_folders_are_new_unless_asked(tmp_path):
-    first = results.create_run_dir(tmp_path)
-    second = results.create_run_dir(tmp_path)
+    first = files.create_run_dir(tmp_path)
+    second = files.create_run_dir(tmp_path)
     assert first != second and first.is_dir() and second.is_dir()
-    named = results.create_run_dir(tmp_path, "monday")
+    named = files.create_run_dir(tmp_path, "monday")
     (named / "results.tsv").write_text("earlier\n")
-    with pytest.raises(results.RunExistsError):
-        results.create_run_dir(tmp_path, "monday")
+    with pytest.raises(files.RunExistsError):
+        files.create_run_dir(tmp_path, "monday")
     assert (named / "results.tsv").read_text() == "earlier\n"
     (named / "slides" / "old slide").mkdir(parents=True)
     (named / "notes.txt").write_text("mine\n")
-    assert results.create_run_dir(tmp_path, "monday", overwrite=True) == named
+    assert files.create_run_dir(tmp_path, "monday", overwrite=True) == named
     assert sorted(p.name for p in named.iterdir()) == ["notes.txt"]  # the earlier outputs replaced, only they
-    assert results.create_run_dir(tmp_path, "run.1").name == "run.1"
+    assert files.create_run_dir(tmp_path, "run.1").name == "run.1"
 
 
 @pytest.mark.parametrize("name", ["../up", "a/b", "..", ".", ".hidden", "/abs", "a\\b", "x y"])
 def test_run_names_must_be_plain(tmp_path, name):
     with pytest.raises(ValueError, match="--run-name"):
-        results.create_run_dir(tmp_path / "out", name)
+        files.create_run_dir(tmp_path / "out", name)
     assert not (tmp_path / "out").exists() and not (tmp_path / "up").exists()
 
 
@@ -96,7 +97,7 @@ def test_run_names_must_be_plain(tmp_path, name):
 def test_slide_folders_stay_inside_the_run(tmp_path, file_name):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    folder = results.slide_dir(run_dir, file_name)
+    folder = files.slide_dir(run_dir, file_name)
     assert folder.parent == (run_dir / "slides").resolve()
     assert folder.name not in ("", ".", "..") and not folder.name.startswith(".")
     assert len(folder.name.encode()) < 255
@@ -104,9 +105,9 @@ def test_slide_folders_stay_inside_the_run(tmp_path, file_name):
 
 def test_lossy_names_get_distinct_folders():
     names = ["a#1.svs", "a?1.svs", "a_1.svs", "a 1.svs", "a:1.svs"]
-    folders = [results.slide_folder_name(n) for n in names]
+    folders = [files.slide_folder_name(n) for n in names]
     assert len(set(folders)) == len(names), folders
-    assert results.slide_folder_name("synthetic_01_blur00.svs") == "synthetic_01_blur00"  # plain names stay plain
+    assert files.slide_folder_name("synthetic_01_blur00.svs") == "synthetic_01_blur00"  # plain names stay plain
 
 
 def test_dot_dot_slide_name_cannot_write_outside(tmp_path, demo_slides):
@@ -133,7 +134,7 @@ def test_dot_dot_slide_name_cannot_write_outside(tmp_path, demo_slides):
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name != results.RESULTS_FILE)
+    return sorted(p.name for p in folder.iterdir() if p.name != files.RESULTS_FILE)
 
 
 @pytest.mark.parametrize("crash_in", ["write", "fsync", "replace"])
@@ -164,12 +165,12 @@ def test_a_crash_while_writing_leaves_the_previous_table(tmp_path, monkeypatch, 
             def __getattr__(self, name):
                 return getattr(self.handle, name)
 
-        monkeypatch.setattr(results.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
+        monkeypatch.setattr(files.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
     else:
-        monkeypatch.setattr(results.os, crash_in, crash)
+        monkeypatch.setattr(files.os, crash_in, crash)
     with pytest.raises(OSError, match="No space left"):
         results.write_results(tmp_path, bigger)
-    assert (tmp_path / results.RESULTS_FILE).read_bytes() == previous
+    assert (tmp_path / files.RESULTS_FILE).read_bytes() == previous
     assert leftovers(tmp_path) == []  # the temporary file is gone too
 
 
@@ -177,24 +178,23 @@ def test_a_killed_process_leaves_the_previous_table(tmp_path):
     """A hard kill between writing and renaming: the final name still holds the whole previous table."""
     previous = results.write_results(tmp_path, rows_for_test()).read_bytes()
     code = (
-        "import os, sys\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from slideqc import results\n"
-        "results.os.replace = lambda *a: os._exit(9)\n"  # killed just before the rename
+        "import os\n"
+        "from slideqc.output import files, results\n"
+        "files.os.replace = lambda *a: os._exit(9)\n"  # killed just before the rename
         "rows = [results.SlideResult(file_name=f's{i}.svs') for i in range(1000)]\n"
         f"results.write_results({str(tmp_path)!r}, rows)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 9, proc.stderr
-    assert (tmp_path / results.RESULTS_FILE).read_bytes() == previous
+    assert (tmp_path / files.RESULTS_FILE).read_bytes() == previous
     assert all(name.startswith(".") for name in leftovers(tmp_path))  # at most a hidden temporary file
 
 
 def test_run_writer_keeps_the_table_current(tmp_path):
-    writer = results.RunWriter(tmp_path, qc.QCParams())
+    writer = run.RunWriter(tmp_path, QCSettings())
     writer.add(results.error_result("x.svs", "x.svs: empty file (0 bytes)"))
-    assert len(results.read_results(tmp_path / results.RESULTS_FILE)) == 1  # a killed batch keeps its rows
+    assert len(results.read_results(tmp_path / files.RESULTS_FILE)) == 1  # a killed batch keeps its rows
     writer.add(results.SlideResult(file_name="y.svs", tissue_fraction=0.4, percent_blurry=50.0, rescan=True))
     report = writer.finish()
-    assert report.is_file() and len(results.read_results(tmp_path / results.RESULTS_FILE)) == 2
+    assert report.is_file() and len(results.read_results(tmp_path / files.RESULTS_FILE)) == 2
     assert [r.file_name for r in writer.failed] == ["x.svs"] and [r.file_name for r in writer.flagged] == ["y.svs"]

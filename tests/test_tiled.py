@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from slideqc import algorithms, qc, synthetic, tiled
+from slideqc.settings import QCSettings
 from tests.conftest import CACHE, ROOT
 
-PARAMS = qc.QCParams()
+PARAMS = QCSettings()
 SMALL_TILE = 128  # blur work pixels: a 1024 x 768 work level becomes 8 x 6 tiles
 
 
@@ -81,7 +82,8 @@ def test_detect_blur_stores_the_counted_blur_relative_to_tissue(moderate_slide):
     [step] = s.mask_steps
     assert step.name == "blur"
     assert step.removed_fraction == pytest.approx(algorithms.fraction_of(s.masks["blur"], s.masks["tissue"]))
-    assert s.results["blur_shape"] == (768, 1024)
+    assert s.work_shape(s.blur_work_size) == (768, 1024)
+    assert (s.blur_radius, s.blur_threshold) == (PARAMS.blur_radius, PARAMS.blur_threshold)
     assert s.timings["blur"] > 0
 
 
@@ -110,17 +112,31 @@ def test_threads_give_exactly_the_serial_result(moderate_slide):
     assert np.array_equal(threaded.mask, serial.mask)
 
 
-def test_tile_workers_come_from_the_environment(monkeypatch):
-    monkeypatch.setenv(tiled.WORKERS_VARIABLE, "3")
-    assert tiled.tile_workers() == 3
-    monkeypatch.setenv(tiled.WORKERS_VARIABLE, "none")
-    with pytest.raises(ValueError, match=tiled.WORKERS_VARIABLE):
-        tiled.tile_workers()
-    monkeypatch.delenv(tiled.WORKERS_VARIABLE)
-    assert tiled.tile_workers() >= 1
-    with tiled.shared_cores(10_000):
-        assert tiled.tile_workers() == 1
-    assert tiled.WORKERS_VARIABLE not in __import__("os").environ
+def test_tile_threads_are_each_slides_share_of_the_cores():
+    assert tiled.threads_per_slide(1, cpus=8) == 8
+    assert tiled.threads_per_slide(3, cpus=8) == 2  # 3 slides x 2 threads <= 8 cores
+    assert tiled.threads_per_slide(16, cpus=8) == 1  # never none
+    assert tiled.threads_per_slide() >= 1
+
+
+def test_tile_threads_given_are_used_and_give_the_same_result(moderate_slide, monkeypatch):
+    """The runner's tile_threads reach the thread pool; no environment variable is read."""
+    import concurrent.futures
+
+    sizes = []
+    real_pool = concurrent.futures.ThreadPoolExecutor
+
+    def recording_pool(max_workers=None, **kwargs):
+        sizes.append(max_workers)
+        return real_pool(max_workers=max_workers, **kwargs)
+
+    monkeypatch.setattr(tiled, "ThreadPoolExecutor", recording_pool)
+    one = qc.detect_blur(_tissue(moderate_slide), PARAMS.blur_radius, PARAMS.blur_threshold, tile_threads=1)
+    three = qc.detect_blur(_tissue(moderate_slide), PARAMS.blur_radius, PARAMS.blur_threshold, tile_threads=3)
+    assert sizes == [1, 3]
+    assert one.blurry_fraction == three.blurry_fraction
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        qc.detect_blur(_tissue(moderate_slide), PARAMS.blur_radius, PARAMS.blur_threshold, tile_threads=0)
 
 
 def _benchmark_module():
@@ -143,7 +159,7 @@ def test_big_slide_in_bounded_memory():
     truth = synthetic.read_truth(path)
     code = ("import resource, sys; from slideqc import qc; "
             f"s = qc.detect_blur(qc.segment_tissue(qc.load_slide({str(path)!r}))); "
-            "print(100 * s.results['blurry_fraction'], len(s.reads))")
+            "print(100 * s.blurry_fraction, len(s.reads))")
     child = _benchmark_module().run_measured([sys.executable, "-c", code])
     assert child.returncode == 0, child.stderr
     percent, reads = child.stdout.split()

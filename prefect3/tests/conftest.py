@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from slideqc import synthetic
+from slideqc.output import results
 
-from slideqc import results, synthetic  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 BIN = Path(sys.executable).parent
 CACHE = Path(os.environ.get("SLIDEQC_TEST_CACHE", ROOT / ".pytest_cache" / "slides"))
@@ -56,7 +56,6 @@ os.environ.update({
     "DO_NOT_TRACK": "1",
     "PREFECT_UI_ENABLED": "true",
     "PREFECT_RUNNER_POLL_FREQUENCY": "2",  # the serving process looks for new runs every 2 s (default 10)
-    "PYTHONPATH": str(ROOT),
     # This process runs tasks outside flows (tests of the load task) and outlives the server:
     # its logs stay local. The scripts and servers it starts send theirs to the server (CHILD_ENV).
     "PREFECT_LOGGING_TO_API_ENABLED": "false",

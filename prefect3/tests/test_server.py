@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from prefect3.tests.conftest import api, per_slide, run_script, tail
-from slideqc import results
+from slideqc.output import results
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

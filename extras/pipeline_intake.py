@@ -68,25 +68,21 @@ from pathlib import Path
 import pendulum
 import prefect
 from prefect import Flow, Parameter, task, unmapped
-from prefect.executors import LocalExecutor
+from prefect.executors import LocalDaskExecutor, LocalExecutor
 from prefect.schedules import IntervalSchedule, Schedule
 from prefect.triggers import all_finished
 from prefect.utilities.logging import get_logger
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # BaseImage and slideqc, wherever this runs
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the QC flow this one runs
-
-import pipeline_prefect_parallel as qc_flow  # noqa: E402
-
-from slideqc import cli, intake, results  # noqa: E402
-from slideqc.intake import Candidate, Outcome  # noqa: E402
-from slideqc.prefect1 import add_prefect_arguments, clear_cache, default_cache_dir, make_executor  # noqa: E402
-from slideqc.qc import QCParams  # noqa: E402
+from slideqc import cli, intake, prefect1
+from slideqc.intake import Candidate, Outcome
+from slideqc.output import files, run
+from slideqc.settings import QCSettings
+from solutions import pipeline_prefect_parallel as qc_flow
 
 INTAKE_FILE = "intake.tsv"
 # The "qc" parameter: what the QC flow needs, and where its run folder goes.
-QC_DEFAULTS = dict(QCParams().as_dict(), run_name=None, overwrite=False, cache_dir=None, redo=False,
-                   executor="threads", workers=2, address=None)
+QC_DEFAULTS = dict(QCSettings().as_dict(), run_name=None, overwrite=False, executor="threads", workers=2,
+                   tile_threads=1)
 COPY_RETRIES, COPY_RETRY_DELAY = 3, 5.0
 
 
@@ -224,18 +220,18 @@ def qc_arrived(candidates, complete, copied, removed, output_dir, qc: dict) -> d
         return summary
 
     qc = {**QC_DEFAULTS, **(qc or {})}
-    params = QCParams(**{name: qc[name] for name in QCParams().as_dict()})
-    run_dir = results.create_run_dir(output_dir, qc["run_name"], qc["overwrite"])
-    writer = results.RunWriter(run_dir, params)
+    settings = QCSettings(**{name: qc[name] for name in QCSettings().as_dict()})
+    run_dir = files.create_run_dir(output_dir, qc["run_name"], qc["overwrite"])
+    writer = run.RunWriter(run_dir, settings)
     if to_qc:
-        cache = Path(qc["cache_dir"] or default_cache_dir(output_dir))
-        if qc["redo"]:
-            clear_cache(cache, to_qc, params.as_dict())
         log.info("QC of %d slide(s) by the flow %r; outputs in %s", len(to_qc), qc_flow.flow.name, run_dir)
-        state = qc_flow.flow.run(parameters=dict(file_names=to_qc, run_dir=str(run_dir), cache_dir=str(cache),
-                                                 **params.as_dict()),
-                                 executor=make_executor(qc["executor"], qc["workers"], qc["address"]), context={"checkpointing": True})
-        writer.rows = state.result[qc_flow.rows].result
+        if qc["executor"] == "local":
+            executor = LocalExecutor()
+        else:
+            executor = LocalDaskExecutor(scheduler=qc["executor"], num_workers=qc["workers"])
+        state = qc_flow.flow.run(parameters=dict(file_names=to_qc, run_dir=str(run_dir), tile_threads=qc["tile_threads"],
+                                                 **settings.as_dict()), executor=executor)
+        writer.rows = prefect1.gathered_rows(state, qc_flow.rows, to_qc)
         for row in sorted(writer.rows, key=lambda r: r.file_name):
             if not row.ok:
                 log.error("%s: QC failed: %s", row.file_name, row.error)
@@ -280,7 +276,7 @@ def write_intake_table(run_dir: Path, outcomes: list[Outcome]) -> Path:
     for outcome in outcomes:
         writer.writerow(["" if v is None else str(v) for v in intake.outcome_row(outcome).values()])
     path = Path(run_dir) / INTAKE_FILE
-    results.atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+    files.atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
     return path
 
 
@@ -373,13 +369,14 @@ def on_signal(signum, frame):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = cli.build_parser(__doc__.splitlines()[0], workers=True)
+    parser = cli.build_parser(__doc__.splitlines()[0], parallel=True)
     for action in parser._actions:  # the shared slide options: here the slides come from --scanner-dir
         if action.dest in ("data_dir", "files"):
             action.help = argparse.SUPPRESS
     parser.set_defaults(data_dir=None)
     parser.epilog = "Exit codes: 0 all slides moved and checked, 1 some slides failed (copy or QC), 2 invalid usage."
-    add_prefect_arguments(parser, parallel=True)
+    parser.add_argument("--executor", choices=("local", "threads", "processes"), default="threads",
+                        help="how the QC flow runs: LocalExecutor, or LocalDaskExecutor on threads or processes")
     group = parser.add_argument_group("intake")
     group.add_argument("--scanner-dir", required=True, help="the scanner's output folder: new slides appear here")
     group.add_argument("--shared-dir", required=True, help="the shared drive's folder the slides are moved to")
@@ -429,8 +426,9 @@ def main(argv=None) -> int:
     global CONTROL
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.log_level)
-    params = cli.params_from_args(args)
+    settings = cli.settings_from_args(args)
     check_arguments(args)
+    tile_threads = cli.tile_threads(args)
     for t in flow.tasks:  # retries come from the command line
         if t.name == "copy_and_verify":
             t.max_retries, t.retry_delay = args.copy_retries, timedelta(seconds=args.retry_delay)
@@ -438,9 +436,8 @@ def main(argv=None) -> int:
     parameters = dict(scanner_dir=str(args.scanner_dir), shared_dir=str(args.shared_dir), file_type=args.file_type,
                       settle_seconds=args.settle_seconds, marker=args.marker, keep_source=args.keep_source,
                       bwlimit=args.bwlimit, output_dir=str(args.output_dir),
-                      qc=dict(params.as_dict(), run_name=args.run_name, overwrite=args.overwrite,
-                              cache_dir=args.cache_dir, redo=args.redo, executor=args.executor,
-                              workers=args.workers, address=args.address))
+                      qc=dict(settings.as_dict(), run_name=args.run_name, overwrite=args.overwrite,
+                              executor=args.executor, workers=args.workers, tile_threads=tile_threads))
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if args.once:

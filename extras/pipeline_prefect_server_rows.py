@@ -1,0 +1,117 @@
+"""Extra: exercise 2, and every flow run adds its slide's row to the run's results.tsv and report.html.
+
+For every slide in a folder: load it, find the tissue, measure how much of the
+tissue is blurry, and warn when a slide needs a rescan. Results go to a new
+run folder: results.tsv, report.html and per-slide PNGs.
+
+    prefect backend server && prefect server start        # once, in another terminal
+    prefect agent local start                             # in a third: it runs the flow runs
+    python extras/pipeline_prefect_server_rows.py --data-dir data
+"""
+
+import sys
+
+import prefect
+from prefect import Client, Flow, Parameter, case, task
+from prefect.triggers import all_finished
+
+from BaseImage import BaseImage
+from slideqc import cli, prefect1, qc
+from slideqc.output import results, run
+from slideqc.settings import DEFAULTS, QCSettings
+
+
+@task
+def load_image(file_name, image_work_size, blur_work_size) -> BaseImage:
+    logger = prefect.context.get("logger")
+    logger.info("%s: loading", file_name)
+    return qc.load_slide(file_name, image_work_size, blur_work_size)
+
+
+@task
+def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
+    logger = prefect.context.get("logger")
+    s = qc.segment_tissue(s)
+    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.tissue_fraction)
+    return s
+
+
+@task
+def identify_blurry_regions(s: BaseImage, blur_radius, blur_threshold, tile_threads) -> BaseImage:
+    logger = prefect.context.get("logger")
+    s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
+    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.blurry_fraction)
+    return s
+
+
+@task
+def is_blurry(s: BaseImage, blur_max) -> bool:
+    return qc.needs_rescan(s, blur_max)
+
+
+@task
+def warn_rescan(s: BaseImage, blur_max):
+    logger = prefect.context.get("logger")
+    logger.warning("%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
+                   s.name, 100 * s.blurry_fraction, 100 * blur_max)
+
+
+@task(skip_on_upstream_skip=False)
+def save_results(s: BaseImage, blur_max, run_dir) -> results.SlideResult:
+    return run.save_slide(s, blur_max, run_dir)
+
+
+# Runs whatever happened to the slide: a failed slide gets its error row.
+@task(trigger=all_finished)
+def save_row(file_name, loaded, tissue, blurry, saved, run_dir, image_work_size, blur_work_size, blur_radius,
+             blur_threshold, blur_max) -> results.SlideResult:
+    row = prefect1.row_for(file_name, loaded, tissue, blurry, saved)
+    if run_dir:
+        settings = QCSettings(image_work_size, blur_work_size, blur_radius, blur_threshold, blur_max)
+        prefect1.save_row(row, run_dir, settings)
+    return row
+
+
+with Flow("Image QC") as flow:
+    file_name = Parameter("file_name", default="data/synthetic_01_blur00.svs")
+    image_work_size = Parameter("image_work_size", default=DEFAULTS.image_work_size)
+    blur_work_size = Parameter("blur_work_size", default=DEFAULTS.blur_work_size)
+    blur_radius = Parameter("blur_radius", default=DEFAULTS.blur_radius)
+    blur_threshold = Parameter("blur_threshold", default=DEFAULTS.blur_threshold)
+    blur_max = Parameter("blur_max", default=DEFAULTS.blur_max)
+    run_dir = Parameter("run_dir", default=None)
+    tile_threads = Parameter("tile_threads", default=None)
+
+    s = load_image(file_name, image_work_size, blur_work_size)
+    tissue = tissue_segmentation_simple(s)
+    blurry = identify_blurry_regions(tissue, blur_radius, blur_threshold, tile_threads)
+    rescan = is_blurry(blurry, blur_max)
+    with case(rescan, True):
+        warning = warn_rescan(blurry, blur_max)
+    saved = save_results(blurry, blur_max, run_dir, upstream_tasks=[warning])
+    row = save_row(file_name, s, tissue, blurry, saved, run_dir, image_work_size, blur_work_size, blur_radius,
+                   blur_threshold, blur_max)
+
+
+def main(argv=None) -> int:
+    args = cli.parse_args(__doc__, argv)
+    cli.check_usage(args)
+    prefect1.check_server()
+    qc_run = cli.start_run(args)
+
+    client = Client()
+    client.create_project(project_name="Image QC")
+    flow_id = flow.register(project_name="Image QC")
+    for file_name in qc_run.file_names:
+        flow_run_id = client.create_flow_run(
+            flow_id=flow_id, run_name=f"{qc_run.folder.name}/{file_name.name}",
+            parameters=dict(file_name=str(file_name.resolve()), run_dir=str(qc_run.folder.resolve()),
+                            tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict()))
+        print(f"flow run {flow_run_id}: {file_name.name}  {client.get_cloud_url('flow-run', flow_run_id)}")
+
+    print(f"results: {qc_run.folder / 'results.tsv'}  (each flow run adds its slide when it finishes)")
+    return cli.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(prefect1.run_main(main))

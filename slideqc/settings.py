@@ -1,0 +1,114 @@
+"""Every QC setting in one place: its name, default, unit and valid range.
+
+The command line (:mod:`slideqc.cli`), the Prefect flows' Parameters, the
+results table and the report all take their settings from :class:`QCSettings`,
+so a default is written once, here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from BaseImage import WorkSize
+
+
+def _setting(default, help: str, unit: str = "", low: float | None = None, high: float | None = None,
+             low_open: bool = False):
+    return field(default=default, metadata=dict(help=help, unit=unit, low=low, high=high, low_open=low_open))
+
+
+def _check_number(name: str, value, low: float, high: float, low_open: bool = False) -> None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: {value!r} is not a number") from None
+    ok = not math.isnan(number) and (number > low if low_open else number >= low) and number <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name}: must be in {bracket}{low:g}, {high:g}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class QCSettings:
+    """The QC settings, with the workshop's defaults. Validated on creation (ValueError names the setting)."""
+
+    image_work_size: str = _setting(
+        "1.25x", "work size for tissue segmentation: a magnification ('1.25x') or pixels ('1000')",
+        unit="magnification or pixels")
+    blur_work_size: str = _setting(
+        "10x", "work size for blur detection; blur is only visible at higher magnification",
+        unit="magnification or pixels")
+    blur_radius: float = _setting(
+        7.0, "sigma of the Gaussian over the Laplacian, in pixels at the blur work size",
+        unit="pixels", low=0, high=100, low_open=True)
+    blur_threshold: float = _setting(
+        0.05, "in (0, 1]: smoothed |Laplacian| at or below this is blurry",
+        low=0, high=1, low_open=True)
+    blur_max: float = _setting(
+        0.05, "fraction of the tissue (0.05 = 5%%) above which a slide needs a rescan",
+        unit="fraction of the tissue", low=0, high=1)
+
+    def __post_init__(self) -> None:
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if setting.metadata["unit"] == "magnification or pixels":
+                WorkSize.parse(value, setting.name)
+            else:
+                _check_number(setting.name, value, **{k: setting.metadata[k] for k in ("low", "high", "low_open")})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULTS = QCSettings()
+
+
+def rescan_needed(blurry_fraction: float, blur_max: float) -> bool:
+    """The rescan rule, the one place it is written: more than ``blur_max`` of the tissue is blurry.
+
+    Both are fractions of the tissue (0 to 1); exactly at the limit is not a rescan.
+    """
+    return blurry_fraction > blur_max
+
+
+@dataclass(frozen=True)
+class JudgeLimits:
+    """When the QC cannot judge a slide at all (its row's status is then ``cannot judge``, never ``ok``)."""
+
+    # Blank glass, or a fleck of dust: below this fraction of the slide (0 to 1) there is no
+    # tissue whose focus could be judged. Real sections cover a few % of a slide at the least.
+    min_tissue_fraction: float = 0.005
+    # The blur step needs cells to look sharp or soft: beyond this many µm per pixel at the blur
+    # work size (10x is 1 µm/px) a nucleus (5 to 10 µm) is a pixel or two and blur cannot show.
+    max_blur_mpp: float = 4.0
+    # Tissue whose stain stands fewer gray levels (8-bit, algorithms.stain_contrast) from the glass
+    # than this is too faint to judge its focus: the scanner's noise is then as large as the detail
+    # a 1 to 2 µm blur removes, and blurred tissue reads partly sharp. Usual H&E ~70, a quarter of
+    # the stain ~21, 15 % ~13. Measured (docs/blur_measure.md): at 13 levels 30 % blurred reads
+    # 28.5, at 10 levels 24, at 9 levels 18; sharp tissue never reads blurry.
+    min_stain_contrast: float = 12.0
+
+
+JUDGE_LIMITS = JudgeLimits()
+
+
+def cannot_judge_reason(tissue_fraction: float | None, blur_mpp: float | None,
+                        limits: JudgeLimits = JUDGE_LIMITS, *, stain_contrast: float | None = None) -> str:
+    """Why a measured slide cannot be judged ("" when it can): the rule, written once.
+
+    ``tissue_fraction`` is of the slide (0 to 1); ``blur_mpp`` is µm per pixel at the
+    blur work size (None when the slide does not state its pixel size: not judged on it);
+    ``stain_contrast`` is the tissue's, in 8-bit gray levels (None: not measured).
+    """
+    if tissue_fraction is None or tissue_fraction < limits.min_tissue_fraction:
+        found = 0.0 if tissue_fraction is None else 100 * tissue_fraction
+        return (f"no tissue: {found:.2f} % of the slide is tissue (at least "
+                f"{100 * limits.min_tissue_fraction:g} % is needed); check the slide has a section on it")
+    if blur_mpp is not None and blur_mpp > limits.max_blur_mpp:
+        return (f"cannot judge blur at {blur_mpp:g} µm per pixel (at most {limits.max_blur_mpp:g} µm is needed); "
+                "the slide states too coarse a pixel size: rescan it, or check its scanner settings")
+    if stain_contrast is not None and stain_contrast < limits.min_stain_contrast:
+        return (f"tissue too faint to judge its focus: the stain stands {stain_contrast:.0f} gray levels "
+                f"from the glass (at least {limits.min_stain_contrast:g} are needed); check it by eye")
+    return ""

@@ -1,0 +1,1 @@
+"""The workshop's solutions: scripts to run, and importable (the extra lessons build on them)."""
