@@ -40,10 +40,10 @@ class QCSettings:
         "10x", "work size for blur detection; blur is only visible at higher magnification",
         unit="magnification or pixels")
     blur_radius: float = _setting(
-        7.0, "sigma of the Gaussian over the Laplacian, in pixels at the blur work size",
+        7.0, "size of the window the focus measure averages over (a box of the spread of a Gaussian of this sigma), in pixels at the blur work size",
         unit="pixels", low=0, high=100, low_open=True)
     blur_threshold: float = _setting(
-        0.05, "in (0, 1]: smoothed |Laplacian| at or below this is blurry",
+        0.05, "in (0, 1]: a focus measure (|Laplacian| at the reference contrast) at or below this is blurry",
         low=0, high=1, low_open=True)
     blur_max: float = _setting(
         0.05, "fraction of the tissue (0.05 = 5%%) above which a slide needs a rescan",
