@@ -104,6 +104,7 @@ class BaseImage:
         self.image_work_size: WorkSize | None = None  # set by loading: tissue is found at this size
         self.blur_work_size: WorkSize | None = None  # and blur at this one
         self.tissue_fraction: float | None = None  # of the slide, 0 to 1
+        self.stain_contrast: float | None = None  # glass minus tissue, 8-bit gray levels
         self.blur_radius: float | None = None  # the blur step's settings, as it was run
         self.blur_threshold: float | None = None
         self.blurry_fraction: float | None = None  # of the tissue, 0 to 1

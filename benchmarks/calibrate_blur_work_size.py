@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from slideqc import qc, synthetic
+from slideqc import algorithms, qc, synthetic
 from slideqc.settings import QCSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,9 @@ def main() -> int:
         "Made by `python benchmarks/calibrate_blur_work_size.py`: synthetic 40x slides "
         f"({args.size} px wide), half of the tissue blurred by a Gaussian of the given sigma at "
         "level 0 (none for the sharp slide); percent of the tissue found blurry by the default QC "
-        f"(blur radius {params.blur_radius:g} px, threshold {params.blur_threshold:g}) at each blur work size.",
+        f"({algorithms.DEFAULT_MEASURE} measure, blur radius {params.blur_radius:g} px, threshold "
+        f"{params.blur_threshold:g}) at each blur work size. The threshold is calibrated at 10x only "
+        "(docs/blur_measure.md): at 20x and 40x the same tissue has less detail per pixel and reads blurry.",
         "",
         "| blur sigma (µm) | true % blurry | " + " | ".join(WORK_SIZES) + " |",
         "|---|---|" + "---|" * len(WORK_SIZES),

@@ -6,14 +6,18 @@ arrays of shape (rows, cols). Sizes are in pixels of the array they are given.
 
 from __future__ import annotations
 
+import math
 from dataclasses import astuple, dataclass
 
 import cv2
 import numpy as np
 
-# Below this Otsu threshold (on inverted 8-bit gray) the image holds no stain
-# worth calling tissue: Otsu then only splits the glass's noise in two.
-MIN_TISSUE_DARKNESS = 20
+# Otsu always splits an image in two; on bare glass it splits the glass's noise. Tissue is there
+# only when the darker class is darker than the lighter one by this many gray levels (8-bit): bare
+# glass with +-2 levels of noise splits ~2.5 apart, H&E ~70, a section stained at a quarter of the
+# usual strength ~20 and at 15 % ~13. (A fixed floor on the Otsu threshold itself, 20 levels, lost
+# every section paler than ~35 % of the usual stain: the glass's own darkness is not the tissue's.)
+MIN_TISSUE_SEPARATION = 8
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -35,13 +39,17 @@ def tissue_mask(rgb: np.ndarray, dilation_radius: int = 1) -> np.ndarray:
 
     Returns
     -------
-    (rows, cols) bool, True on tissue. All False when the image is blank.
+    (rows, cols) bool, True on tissue. All False when the image is blank: when
+    Otsu's two classes lie fewer than :data:`MIN_TISSUE_SEPARATION` gray levels
+    apart, so that pale sections (a quarter of the usual stain) are still found.
     """
     if dilation_radius < 0:
         raise ValueError(f"dilation_radius must be >= 0, got {dilation_radius}")
     inverted = 255 - cv2.cvtColor(_check_rgb(rgb), cv2.COLOR_RGB2GRAY)
-    threshold, mask = cv2.threshold(inverted, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    if threshold < MIN_TISSUE_DARKNESS:
+    _, mask = cv2.threshold(inverted, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    darker = mask > 0
+    if darker.all() or not darker.any() or (
+            inverted[darker].mean() - inverted[~darker].mean() < MIN_TISSUE_SEPARATION):
         return np.zeros(inverted.shape, bool)
     if dilation_radius > 0:
         size = 2 * dilation_radius + 1
@@ -50,49 +58,133 @@ def tissue_mask(rgb: np.ndarray, dilation_radius: int = 1) -> np.ndarray:
     return mask > 0
 
 
-def blur_response(rgb: np.ndarray, blur_radius: float) -> np.ndarray:
-    """Local sharpness: the absolute Laplacian of the gray image, Gaussian-smoothed.
+# The blur measures by name (see blur_response). "laplacian" is HistoQC's and the workshop's
+# lessons'; "normalized" divides out the stain's contrast, so pale tissue is judged like dark.
+MEASURES = ("laplacian", "normalized")
+DEFAULT_MEASURE = "normalized"
+# Blurry at or below these values of blur_response (gray level per pixel, see there), at the
+# 10x blur work size and blur radius 7 px: both measures share the scale and the threshold,
+# chosen on synthetic slides by benchmarks/calibrate_blur_measure.py (docs/blur_measure.md).
+DEFAULT_THRESHOLDS = {"laplacian": 0.05, "normalized": 0.05}
+# The local contrast that "normalized" rescales every pixel's neighbourhood to: the mean absolute
+# deviation of the gray level (0 to 1) of in-focus H&E at 10x is about this (median 0.08, 5th
+# percentile 0.06 on the synthetic slides), so on ordinary
+# stains the two measures read alike and share their threshold (docs/blur_measure.md).
+REFERENCE_CONTRAST = 0.07
+# The local contrast is floored here (gray level, 0 to 1: 1/40 of an 8-bit level) so that flat
+# regions give 0 / floor = 0 (blurry), not 0 / 0: bare glass at 10x is often one gray level.
+# In-focus H&E at 10x has ~0.08 (median), 800x more.
+CONTRAST_FLOOR = 1e-4
+
+
+def blur_response(rgb: np.ndarray, blur_radius: float, *, measure: str = DEFAULT_MEASURE) -> np.ndarray:
+    """Local sharpness of the gray image around each pixel.
 
     Parameters
     ----------
     rgb : (rows, cols, 3) uint8
         The slide at the blur work size.
     blur_radius : float, > 0
-        Sigma in pixels of the Gaussian that averages the Laplacian.
+        Size in pixels of the neighbourhood each pixel's value is averaged over: the
+        sigma of a Gaussian ("laplacian") or a box of the same spread ("normalized").
+    measure : {"normalized", "laplacian"}
+        ``"laplacian"`` (HistoQC's): the absolute Laplacian of the gray image (0 to 1),
+        Gaussian-smoothed. Its size follows the stain's contrast as much as the focus:
+        sharp tissue stained at a quarter of the usual strength reads like blur.
+        ``"normalized"`` (the default): the mean absolute Laplacian over a box of
+        ``2 * round(sqrt(3) * blur_radius) + 1`` pixels, divided by the mean absolute
+        deviation of the gray level from its own box mean (the local contrast) and
+        multiplied by :data:`REFERENCE_CONTRAST`: the Laplacian the neighbourhood would
+        have at the reference contrast. Scaling the stain's contrast (``255 - rgb``
+        times any factor) or the brightness leaves it unchanged; a blur lowers it
+        because it removes the fine detail first and the coarse contrast last.
 
     Returns
     -------
-    (rows, cols) float32, >= 0; in-focus H&E tissue gives large values.
+    (rows, cols) float32, >= 0, in gray level per pixel (gray in [0, 1]); in-focus H&E
+    gives ~0.08 with either measure, a 2 µm blur ~0.015 to 0.03. Exact away from the
+    border: a tile read with :func:`blur_context` pixels of context gives the values the
+    whole image gives.
     """
     if not blur_radius > 0:
         raise ValueError(f"blur_radius must be > 0, got {blur_radius}")
-    laplacian = np.abs(cv2.Laplacian(to_gray(rgb), cv2.CV_32F, ksize=1))
-    return cv2.GaussianBlur(laplacian, (0, 0), float(blur_radius))
+    gray = to_gray(rgb)
+    laplacian = np.abs(cv2.Laplacian(gray, cv2.CV_32F, ksize=1))
+    if _check_measure(measure) == "laplacian":
+        return cv2.GaussianBlur(laplacian, (0, 0), float(blur_radius))
+    # Box means, not Gaussians: OpenCV's box filter keeps running sums, a few operations per
+    # pixel whatever its width, so its three passes cost less than the one 57-tap Gaussian of
+    # the Laplacian measure. Its sums are kept in float64, so a tile gives the whole image's
+    # float32 values (tests/test_algorithms.py checks it bit for bit).
+    box = (_box_width(blur_radius),) * 2
+    fine = cv2.boxFilter(laplacian, -1, box, borderType=cv2.BORDER_REFLECT_101)
+    deviation = cv2.absdiff(gray, cv2.boxFilter(gray, -1, box, borderType=cv2.BORDER_REFLECT_101))
+    contrast = cv2.max(cv2.boxFilter(deviation, -1, box, borderType=cv2.BORDER_REFLECT_101), CONTRAST_FLOOR)
+    return cv2.divide(fine, contrast, scale=REFERENCE_CONTRAST)
 
 
-def blur_mask(rgb: np.ndarray, blur_radius: float, blur_threshold: float) -> np.ndarray:
+def blur_mask(rgb: np.ndarray, blur_radius: float, blur_threshold: float | None = None, *,
+              measure: str = DEFAULT_MEASURE) -> np.ndarray:
     """Blurry pixels: where :func:`blur_response` is at or below ``blur_threshold``.
 
-    ``blur_threshold`` is in (0, 1], in units of gray level per pixel (gray in [0, 1]).
+    ``blur_threshold`` is in (0, 1], in units of gray level per pixel (gray in [0, 1]);
+    None takes the measure's :data:`DEFAULT_THRESHOLDS` (0.05 for both measures).
     Returns a (rows, cols) bool mask, True where blurry.
     """
+    if blur_threshold is None:
+        blur_threshold = DEFAULT_THRESHOLDS[_check_measure(measure)]
     if not 0 < blur_threshold <= 1:
         raise ValueError(f"blur_threshold must be in (0, 1], got {blur_threshold}")
-    return blur_response(rgb, blur_radius) <= blur_threshold
+    return blur_response(rgb, blur_radius, measure=measure) <= blur_threshold
 
 
-def blur_context(blur_radius: float) -> int:
+def blur_context(blur_radius: float, measure: str = DEFAULT_MEASURE) -> int:
     """Pixels of context (>= 1) each side of a tile for :func:`blur_response` to be exact there.
 
-    OpenCV's float Gaussian of sigma ``blur_radius`` (pixels) reaches
-    ``round(8 * sigma + 1) // 2`` pixels (4 sigma), and the Laplacian one more:
-    a tile read with this much context gives, inside it, the very values the
-    whole image gives. It also covers the erosion of :func:`measurable_tissue`.
+    "laplacian": OpenCV's float Gaussian of sigma ``blur_radius`` (pixels) reaches
+    ``round(8 * sigma + 1) // 2`` pixels (4 sigma), and the Laplacian one more.
+    "normalized": the contrast is a box mean of deviations from a box mean, two box
+    half-widths; the Laplacian's box needs one half-width and a pixel. A tile read
+    with this much context gives, inside it, the very values the whole image gives.
+    It also covers the erosion of :func:`measurable_tissue`.
     """
     if not blur_radius > 0:
         raise ValueError(f"blur_radius must be > 0, got {blur_radius}")
-    gaussian_reach = (round(8 * float(blur_radius) + 1) | 1) // 2
-    return max(gaussian_reach + 1, round(2 * blur_radius))
+    if _check_measure(measure) == "laplacian":
+        reach = (round(8 * float(blur_radius) + 1) | 1) // 2 + 1
+    else:
+        half = _box_width(blur_radius) // 2
+        reach = max(2 * half, half + 1)
+    return max(reach, round(2 * blur_radius))
+
+
+def _box_width(blur_radius: float) -> int:
+    """The side in pixels of a box with the spread of a Gaussian of sigma ``blur_radius``: 2 * round(sqrt(3) * r) + 1."""
+    return 2 * max(1, round(math.sqrt(3.0) * float(blur_radius))) + 1
+
+
+def _check_measure(measure: str) -> str:
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {', '.join(MEASURES)}; got {measure!r}")
+    return measure
+
+
+def stain_contrast(rgb: np.ndarray, tissue: np.ndarray) -> float:
+    """How far the tissue's stain stands out from the glass: 8-bit gray levels, >= 0.
+
+    The median gray level of the glass minus that of the tissue, on any work size
+    (the tissue work size is enough: 1.25x). ``tissue`` is a bool mask, resized to
+    ``rgb``'s rows and columns when it differs. H&E at the usual strength gives
+    ~70; at a quarter of it ~21, at 15 % ~13. Returns 0.0 when the image has no
+    tissue or no glass (then there is nothing to compare it with). The QC cannot judge
+    the focus of tissue fainter than :attr:`slideqc.settings.JudgeLimits.min_stain_contrast`.
+    """
+    gray = cv2.cvtColor(_check_rgb(rgb), cv2.COLOR_RGB2GRAY)
+    tissue = resize_mask(tissue, gray.shape)
+    if not tissue.any() or tissue.all():
+        return 0.0
+    return max(0.0, float(np.median(gray[~tissue])) - float(np.median(gray[tissue])))
+
 
 
 def measurable_tissue(tissue: np.ndarray, blur_radius: float) -> np.ndarray:

@@ -65,6 +65,8 @@ def segment_tissue(s: BaseImage) -> BaseImage:
         # Kept with the slide (small) so the pictures never need the slide read again.
         s.thumbnail_image = s.thumbnail(THUMBNAIL_SIDE)
         s.tissue_fraction = float(tissue.mean())
+        # Against the glass: a slide that is tissue from edge to edge has none to compare with.
+        s.stain_contrast = algorithms.stain_contrast(image, tissue) if 0 < s.tissue_fraction < 1 else None
     return s
 
 
@@ -105,11 +107,14 @@ def needs_rescan(s: BaseImage, blur_max: float = DEFAULTS.blur_max) -> bool:
 def judge(s: BaseImage, limits: JudgeLimits = JUDGE_LIMITS) -> str:
     """Why the QC cannot judge this slide ("" when it can): the one place that decides it.
 
-    A slide with (almost) no tissue has nothing to judge, and a blur work size
-    coarser than ``limits.max_blur_mpp`` µm per pixel cannot show blur: such a
-    slide's row gets the status ``cannot judge`` with this reason, never ``ok``.
+    A slide with (almost) no tissue has nothing to judge, a blur work size
+    coarser than ``limits.max_blur_mpp`` µm per pixel cannot show blur, and tissue
+    stained too faintly (``limits.min_stain_contrast``) hides it in the
+    scanner's noise: such a slide's row gets the status ``cannot judge`` with this
+    reason, never ``ok`` and never a confident rescan.
     """
-    s.cannot_judge = cannot_judge_reason(s.tissue_fraction, s.microns_per_pixel(s.blur_work_size), limits)
+    s.cannot_judge = cannot_judge_reason(s.tissue_fraction, s.microns_per_pixel(s.blur_work_size), limits,
+                                         stain_contrast=s.stain_contrast)
     return s.cannot_judge
 
 

@@ -40,10 +40,10 @@ class QCSettings:
         "10x", "work size for blur detection; blur is only visible at higher magnification",
         unit="magnification or pixels")
     blur_radius: float = _setting(
-        7.0, "sigma of the Gaussian over the Laplacian, in pixels at the blur work size",
+        7.0, "size of the window the focus measure averages over (a box of the spread of a Gaussian of this sigma), in pixels at the blur work size",
         unit="pixels", low=0, high=100, low_open=True)
     blur_threshold: float = _setting(
-        0.05, "in (0, 1]: smoothed |Laplacian| at or below this is blurry",
+        0.05, "in (0, 1]: a focus measure (|Laplacian| at the reference contrast) at or below this is blurry",
         low=0, high=1, low_open=True)
     blur_max: float = _setting(
         0.05, "fraction of the tissue (0.05 = 5%%) above which a slide needs a rescan",
@@ -82,17 +82,24 @@ class JudgeLimits:
     # The blur step needs cells to look sharp or soft: beyond this many µm per pixel at the blur
     # work size (10x is 1 µm/px) a nucleus (5 to 10 µm) is a pixel or two and blur cannot show.
     max_blur_mpp: float = 4.0
+    # Tissue whose stain stands fewer gray levels (8-bit, algorithms.stain_contrast) from the glass
+    # than this is too faint to judge its focus: the scanner's noise is then as large as the detail
+    # a 1 to 2 µm blur removes, and blurred tissue reads partly sharp. Usual H&E ~70, a quarter of
+    # the stain ~21, 15 % ~13. Measured (docs/blur_measure.md): at 13 levels 30 % blurred reads
+    # 28.5, at 10 levels 24, at 9 levels 18; sharp tissue never reads blurry.
+    min_stain_contrast: float = 12.0
 
 
 JUDGE_LIMITS = JudgeLimits()
 
 
 def cannot_judge_reason(tissue_fraction: float | None, blur_mpp: float | None,
-                        limits: JudgeLimits = JUDGE_LIMITS) -> str:
+                        limits: JudgeLimits = JUDGE_LIMITS, *, stain_contrast: float | None = None) -> str:
     """Why a measured slide cannot be judged ("" when it can): the rule, written once.
 
     ``tissue_fraction`` is of the slide (0 to 1); ``blur_mpp`` is µm per pixel at the
-    blur work size (None when the slide does not state its pixel size: not judged on it).
+    blur work size (None when the slide does not state its pixel size: not judged on it);
+    ``stain_contrast`` is the tissue's, in 8-bit gray levels (None: not measured).
     """
     if tissue_fraction is None or tissue_fraction < limits.min_tissue_fraction:
         found = 0.0 if tissue_fraction is None else 100 * tissue_fraction
@@ -101,4 +108,7 @@ def cannot_judge_reason(tissue_fraction: float | None, blur_mpp: float | None,
     if blur_mpp is not None and blur_mpp > limits.max_blur_mpp:
         return (f"cannot judge blur at {blur_mpp:g} µm per pixel (at most {limits.max_blur_mpp:g} µm is needed); "
                 "the slide states too coarse a pixel size: rescan it, or check its scanner settings")
+    if stain_contrast is not None and stain_contrast < limits.min_stain_contrast:
+        return (f"tissue too faint to judge its focus: the stain stands {stain_contrast:.0f} gray levels "
+                f"from the glass (at least {limits.min_stain_contrast:g} are needed); check it by eye")
     return ""

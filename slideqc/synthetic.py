@@ -64,8 +64,13 @@ class SlideSpec:
     jpeg_quality: int = 85
     write_objective_power: bool = True
     write_mpp: bool = True
+    # Stain strength, a multiple of the usual optical density of both stains (1.0 = the usual H&E;
+    # 0.25 = a pale, faded or lightly stained section). The glass stays as it is.
+    stain: float = 1.0
 
     def __post_init__(self) -> None:
+        if not self.stain > 0:
+            raise ValueError(f"{self.name}: stain must be > 0, got {self.stain}")
         if self.width < self.tile or self.height < self.tile:
             raise ValueError(f"{self.name}: slide must be at least one tile ({self.tile} px)")
         if not 0.0 <= self.blurred_fraction <= 1.0:
@@ -261,6 +266,8 @@ def _render_block(spec: SlideSpec, layout: _Layout, y0: int, x0: int, h: int, w:
     nuclei = np.zeros((rh, rw), np.float32)
     _draw_nuclei(nuclei, ry0, rx0, spec, layout)
     hematoxylin = alpha * (0.04 + 0.05 * medium + nuclei * (0.55 + 0.35 * fine))
+    if spec.stain != 1.0:  # (skipped at 1.0 so the usual slides keep their exact pixels)
+        eosin, hematoxylin = eosin * np.float32(spec.stain), hematoxylin * np.float32(spec.stain)
     od = GLASS_OD + eosin[..., None] * EOSIN_OD + hematoxylin[..., None] * HEMATOXYLIN_OD
     rgb = np.float32(255.0) * np.exp(-od)
 

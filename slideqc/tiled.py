@@ -4,8 +4,8 @@ At 10x a real slide (100k x 80k px at 40x) is 25k x 20k px, 1.5 GB of RGB.
 :func:`measure_blur` cuts the blur work level into square tiles of
 ``tile_size`` work pixels (512) and, for each tile whose own area holds tissue,
 reads it with :func:`~slideqc.algorithms.blur_context` pixels of context each
-side (4 sigma of the Gaussian, plus the Laplacian's pixel, which also covers
-the tissue erosion), so the blur response inside the tile is the one the
+side (the reach of the focus measure's filters, which also covers the tissue
+erosion), so the blur response inside the tile is the one the
 whole image gives. Per tile it counts the blurry and the measurable tissue
 pixels at the blur resolution (:class:`~slideqc.algorithms.BlurCounts`) and
 bins the counted blurry pixels down to the tissue mask's resolution; the
@@ -72,14 +72,14 @@ def tiles(shape: tuple[int, int], tile_size: int, context: int) -> Iterator[Tile
 
 
 def plan(shape: tuple[int, int], tissue: np.ndarray, blur_radius: float,
-         tile_size: int = TILE_SIZE) -> tuple[list[Tile], list[Tile]]:
+         tile_size: int = TILE_SIZE, measure: str = algorithms.DEFAULT_MEASURE) -> tuple[list[Tile], list[Tile]]:
     """(the tiles to read, all tiles) of a blur work level of ``shape``, given the tissue mask.
 
     A tile without tissue in its own area has no pixel to count, so it is not
     read: its context alone (:func:`~slideqc.algorithms.blur_context`) never
     adds a counted pixel, hence no dilation of the tissue is needed.
     """
-    all_tiles = list(tiles(shape, tile_size, algorithms.blur_context(blur_radius)))
+    all_tiles = list(tiles(shape, tile_size, algorithms.blur_context(blur_radius, measure)))
     wanted = [t for t in all_tiles if algorithms.resize_mask(tissue, shape, t.core).any()]
     return wanted, all_tiles
 
@@ -108,11 +108,14 @@ class _TileResult:
 
 
 def measure_blur(s: BaseImage, work_size: str | WorkSize, tissue: np.ndarray, blur_radius: float,
-                 blur_threshold: float, tile_size: int = TILE_SIZE, workers: int | None = None) -> BlurResult:
+                 blur_threshold: float | None = None, tile_size: int = TILE_SIZE, workers: int | None = None,
+                 *, measure: str = algorithms.DEFAULT_MEASURE) -> BlurResult:
     """Measure the blur of slide ``s`` at ``work_size`` tile by tile; ``tissue`` is its tissue mask (any size).
 
-    ``tile_size`` is in work pixels (>= 1); ``workers`` threads (default: one
-    per CPU). Serial and threaded runs give identical results.
+    ``measure`` names the focus measure (:func:`~slideqc.algorithms.blur_response`);
+    ``blur_threshold`` None takes its :data:`~slideqc.algorithms.DEFAULT_THRESHOLDS`.
+    ``tile_size`` is in work pixels (>= 1); ``workers`` threads (default
+    one per CPU). Serial and threaded runs give identical results.
     """
     if tile_size < 1:
         raise ValueError(f"tile_size must be >= 1, got {tile_size}")
@@ -124,12 +127,12 @@ def measure_blur(s: BaseImage, work_size: str | WorkSize, tissue: np.ndarray, bl
     bins_shape = (min(shape[0], tissue.shape[0]), min(shape[1], tissue.shape[1]))
     row_bins = algorithms.nearest_index(bins_shape[0], shape[0])
     col_bins = algorithms.nearest_index(bins_shape[1], shape[1])
-    wanted, all_tiles = plan(shape, tissue, blur_radius, tile_size)
+    wanted, all_tiles = plan(shape, tissue, blur_radius, tile_size, measure)
 
-    def measure(tile: Tile) -> _TileResult:
+    def measure_tile(tile: Tile) -> _TileResult:
         rgb = s.read_work_region(work_size, tile.read)
         inside = tile.core_in_read
-        blurry = algorithms.blur_mask(rgb, blur_radius, blur_threshold)[inside]
+        blurry = algorithms.blur_mask(rgb, blur_radius, blur_threshold, measure=measure)[inside]
         del rgb
         tissue_read = algorithms.resize_mask(tissue, shape, tile.read)
         inner = algorithms.measurable_tissue(tissue_read, blur_radius)[inside]
@@ -150,7 +153,7 @@ def measure_blur(s: BaseImage, work_size: str | WorkSize, tissue: np.ndarray, bl
     sums_tissue = np.zeros(bins_shape, np.int32)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(wanted)))) as pool:
         # map() hands results back in tile order, so threads and serial sum them identically.
-        results = pool.map(measure, wanted) if workers > 1 else map(measure, wanted)
+        results = pool.map(measure_tile, wanted) if workers > 1 else map(measure_tile, wanted)
         for r in results:
             counts += r.counts
             rows, cols = r.counted.shape
