@@ -469,7 +469,7 @@ def test_a_scanner_that_pauses_longer_than_the_settle_time_loses_nothing(folders
         wait_for(lambda: any(r["action"] == "replaced" for r in journal_rows(out, source.name)), 240,
                  "the whole slide to replace the half copy", proc, log)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+        assert proc.wait(timeout=120) == 1, log.read_text()[-3000:]  # the half slide failed its QC: said, and...
     finally:
         done.set()
         for thread in threads:
@@ -480,6 +480,9 @@ def test_a_scanner_that_pauses_longer_than_the_settle_time_loses_nothing(folders
     text = log.read_text()
     assert f"{source.name}: CHANGED after its copy ({half} -> {len(data)} bytes" in text
     assert f"{source.name}: REPLACED" in text
+    assert f"{source.name}: QC failed: {source.name}: truncated file" in text
+    rows = per_slide(results.read_results(runs(out)[-1] / "results.tsv"))
+    assert rows[source.name][0] == "ok"  # ...the whole slide passed it
 
     # whole, exactly once; the source untouched
     assert sorted(p.name for p in shared.iterdir()) == [source.name]
