@@ -219,11 +219,11 @@ def _outcomes(candidates, complete, copied) -> list[Outcome]:
 
 
 @task(trigger=all_finished)
-def release(summary, output_dir, retain_seconds, keep_source, marker) -> list[Outcome]:
+def release(summary, scanner_dir, output_dir, retain_seconds, keep_source, marker) -> list[Outcome]:
     """Remove the held sources that are safe to remove (after the QC, so this pass's rows count)."""
     if keep_source:
         return []
-    outcomes = intake.release_sources(output_dir, retain_seconds, marker)
+    outcomes = intake.release_sources(output_dir, retain_seconds, marker, scanner_dir=scanner_dir)
     for outcome in outcomes:
         if outcome.action == intake.RELEASED:
             logger().info("%s: %s", outcome.name, outcome.detail)
@@ -286,7 +286,7 @@ def intake_flow(copy_retries: int = COPY_RETRIES, retry_delay: float = COPY_RETR
                                      unmapped(control), task_args=dict(max_retries=copy_retries,
                                                                        retry_delay=timedelta(seconds=retry_delay)))
         summary = qc_arrived(candidates, complete, copied, output_dir, qc)
-        released = release(summary, output_dir, retain_seconds, keep_source, marker)
+        released = release(summary, scanner_dir, output_dir, retain_seconds, keep_source, marker)
         end_pass(summary, released, output_dir, control)
     flow.set_reference_tasks([cleaned, candidates, complete, summary, released])  # a pass fails when these do
     return flow

@@ -405,6 +405,8 @@ def already_there(source: Candidate, shared_dir: str | Path, hashes: HashCache) 
 def _extends(previous: Held, partial: Path, size: int) -> bool:
     """True when the intake's earlier copy is untouched and is the beginning of the new, longer copy."""
     dest = Path(previous.dest)
+    if dest.name != Path(previous.source).name:  # a copy kept apart as <stem>.<sha12>: its name is its content's
+        return False
     try:
         return (size > previous.size and dest.stat().st_size == previous.size
                 and sha256_file(dest) == previous.sha256
@@ -517,7 +519,11 @@ def held_records(output_dir: str | Path) -> dict[str, Held]:
     records = {}
     if folder.is_dir():
         for entry in sorted(folder.glob("*.json")):
-            record = Held(**json.loads(entry.read_text(encoding="utf-8")))
+            try:
+                record = Held(**json.loads(entry.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError) as error:  # its source counts as new: found again, held again
+                log.warning("%s: unreadable record of a held slide, ignored: %s", entry, error)
+                continue
             records[record.source] = record
     return records
 
@@ -557,17 +563,19 @@ def to_copy(found: list[Candidate], records: dict[str, Held]) -> tuple[list[Cand
 
 
 def release_sources(output_dir: str | Path, retain_seconds: float, marker: str | None = None,
-                    now: float | None = None) -> list[Outcome]:
+                    now: float | None = None, scanner_dir: str | Path | None = None) -> list[Outcome]:
     """Remove the held sources it is safe to remove; an Outcome for each held source (RELEASED, HELD or ERROR).
 
     Safe means: unchanged since its copy for ``retain_seconds``, its shared copy QC'd
     without error (or found already there), and both still hashing to the recorded sha256
     when read again just now. A source that went away is forgotten; one that changed is
-    left for the next pass to copy again.
+    left for the next pass to copy again. ``scanner_dir``: only the sources in that folder.
     """
     now = time.time() if now is None else now
     outcomes = []
     for record in held_records(output_dir).values():
+        if scanner_dir is not None and Path(record.source).parent != Path(scanner_dir).resolve():
+            continue
         name, current = Path(record.source).name, look(record.source)
         outcome = Outcome(name, HELD, record.source, record.dest, record.size, record.sha256)
         if current is None:
@@ -694,8 +702,11 @@ def check_options(args) -> None:
                          "or pass --keep-source)")
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output-dir: {output} is not a folder")
-    if args.interval is not None and args.interval <= 0:
-        raise ValueError(f"--interval: must be > 0, got {args.interval}")
+    existing = next(folder for folder in (output.absolute(), *output.absolute().parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--output-dir: {output} cannot be made ({existing} is not a writable folder)")
+    if args.interval is not None and not 0 < args.interval < float("inf"):
+        raise ValueError(f"--interval: must be a number > 0, got {args.interval}")
     if args.max_cycles is not None and (args.max_cycles < 1 or args.once):
         raise ValueError("--max-cycles: must be >= 1, and goes with --interval")
     if args.run_name:

@@ -609,6 +609,8 @@ BAD_OPTIONS = [
     (["--once", "--tile-threads", "0"], "--tile-threads"),
     (["--once", "--blur-max", "-1"], "--blur-max"),
     (["--interval", "0"], "--interval"),
+    (["--interval", "nan"], "--interval"),
+    (["--once", "--output-dir", "/dev/null/out"], "--output-dir"),
     (["--interval", "1", "--max-cycles", "0"], "--max-cycles"),
     (["--once", "--copy-retries", "-1"], "--copy-retries"),
     (["--once", "--bwlimit", "-5"], "--bwlimit"),
