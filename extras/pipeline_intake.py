@@ -119,7 +119,7 @@ def wait_until_complete(candidates: list[Candidate], settle_seconds, marker) -> 
     return complete
 
 
-# Retried on I/O errors (the share went away, a full disk): main sets the retries with task_args.
+# Retried on I/O errors (the share went away, a full disk); intake_flow sets the retries from the command line.
 @task(max_retries=COPY_RETRIES, retry_delay=timedelta(seconds=COPY_RETRY_DELAY), retry_on=OSError)
 def copy_and_verify(candidate: Candidate, shared_dir, output_dir, bwlimit, control: Control | None) -> Outcome:
     """Copy one slide to the shared drive under a temporary name, verify it, give it its name, hold its source."""
@@ -257,7 +257,8 @@ def end_pass(summary, released, output_dir, control: Control | None) -> None:
     qc_failed = sum(1 for row in summary["rows"] if not row.ok)
     if counts.get(intake.ERROR) or qc_failed or not isinstance(released, list):
         control.failed = True
-    said = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "no slides"
+    counts[intake.HELD] = sum(1 for o in (released if isinstance(released, list) else []) if o.action == intake.HELD)
+    said = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()) if n) or "no slides"
     logger().info("intake cycle %d: done: %s; %d checked (%d failed QC)%s", control.cycles, said, len(summary["rows"]),
                   qc_failed, f"; run folder {summary['run_dir']}" if summary["run_dir"] else "")
 

@@ -321,7 +321,7 @@ def test_scheduled_runs_two_cycles_and_stops(folders, demo_slides, tmp_path):
     proc = popen(scanner, shared, out, "--interval", "1", "--max-cycles", "2", "--settle-seconds", "0.2", log=log)
     assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
     text = log.read_text()
-    assert "intake cycle 1: done: 1 copied" in text and "intake cycle 2: done: no slides" in text
+    assert "intake cycle 1: done: 1 copied, 1 held" in text and "intake cycle 2: done: 1 held;" in text
     assert "intake cycle 3" not in text and "intake done after 2 cycle(s)" in text
     assert "Waiting for next scheduled run" in text  # Prefect's own schedule loop ran it
     assert sha256(shared / demo_slides[0].name) == sha256(demo_slides[0])
