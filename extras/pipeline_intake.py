@@ -29,8 +29,13 @@ a held source that changes (a scanner that paused longer than --settle-seconds
 and went on writing) is copied again, loudly, and the shorter copy replaced; a
 held source is removed only when it has not changed for --retain-seconds since
 its copy, its shared copy has a QC row without error, and both sides still hash
-to the recorded sha256 just before the removal. The limits are in the README
-section "Extra: scanner intake on a schedule".
+to the recorded sha256 just before the removal. Its limits: a scanner silent
+longer than --retain-seconds in the middle of a slide whose partial file the QC
+reads without error can still lose what it writes after the removal (set the
+retention above the scanner's longest pause, or use --marker); the state lives
+in --output-dir (one intake per scanner folder, always the same --output-dir);
+a share that acknowledges writes it has not stored can lose a verified copy.
+More in the README section "Extra: scanner intake on a schedule".
 """
 
 import argparse

@@ -513,23 +513,26 @@ def hold(output_dir: str | Path, source: Candidate, outcome: Outcome, qc: str = 
     return record
 
 
+def _read_record(entry: Path) -> Held | None:
+    """The record in ``entry``; None if there is none, or it cannot be read (its source then counts as new)."""
+    try:
+        return Held(**json.loads(entry.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as error:
+        log.warning("%s: unreadable record of a held slide, ignored: %s", entry, error)
+        return None
+
+
 def held_records(output_dir: str | Path) -> dict[str, Held]:
     """source path -> its record, for every source held."""
     folder = held_dir(output_dir)
-    records = {}
-    if folder.is_dir():
-        for entry in sorted(folder.glob("*.json")):
-            try:
-                record = Held(**json.loads(entry.read_text(encoding="utf-8")))
-            except (OSError, ValueError, TypeError) as error:  # its source counts as new: found again, held again
-                log.warning("%s: unreadable record of a held slide, ignored: %s", entry, error)
-                continue
-            records[record.source] = record
-    return records
+    entries = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return {record.source: record for record in map(_read_record, entries) if record is not None}
 
 
 def held_record(output_dir: str | Path, source: str | Path) -> Held | None:
-    return held_records(output_dir).get(str(Path(source).resolve()))
+    return _read_record(held_dir(output_dir) / f"{_key(source)}.json")
 
 
 def forget(output_dir: str | Path, source: str | Path) -> None:

@@ -630,3 +630,17 @@ def test_a_bad_option_touches_no_file(module, folders, demo_slides, capsys, args
     assert code == 2 and message in capsys.readouterr().err
     assert {p.name: (sha256(p), p.stat().st_mtime_ns) for p in scanner.iterdir()} == before
     assert list(shared.iterdir()) == [] and not out.exists()
+
+
+def test_an_unreadable_hold_record_counts_its_source_as_new_and_nothing_is_copied_twice(module, folders,
+                                                                                         demo_slides):
+    scanner, shared, out = folders
+    slide = demo_slides[0]
+    shutil.copy2(slide, scanner / slide.name)
+    assert once(module, scanner, shared, out, "--retain-seconds", "600") == 0
+    assert (scanner / slide.name).exists()  # held
+    [entry] = intake.held_dir(out).glob("*.json")
+    entry.write_text("{cut short")
+    assert once(module, scanner, shared, out) == 0  # found again: the same sha256 is there, so held again, released
+    assert not (scanner / slide.name).exists()
+    assert sorted(p.name for p in shared.iterdir()) == [slide.name] and sha256(shared / slide.name) == sha256(slide)
