@@ -346,7 +346,8 @@ def copy_and_verify(source: Candidate, shared_dir: str | Path, bwlimit: float = 
         if copy_size != size or copy_sha != sha:
             raise VerifyError(f"{source.name}: the copy differs from the source "
                               f"(size {copy_size} vs {size}, sha256 {copy_sha[:12]} vs {sha[:12]})")
-        if previous is not None and _extends(previous, partial, size):
+        same_folder = previous is not None and Path(previous.dest).parent == shared.resolve()
+        if same_folder and _extends(previous, partial, size):
             final = Path(previous.dest)
             if before_placing is not None:
                 before_placing(final)
