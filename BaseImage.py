@@ -97,7 +97,7 @@ class BaseImage:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.name = self.path.name
+        self.name = display_name(self.path.name)  # the name shown in rows, logs and folder names
         self.masks: dict[str, np.ndarray] = {}
         self.mask_steps: list[MaskStep] = []
         # What the QC steps find, filled in step by step (None: not measured yet).
@@ -108,6 +108,7 @@ class BaseImage:
         self.blur_threshold: float | None = None
         self.blurry_fraction: float | None = None  # of the tissue, 0 to 1
         self.rescan: bool | None = None
+        self.cannot_judge: str | None = None  # why the QC cannot judge the slide ("" when it can)
         self.timings: dict[str, float] = {}  # seconds per step
         self.reads: list[LevelRead] = []
         self.thumbnail_image: np.ndarray | None = None  # small RGB overview, kept when pickled
@@ -312,6 +313,20 @@ class BaseImage:
         self.masks[name] = mask
         if removed_fraction is not None:
             self.mask_steps.append(MaskStep(name, removed_fraction))
+
+
+def display_name(text: str) -> str:
+    """``text`` with the bytes of a name that is not valid UTF-8 shown as ``\\xNN`` (``M\\xfcller.svs``).
+
+    Python reads such a name (from a Windows share, say) with its bytes as lone
+    surrogates, which no UTF-8 file, log or web page can hold. Shown this way the
+    name is printable, the same everywhere, and different names stay different.
+    Valid names are returned unchanged.
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that did not come from a byte: show its code point
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _float_property(slide: openslide.OpenSlide, key: str) -> float | None:

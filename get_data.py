@@ -421,7 +421,12 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--synthetic: cannot be combined with {', '.join(clashing)}")
         if args.synthetic < 1:
             raise UsageError(f"--synthetic: must be >= 1, got {args.synthetic}")
-        make_synthetic(args.synthetic, args.dest, args.seed, args.kind, args.overwrite)
+        try:
+            make_synthetic(args.synthetic, args.dest, args.seed, args.kind, args.overwrite)
+        except OSError as error:  # a full disk, no permission: the slide being made is not left half-written
+            where = error.filename or args.dest
+            raise DiskError(f"cannot write {where}: {error.strerror or error}; free some space or choose "
+                            "another --dest, then run again (finished slides are kept)") from None
         return EXIT_OK
     if args.retries < 0 or args.backoff < 0:
         raise UsageError("--retries and --backoff: must be >= 0")

@@ -5,6 +5,7 @@ The same steps as pipeline.py, one slide per worker process.
     python pipeline_parallel.py --data-dir data --workers 2
 """
 
+import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -18,7 +19,8 @@ def main(argv=None) -> int:
     qc_run = cli.start_run(args)
 
     check = partial(check_slide, settings=qc_run.settings, run_dir=qc_run.folder, tile_threads=qc_run.tile_threads)
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+    # The workers end with this process, even when it is killed (cli.end_with_parent).
+    with ProcessPoolExecutor(max_workers=args.workers, initializer=cli.end_with_parent, initargs=(os.getpid(),)) as pool:
         for row in pool.map(check, qc_run.file_names):
             qc_run.add(row)
 

@@ -7,8 +7,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
+from BaseImage import display_name
 from slideqc import qc
 from slideqc.output import results
 from slideqc.output.cache import slide_key
@@ -17,6 +20,28 @@ TASK_RUNNERS = ("threads", "dask")
 # Shared drives fail transiently: retry loading, but only on I/O errors; a file that
 # is not a slide will not become one by trying again.
 LOAD_RETRIES = dict(retries=2, retry_delay_seconds=2)
+
+
+def path_parameter(path) -> str:
+    """A slide's path as a flow parameter: as it is, or a ``file://`` URI when it is not valid UTF-8.
+
+    Prefect 3 sends parameters to its API as JSON, which cannot hold a name that
+    is not UTF-8 (``M\\xfcller.svs`` from a Windows share): such a path travels
+    percent-encoded, and :func:`local_path` gives back the very same path.
+    """
+    text = str(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "file://" + quote_from_bytes(os.fsencode(os.path.abspath(text)))
+
+
+def local_path(parameter: str) -> str:
+    """The path a :func:`path_parameter` stands for."""
+    if parameter.startswith("file://"):
+        return os.fsdecode(unquote_to_bytes(parameter.removeprefix("file://")))
+    return parameter
 
 
 def retry_on_os_error(task, task_run, state) -> bool:
@@ -30,7 +55,7 @@ def slide_cache_key(context, parameters: dict) -> str | None:
     A slide copied again (new mtime) or other work sizes give a new key, so the
     load runs again; anything else finds the cached result. No file, no caching.
     """
-    path = Path(parameters["file_name"])
+    path = Path(local_path(parameters["file_name"]))
     if not path.is_file():
         return None
     return "load-" + slide_key(path, parameters, names=("image_work_size", "blur_work_size"))
@@ -40,7 +65,7 @@ def slide_run_name() -> str:
     """Flow run names that say which slide they check: ``qc-synthetic_01_blur00.svs``."""
     from prefect.runtime import flow_run
 
-    return f"qc-{Path(str(flow_run.parameters.get('file_name', 'slide'))).name}"
+    return f"qc-{display_name(Path(local_path(str(flow_run.parameters.get('file_name', 'slide')))).name)}"
 
 
 # --- rows from states ------------------------------------------------------------------

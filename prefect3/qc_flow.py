@@ -68,6 +68,7 @@ def qc_slide(file_name: str, image_work_size: str = DEFAULTS.image_work_size,
              run_dir: str | None = None, redo: bool = False, tile_threads: int | None = None) -> dict:
     """The QC of one slide; returns its results.tsv row as a dict. A slide that fails fails the run."""
     QCSettings(image_work_size, blur_work_size, blur_radius, blur_threshold, blur_max)  # one line per bad value
+    file_name = common.local_path(file_name)  # a name that is not UTF-8 arrives as a file:// URI
     load = load_image.with_options(refresh_cache=True) if redo else load_image
     s = load(file_name, image_work_size, blur_work_size)
     s = tissue_segmentation_simple(s)
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     qc_run = cli.start_run(args)
 
     for name in qc_run.file_names:
-        state = qc_slide(file_name=str(name), run_dir=str(qc_run.folder), redo=args.redo,
+        state = qc_slide(file_name=common.path_parameter(name), run_dir=str(qc_run.folder), redo=args.redo,
                          tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict(), return_state=True)
         qc_run.add(common.row_from_state(name, state))
 

@@ -37,6 +37,7 @@ def qc_slides(file_names: list[str], image_work_size: str = DEFAULTS.image_work_
               run_dir: str | None = None, redo: bool = False, tile_threads: int | None = None) -> list[dict]:
     """The QC of every slide, each step mapped over the slides; one results row (a dict) per slide."""
     QCSettings(image_work_size, blur_work_size, blur_radius, blur_threshold, blur_max)
+    file_names = [common.local_path(name) for name in file_names]  # names that are not UTF-8: file:// URIs
     load = load_image.with_options(refresh_cache=True) if redo else load_image
     loaded = load.map(file_names, unmapped(image_work_size), unmapped(blur_work_size))
     tissue = tissue_segmentation_simple.map(loaded)
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
 
     runner = common.make_task_runner(args.task_runner, args.workers, args.address)
     state = qc_slides.with_options(task_runner=runner)(
-        file_names=[str(name) for name in qc_run.file_names], run_dir=str(qc_run.folder), redo=args.redo,
+        file_names=[common.path_parameter(name) for name in qc_run.file_names], run_dir=str(qc_run.folder), redo=args.redo,
         tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict(), return_state=True)
     if state.is_completed():
         rows = [results.SlideResult(**row) for row in state.result()]

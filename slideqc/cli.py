@@ -1,29 +1,45 @@
 """The command-line vocabulary every script shares, and the start and end of every run.
 
 Exit codes (all scripts):
-  0  every slide was checked
-  1  some slides failed (each has an error row in results.tsv)
-  2  invalid usage: a bad parameter, a missing or empty data folder,
-     an existing --run-name without --overwrite
-  3  (server scripts) no Prefect server answers
+  0    every slide was checked and judged
+  1    some slides failed (each has an error row in results.tsv)
+  2    invalid usage: a bad parameter, a missing, unreadable or empty data folder,
+       an existing --run-name without --overwrite
+  3    no Prefect server (server scripts) or Dask scheduler (--address) answers
+  4    the outputs cannot be written (a full disk, no permission): one line names the path;
+       the rows written so far stay in results.tsv, run.json says "running"
+  5    every slide was checked, but some cannot be judged (status "cannot judge": no tissue,
+       or too coarse a pixel size for blur); none failed
+  130  interrupted (Ctrl-C): the rows so far stay in results.tsv, run.json says "running"
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
 import os
+import re
 import sys
+import threading
 import time
 from dataclasses import fields
 from pathlib import Path
 
-from slideqc.output.files import RESULTS_FILE, RunExistsError, create_run_dir
+from BaseImage import display_name
+from slideqc import qc
+from slideqc.output.files import RESULTS_FILE, RUN_FILE, RunExistsError, create_run_dir
 from slideqc.output.results import SlideResult
 from slideqc.output.run import RunWriter
 from slideqc.settings import QCSettings
 
-EXIT_OK, EXIT_SLIDES_FAILED, EXIT_USAGE, EXIT_NO_SERVER = 0, 1, 2, 3
+EXIT_OK, EXIT_SLIDES_FAILED, EXIT_USAGE, EXIT_NO_SERVER, EXIT_CANNOT_WRITE, EXIT_UNJUDGED = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
+EPILOG = ("Exit codes: 0 all slides checked and judged, 1 some slides failed, 2 invalid usage, "
+          "3 no Prefect server or Dask scheduler answers, 4 cannot write the outputs (full disk, permissions), "
+          "5 some slides cannot be judged (no tissue, too coarse a pixel size) and none failed, "
+          "130 interrupted. Runs stopped by 4 or 130 keep their rows in results.tsv; run.json says \"running\".")
 EXECUTORS = ("local", "threads", "processes", "dask")
 
 log = logging.getLogger("slideqc")
@@ -33,6 +49,10 @@ class UsageError(Exception):
     """Invalid usage: reported in one line, exit code 2."""
 
 
+class NoService(Exception):
+    """No Prefect server or Dask scheduler answers (or cannot run the QC): one message, exit code 3."""
+
+
 def build_parser(description: str, parallel: bool = False, slides: bool = True) -> argparse.ArgumentParser:
     """The shared options; ``parallel`` adds --workers (and --executor/--address for the mapped flows).
 
@@ -40,7 +60,7 @@ def build_parser(description: str, parallel: bool = False, slides: bool = True) 
     """
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Exit codes: 0 all slides checked, 1 some slides failed, 2 invalid usage.")
+        epilog=EPILOG)
     data = parser.add_argument_group("slides")
     if slides:
         data.add_argument("--data-dir", default="data", help="folder with the slides")
@@ -123,14 +143,74 @@ def slide_paths(args: argparse.Namespace) -> list[Path]:
     if not folder.is_dir():
         raise UsageError(f"--data-dir: {folder} is not a folder (make slides with: python get_data.py --synthetic 3)")
     suffix = "." + args.file_type.lstrip(".").lower()
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() == suffix and not p.name.startswith("."))
+    try:
+        found = sorted(p for p in folder.iterdir() if p.suffix.lower() == suffix)
+    except OSError as error:
+        raise UsageError(f"--data-dir: cannot read {folder}: {error.strerror}; check its permissions "
+                         "(the user running this needs to read and list it)") from None
+    # Hidden files (a name starting with '.': '..svs', macOS's '._slide.svs' copies) are not slides
+    # to check: said in one line, so none is skipped without a word.
+    hidden = [p for p in found if p.name.startswith(".")]
+    if hidden:
+        log.warning("skipping %d hidden file(s) in %s (names starting with '.'; rename them to check them): %s",
+                    len(hidden), folder, ", ".join(display_name(p.name) for p in hidden))
+    paths = [p for p in found if not p.name.startswith(".")]
     if not paths:
         raise UsageError(f"--data-dir: no *{suffix} slides in {folder}")
     return paths
 
 
+class OneLineSlideErrors(logging.Filter):
+    """A handler filter: a slide's known error is logged as one line, not with its traceback.
+
+    Prefect logs every failed task with ``exc_info``; for a bad slide (a
+    SlideError, an OpenSlide or OS error: qc.SLIDE_ERRORS) the traceback says
+    nothing a lab can use, so the record keeps its message, with the error's one
+    line added when the message lacks it, and loses the traceback. Any other
+    exception (a bug) keeps its traceback. Names that are not UTF-8 are shown
+    with display_name. The task's state still holds the exception: only the log changes.
+    """
+
+    # Prefect 3 says again, for every later step and for the flow run, that a slide's step failed:
+    # the first line said it (the states in the UI still show every step).
+    ECHOES = ("Finished in state NotReady(", "Encountered exception during execution: ",
+              "Finished in state Failed('Flow run encountered an exception: ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        said = record.getMessage()
+        if self.ECHOES[0] in said or self.ECHOES[2] in said or (
+                said.startswith(self.ECHOES[1]) and isinstance(error, qc.SLIDE_ERRORS)):
+            return False
+        if isinstance(error, qc.SLIDE_ERRORS):
+            message = record.getMessage()
+            text = " ".join(str(error).split())
+            if text not in message:
+                head, _, _ = message.partition("Exception encountered during task execution!")
+                message = f"{head.rstrip()} {type(error).__name__}: {text}".strip()
+            record.msg, record.args = message, None
+            record.exc_info, record.exc_text = None, None
+        if record.args or not isinstance(record.msg, str) or _has_surrogates(record.msg):
+            record.msg, record.args = display_name(record.getMessage()), None
+        return True
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\ud800" <= char <= "\udfff" for char in text)
+
+
+def quiet_slide_tracebacks(logger_prefix: str = "prefect") -> None:
+    """Put OneLineSlideErrors on every handler of the loggers named ``logger_prefix``... ("": the root's; idempotent)."""
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if logger_prefix and (name == logger_prefix or name.startswith(logger_prefix + "."))]
+    for logger in [logging.getLogger(logger_prefix), *loggers]:
+        for handler in logger.handlers:
+            if not any(isinstance(f, OneLineSlideErrors) for f in handler.filters):
+                handler.addFilter(OneLineSlideErrors())
+
+
 def setup_logging(level: str = "INFO") -> None:
-    """Log the QC's messages to stderr; Prefect's own loggers keep their handlers."""
+    """Log the QC's messages to stderr; Prefect's loggers keep their handlers, with one line per bad slide."""
     logger = logging.getLogger("slideqc")
     logger.setLevel(getattr(logging, level))
     logger.propagate = False  # under Prefect the root logger may print too: say it once
@@ -138,6 +218,28 @@ def setup_logging(level: str = "INFO") -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
         logger.addHandler(handler)
+    # Prefect 3 makes its handlers at its first flow run: have them made now, to filter them.
+    prefect_logging = sys.modules.get("prefect.logging.configuration")
+    if hasattr(prefect_logging, "ensure_logging_setup"):
+        prefect_logging.ensure_logging_setup()
+    quiet_slide_tracebacks("slideqc")
+    quiet_slide_tracebacks("prefect")
+    quiet_slide_tracebacks("")  # the root logger: Prefect 3's console handler is there
+    # Dask workers this process starts (a local cluster) log in their own processes: they load
+    # this module first (dask_setup below) and say a bad slide in one line too.
+    os.environ.setdefault("DASK_DISTRIBUTED__WORKER__PRELOAD", __name__)
+    if "dask" in sys.modules:  # imported already: its configuration has read the environment
+        import dask.config
+
+        if not dask.config.get("distributed.worker.preload", None):
+            dask.config.set({"distributed.worker.preload": [__name__]})
+
+
+def dask_setup(worker=None) -> None:
+    """Dask's preload hook (distributed.worker.preload): a worker's Prefect logs get OneLineSlideErrors."""
+    import prefect  # noqa: F401  (Prefect makes its handlers on import: filter them once they exist)
+
+    quiet_slide_tracebacks("prefect")
 
 
 def check_usage(args: argparse.Namespace) -> tuple[QCSettings, list[Path], int]:
@@ -152,6 +254,8 @@ def check_usage(args: argparse.Namespace) -> tuple[QCSettings, list[Path], int]:
 class Run:
     """One run of a script: its settings, its slides, its run folder and the rows written so far."""
 
+    active: Run | None = None  # the run under way in this process: run_main says where its rows are
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.started = time.perf_counter()
         self.settings, self.file_names, self.tile_threads = check_usage(args)
@@ -159,7 +263,9 @@ class Run:
             folder = create_run_dir(args.output_dir, args.run_name, args.overwrite)
         except (RunExistsError, ValueError) as error:
             raise UsageError(str(error)) from None
-        self.writer = RunWriter(folder, self.settings)
+        self.writer = RunWriter(folder, self.settings, slides=len(self.file_names))
+        Run.active = self
+        self.writer.start()
         log.info("checking %d slide(s); outputs in %s", len(self.file_names), folder)
 
     @property
@@ -168,23 +274,36 @@ class Run:
 
     def add(self, row: SlideResult) -> None:
         self.writer.add(row)
+        self._stop_on_full_disk([row])
 
     def add_all(self, rows: list[SlideResult]) -> None:
         self.writer.rows.extend(rows)
+        self._stop_on_full_disk(rows)
+
+    def _stop_on_full_disk(self, rows: list[SlideResult]) -> None:
+        """A slide that failed because the disk is full: the next would too; stop the run (exit 4)."""
+        for row in rows:
+            if row.failed and qc.NO_ROOM_TEXT in row.error:
+                where = re.search(re.escape(qc.NO_ROOM_TEXT) + r" writing (.+?); ", row.error)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where.group(1) if where else str(self.folder))
 
     def finish(self) -> int:
         """Write results.tsv and the report, print a summary table, return the exit code."""
-        return finish_run(self.writer, self.started)
+        code = finish_run(self.writer, self.started)
+        Run.active = None
+        return code
 
 
 def finish_run(writer: RunWriter, started: float) -> int:
-    """Write results.tsv and the report, print a summary table, return the exit code."""
-    report = writer.finish()
+    """Write results.tsv, the report and run.json (complete), print a summary table, return the exit code."""
+    report = writer.finish(complete=True)
     print(summary_table(writer.rows), flush=True)
-    print(f"\n{len(writer.rows)} slide(s), {len(writer.failed)} failed, "
+    print(f"\n{len(writer.rows)} slide(s), {len(writer.failed)} failed, {len(writer.unjudged)} cannot be judged, "
           f"{len(writer.flagged)} flagged for rescan, in {time.perf_counter() - started:.1f} s")
     print(f"results: {writer.run_dir / RESULTS_FILE}\nreport:  {report}")
-    return EXIT_SLIDES_FAILED if writer.failed else EXIT_OK
+    if writer.failed:
+        return EXIT_SLIDES_FAILED
+    return EXIT_UNJUDGED if writer.unjudged else EXIT_OK
 
 
 def start_run(args: argparse.Namespace) -> Run:
@@ -195,18 +314,133 @@ def start_run(args: argparse.Namespace) -> Run:
 def summary_table(rows: list[SlideResult]) -> str:
     lines = [f"{'slide':40s} {'tissue %':>8s} {'% blurry':>9s}  result"]
     for row in sorted(rows, key=lambda r: r.file_name):
-        if not row.ok:
-            lines.append(f"{row.file_name[:40]:40s} {'':>8s} {'':>9s}  ERROR {row.error}")
+        name = " ".join(row.file_name.split())[:40]  # one line per slide, whatever its name holds
+        if row.failed:
+            lines.append(f"{name:40s} {'':>8s} {'':>9s}  ERROR {row.error}")
             continue
-        lines.append(f"{row.file_name[:40]:40s} {100 * row.tissue_fraction:8.1f} {row.percent_blurry:9.1f}  "
-                     f"{'RESCAN' if row.rescan else 'ok'}")
+        verdict = f"CANNOT JUDGE {row.error.removeprefix(row.file_name + ': ')}" if row.unjudged else (
+            "RESCAN" if row.rescan else "ok")
+        lines.append(f"{name:40s} {100 * (row.tissue_fraction or 0):8.1f} {row.percent_blurry or 0:9.1f}  {verdict}")
     return "\n".join(lines)
 
 
+def _rows_so_far() -> str:
+    run = Run.active
+    if run is None:
+        return "no run folder was made yet"
+    return (f"{len(run.writer.rows)} of {len(run.file_names)} slide(s) have their row in "
+            f"{run.folder / RESULTS_FILE}; {run.folder / RUN_FILE} says the run did not finish")
+
+
+def cannot_write_message(error: OSError) -> str:
+    """One line for an OSError that ended a run: the path, what happened, what to do."""
+    path = display_name(str(error.filename)) if error.filename else "a file"
+    if error.errno in qc.NO_ROOM:
+        advice = "free some space there, or pass another --output-dir, and run again"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "check its permissions (the user running this needs to write there), or pass another --output-dir"
+    else:
+        advice = "check the disk and the path, then run again"
+    return f"error: cannot write {path}: {error.strerror or error}; {advice}. {_rows_so_far()}"
+
+
 def run_main(main, argv: list[str] | None = None) -> int:
-    """Run a script's ``main(argv)``, turning usage errors into one line and exit code 2."""
+    """Run a script's ``main(argv)``; what stops a whole run ends in one line on stderr and its exit code.
+
+    Usage errors exit 2; an output that cannot be written (OSError: a full disk,
+    no permission) exits 4; Ctrl-C exits 130. No traceback: what was written
+    stays valid (every file is written atomically) and run.json says the run did not finish.
+    """
+    _notice_interrupts()
     try:
         return main(argv)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
+        _remove_if_empty(Run.active)
         return EXIT_USAGE
+    except NoService as error:
+        print(f"error: {error}", file=sys.stderr)
+        _remove_if_empty(Run.active)
+        return EXIT_NO_SERVER
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {_rows_so_far()}; run again to check every slide", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as error:
+        print(cannot_write_message(error), file=sys.stderr)
+        return EXIT_CANNOT_WRITE
+    except Exception as error:
+        if not (_interrupted or _while_interrupted(error)):
+            raise
+        # An orchestrator that, on Ctrl-C, failed to report it (Prefect 3: its temporary server got the
+        # Ctrl-C too): still an interrupt.
+        print(f"\ninterrupted: {_rows_so_far()}; run again to check every slide", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        Run.active = None
+
+
+_interrupted = False  # set by the first Ctrl-C in this process
+
+
+def _notice_interrupts() -> None:
+    """Note Ctrl-C before raising KeyboardInterrupt: an orchestrator may turn it into another error."""
+    import signal
+
+    def interrupted(signum, frame):
+        global _interrupted
+        _interrupted = True
+        signal.default_int_handler(signum, frame)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, interrupted)
+
+
+def _while_interrupted(error: BaseException) -> bool:
+    """Whether ``error`` was raised while a KeyboardInterrupt was being handled (in its context chain)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _remove_if_empty(run: Run | None) -> None:
+    """A run stopped before its first row leaves no folder behind (only its run.json was written)."""
+    if run is None or run.writer.rows:
+        return
+    with contextlib.suppress(OSError):
+        (run.folder / RUN_FILE).unlink()
+        run.folder.rmdir()
+
+
+def end_with_parent(parent_pid: int) -> None:
+    """A worker process's initializer: end this process when ``parent_pid`` ends, even by kill -9.
+
+    On Linux the kernel sends SIGTERM when the parent dies (PR_SET_PDEATHSIG);
+    elsewhere a daemon thread checks every second that the parent is still there.
+    """
+    import ctypes
+    import signal
+
+    # Ctrl-C reaches every process of the terminal's group: the parent alone handles it (it stops
+    # handing out slides, lets the ones under way finish and says so in one line), so no worker
+    # dies with a traceback in the middle of a write.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, signal.SIGTERM, 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+                if os.getppid() != parent_pid:  # the parent died before prctl: nobody will signal
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()

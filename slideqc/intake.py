@@ -716,7 +716,7 @@ def check_options(args) -> None:
     if args.run_name:
         if not (args.once or args.max_cycles == 1):
             raise ValueError("--run-name: each pass makes its own run folder; use it with --once")
-        files._check_run_name(args.run_name)  # the same rule the run folder is made with (raises ValueError)
+        files.check_run_name(args.run_name)  # the same rule the run folder is made with (raises ValueError)
         if (output / args.run_name).exists() and not args.overwrite:
             raise ValueError(f"--run-name: {output / args.run_name}: an earlier run is there; "
                              "pass --overwrite to replace it")

@@ -3,7 +3,8 @@
 - a slide's results row from its flow run's task states (exercise 1, 2) or from
   its mapped steps' results (exercises 3 to 5);
 - the QC settings of the flow run under way, for its report;
-- a quick check that a Prefect server answers (exercises 2 and 5);
+- a quick check that a Prefect server answers (exercises 2 and 5), and that a Dask
+  scheduler answers with workers that import the QC (``--address``, exercise 4);
 - for the extra lessons: persisted results written atomically
   (:class:`AtomicLocalResult`, :func:`slide_target`), a results row per server
   flow run (:func:`save_row`), and an opt-in fix of Prefect 1.4.1's per-task
@@ -18,7 +19,6 @@ import contextlib
 import json
 import pickle
 import shutil
-import sys
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -99,7 +99,7 @@ def run_settings() -> QCSettings:
 # --- the server -------------------------------------------------------------------------
 
 
-class NoServer(Exception):
+class NoServer(cli.NoService):
     """No Prefect server answers: reported in one message, exit code 3."""
 
 
@@ -134,12 +134,79 @@ def check_server(timeout: float = 3.0) -> str:
 
 
 def run_main(main, argv: list[str] | None = None) -> int:
-    """cli.run_main, and a missing server reported in one message with exit code 3."""
+    """cli.run_main (which reports a missing server in one message with exit code 3)."""
+    return cli.run_main(main, argv)
+
+
+# --- a Dask scheduler (exercise 4, --address) -------------------------------------------
+
+SCHEDULER_COMMANDS = """Start a scheduler and a worker with the project's venv active (make installs the project into it):
+    dask scheduler --host 127.0.0.1 --port 8786
+    dask worker tcp://127.0.0.1:8786 --nthreads 1
+or leave out --address to run on this machine."""
+
+
+def check_scheduler(address: str, timeout: float = 5.0) -> str:
+    """Check that a Dask scheduler answers at ``address``, has workers, and that they import the QC.
+
+    Raises cli.NoService (one message, what to do; exit code 3) within about
+    ``timeout`` seconds, where Prefect's DaskExecutor would wait half a minute and
+    then fail with a traceback, or hand every slide a row that hides the cause.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    url = address if "://" in address else f"tcp://{address}"
+    parts = urlsplit(url)
     try:
-        return cli.run_main(main, argv)
-    except NoServer as error:
-        print(f"error: {error}", file=sys.stderr)
-        return cli.EXIT_NO_SERVER
+        host, port = parts.hostname, parts.port or 8786
+    except ValueError as error:
+        raise cli.NoService(f"--address {address}: not a scheduler address ({error}), "
+                            f"e.g. tcp://127.0.0.1:8786\n{SCHEDULER_COMMANDS}") from None
+    if parts.scheme not in ("tcp", "tls") or not host:
+        raise cli.NoService(f"--address {address}: not a scheduler address, e.g. tcp://127.0.0.1:8786\n"
+                            f"{SCHEDULER_COMMANDS}")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        why = f"no answer in {timeout:g} s" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise cli.NoService(f"no Dask scheduler answers at {url} ({why}).\n"
+                            f"{SCHEDULER_COMMANDS}") from None
+    from distributed import Client
+
+    try:
+        with Client(url, timeout=timeout, set_as_default=False) as client:
+            if not client.scheduler_info().get("workers"):
+                try:
+                    client.wait_for_workers(1, timeout=timeout)
+                except TimeoutError:
+                    raise cli.NoService(f"the Dask scheduler at {url} has no workers (none joined in "
+                                        f"{timeout:g} s).\n{SCHEDULER_COMMANDS}") from None
+            problems = client.run(worker_import_problem)
+    except cli.NoService:
+        raise
+    except Exception as error:  # noqa: BLE001 (any failure here is the cluster's, said in one line)
+        text = " ".join(f"{type(error).__name__}: {error}".split())
+        raise cli.NoService(f"the Dask scheduler at {url} cannot run the QC: {text}\n"
+                            f"{SCHEDULER_COMMANDS}") from None
+    bad = {worker: problem for worker, problem in problems.items() if problem}
+    if bad:
+        worker, problem = next(iter(bad.items()))
+        raise cli.NoService(f"{len(bad)} of {len(problems)} Dask worker(s) at {url} cannot import the QC "
+                            f"(worker {worker}: {problem}).\n{SCHEDULER_COMMANDS}")
+    return url
+
+
+def worker_import_problem() -> str:
+    """Run on each Dask worker: "" when it imports the QC, else why not (one line)."""
+    import importlib
+
+    try:
+        for module in ("BaseImage", "slideqc.qc", "slideqc.output.run"):
+            importlib.import_module(module)
+    except Exception as error:  # noqa: BLE001
+        return f"{type(error).__name__}: {error}"
+    return ""
 
 
 # --- extra: persisted results -----------------------------------------------------------

@@ -7,6 +7,7 @@ the tests. The algorithms themselves live in :mod:`slideqc.algorithms`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from contextlib import contextmanager
@@ -14,13 +15,17 @@ from pathlib import Path
 
 import openslide
 
-from BaseImage import BaseImage, SlideError, WorkSize
+from BaseImage import BaseImage, SlideError, WorkSize, display_name
 from slideqc import algorithms, tiled
-from slideqc.settings import DEFAULTS, rescan_needed
+from slideqc.settings import DEFAULTS, JUDGE_LIMITS, JudgeLimits, cannot_judge_reason, rescan_needed
 
 log = logging.getLogger("slideqc")
 
 MIN_WORK_PIXELS = 16  # a tissue image smaller than this on a side cannot be segmented
+# A bad slide's errors: said in one line (the log keeps tracebacks for anything else: a bug).
+SLIDE_ERRORS = (SlideError, openslide.OpenSlideError, OSError, MemoryError)
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: not the slide's fault
+NO_ROOM_TEXT = "no space left on the disk"  # in a slide's error: the run stops (cli.Run.add), exit 4
 THUMBNAIL_SIDE = 1024  # longest side of the thumbnail kept with each slide, pixels
 
 
@@ -88,9 +93,24 @@ def detect_blur(s: BaseImage, blur_radius: float = DEFAULTS.blur_radius,
 
 
 def needs_rescan(s: BaseImage, blur_max: float = DEFAULTS.blur_max) -> bool:
-    """True when more than ``blur_max`` (a fraction, 0.05 = 5 %) of the tissue is blurry."""
-    s.rescan = rescan_needed(s.blurry_fraction, blur_max)
-    return s.rescan
+    """True when more than ``blur_max`` (a fraction, 0.05 = 5 %) of the tissue is blurry.
+
+    A slide that cannot be judged (:func:`judge`) is never sent to a rescan for blur: its
+    row says why it cannot be judged instead, and ``rescan`` stays None.
+    """
+    s.rescan = None if judge(s) else rescan_needed(s.blurry_fraction, blur_max)
+    return bool(s.rescan)
+
+
+def judge(s: BaseImage, limits: JudgeLimits = JUDGE_LIMITS) -> str:
+    """Why the QC cannot judge this slide ("" when it can): the one place that decides it.
+
+    A slide with (almost) no tissue has nothing to judge, and a blur work size
+    coarser than ``limits.max_blur_mpp`` µm per pixel cannot show blur: such a
+    slide's row gets the status ``cannot judge`` with this reason, never ``ok``.
+    """
+    s.cannot_judge = cannot_judge_reason(s.tissue_fraction, s.microns_per_pixel(s.blur_work_size), limits)
+    return s.cannot_judge
 
 
 def describe(s: BaseImage) -> str:
@@ -106,8 +126,8 @@ def error_message(path: str | Path, error: BaseException) -> str:
     SlideErrors already say what is wrong in a lab person's words; anything
     else is an unexpected failure and keeps its type, so it can be looked up.
     """
-    name = Path(path).name
-    text = " ".join(str(error).replace(str(path), name).split()) or type(error).__name__
+    name = display_name(Path(path).name)
+    text = display_name(" ".join(str(error).replace(str(path), name).split())) or type(error).__name__
     if isinstance(error, SlideError | ValueError) and text.startswith(name):
         return text
     if isinstance(error, SlideError):
@@ -116,4 +136,7 @@ def error_message(path: str | Path, error: BaseException) -> str:
         return f"{name}: OpenSlide cannot read the slide (corrupt tile?): {text}"
     if isinstance(error, MemoryError):
         return f"{name}: out of memory; try a smaller work size"
+    if isinstance(error, OSError) and error.errno in NO_ROOM:
+        where = f" writing {display_name(str(error.filename))}" if error.filename else ""
+        return f"{name}: {NO_ROOM_TEXT}{where}; free some space and run again"
     return f"{name}: {type(error).__name__}: {text}"

@@ -70,3 +70,35 @@ def rescan_needed(blurry_fraction: float, blur_max: float) -> bool:
     Both are fractions of the tissue (0 to 1); exactly at the limit is not a rescan.
     """
     return blurry_fraction > blur_max
+
+
+@dataclass(frozen=True)
+class JudgeLimits:
+    """When the QC cannot judge a slide at all (its row's status is then ``cannot judge``, never ``ok``)."""
+
+    # Blank glass, or a fleck of dust: below this fraction of the slide (0 to 1) there is no
+    # tissue whose focus could be judged. Real sections cover a few % of a slide at the least.
+    min_tissue_fraction: float = 0.005
+    # The blur step needs cells to look sharp or soft: beyond this many µm per pixel at the blur
+    # work size (10x is 1 µm/px) a nucleus (5 to 10 µm) is a pixel or two and blur cannot show.
+    max_blur_mpp: float = 4.0
+
+
+JUDGE_LIMITS = JudgeLimits()
+
+
+def cannot_judge_reason(tissue_fraction: float | None, blur_mpp: float | None,
+                        limits: JudgeLimits = JUDGE_LIMITS) -> str:
+    """Why a measured slide cannot be judged ("" when it can): the rule, written once.
+
+    ``tissue_fraction`` is of the slide (0 to 1); ``blur_mpp`` is µm per pixel at the
+    blur work size (None when the slide does not state its pixel size: not judged on it).
+    """
+    if tissue_fraction is None or tissue_fraction < limits.min_tissue_fraction:
+        found = 0.0 if tissue_fraction is None else 100 * tissue_fraction
+        return (f"no tissue: {found:.2f} % of the slide is tissue (at least "
+                f"{100 * limits.min_tissue_fraction:g} % is needed); check the slide has a section on it")
+    if blur_mpp is not None and blur_mpp > limits.max_blur_mpp:
+        return (f"cannot judge blur at {blur_mpp:g} µm per pixel (at most {limits.max_blur_mpp:g} µm is needed); "
+                "the slide states too coarse a pixel size: rescan it, or check its scanner settings")
+    return ""

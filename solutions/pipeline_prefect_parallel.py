@@ -104,6 +104,7 @@ def main(argv=None) -> int:
     qc_run = cli.start_run(args)
 
     if args.address:
+        prefect1.check_scheduler(args.address)
         executor = DaskExecutor(address=args.address)
     elif args.executor == "dask":
         executor = DaskExecutor(cluster_kwargs=dict(n_workers=args.workers, threads_per_worker=1))

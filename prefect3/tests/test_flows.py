@@ -167,7 +167,7 @@ def test_load_cache_key_is_path_mtime_and_work_sizes(load_image, demo_dir, tmp_p
 
 
 def test_scripts_import_the_project_from_anywhere(tmp_path):
-    """The flow files put the project on sys.path themselves (a served run imports them by path)."""
+    """The installed project is found from any folder without PYTHONPATH (a served run imports the flow by path)."""
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

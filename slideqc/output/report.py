@@ -3,8 +3,10 @@
 It opens from disk in any browser: the style and the sorting script are inline,
 the pictures are relative links into the run folder's ``slides/``, and nothing
 is fetched from the network. Summary counts have the ids ``count-slides``,
-``count-ok``, ``count-failed`` and ``count-rescan``; table rows have the class
-``ok``, ``rescan`` or ``error`` and their slide in ``data-file``.
+``count-ok``, ``count-failed``, ``count-unjudged`` (status ``cannot judge``) and
+``count-rescan``; table rows have the class ``ok``, ``rescan``, ``error`` or
+``unjudged`` and their slide in ``data-file``. A report of a run that has not
+finished says so in ``run-status``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
 table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
 th{background:#f0f0f0;cursor:pointer;user-select:none}th.sorted-asc:after{content:" \\25B2"}
 th.sorted-desc:after{content:" \\25BC"}tr.rescan td{background:#fff2cc}tr.error td{background:#f8d7da}
+tr.unjudged td{background:#e2e3e5}#run-status{color:#a00;font-weight:bold}
 .cards{display:flex;gap:1rem}.card{border:1px solid #ccc;border-radius:6px;padding:.6rem 1rem}
 .card b{font-size:1.6rem;display:block}.gallery figure{display:inline-block;margin:.5rem;vertical-align:top}
 .gallery img{max-width:300px;border:1px solid #ccc}code{background:#f4f4f4;padding:0 .2rem}
@@ -68,36 +71,43 @@ def _value(row: SlideResult, key: str) -> str:
     return str(value)
 
 
-def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Slide QC report") -> str:
+def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Slide QC report",
+                  complete: bool = True, slides: int | None = None) -> str:
     rows = sorted(rows, key=lambda r: r.file_name)
     ok = [r for r in rows if r.ok]
-    failed = [r for r in rows if not r.ok]
+    failed = [r for r in rows if r.failed]
+    unjudged = [r for r in rows if r.unjudged]
     flagged = [r for r in ok if r.rescan]
     e = html.escape
     out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
            f"<style>{STYLE}</style></head><body><h1>{e(title)}</h1>",
            f"<p>Made {e(time.strftime('%Y-%m-%d %H:%M:%S'))} with "
            + ", ".join(f"<code>{e(k)}={e(str(v))}</code>" for k, v in params.as_dict().items()) + "</p>",
+           "" if complete else (f"<p id='run-status'>incomplete: {len(rows)} of "
+                                f"{slides if slides is not None else '?'} slides have a row so far</p>"),
            "<div class='cards'>"]
     for label, count, ident in (("Slides", len(rows), "count-slides"), ("OK", len(ok), "count-ok"),
                                 ("Failed", len(failed), "count-failed"),
+                                ("Cannot judge", len(unjudged), "count-unjudged"),
                                 ("Flagged for rescan", len(flagged), "count-rescan")):
         out.append(f"<div class='card'><b id='{ident}'>{count}</b>{e(label)}</div>")
     out.append("</div><h2>Results</h2><table class='sortable' id='results'><thead><tr>")
     out += [f"<th>{e(label)}</th>" for _, label in TABLE_COLUMNS]
     out.append("</tr></thead><tbody>")
     for row in rows:
-        css = "error" if not row.ok else ("rescan" if row.rescan else "ok")
+        css = "error" if row.failed else "unjudged" if row.unjudged else ("rescan" if row.rescan else "ok")
         out.append(f"<tr class='{css}' data-file='{e(row.file_name)}'>")
         out += [f"<td data-value='{e(_value(row, key))}'>{e(_value(row, key))}</td>" for key, _ in TABLE_COLUMNS]
         out.append("</tr>")
     out.append("</tbody></table>")
-    if failed:
-        out.append("<h2>Failed slides</h2><ul id='failed'>")
-        out += [f"<li><b>{e(r.file_name)}</b>: {e(_value(r, 'error'))}</li>" for r in failed]
-        out.append("</ul>")
+    for heading, ident, listed in (("Failed slides", "failed", failed), ("Slides that cannot be judged", "unjudged",
+                                                                         unjudged)):
+        if listed:
+            out.append(f"<h2>{heading}</h2><ul id='{ident}'>")
+            out += [f"<li><b>{e(r.file_name)}</b>: {e(_value(r, 'error'))}</li>" for r in listed]
+            out.append("</ul>")
     out.append("<h2>Slides</h2><div class='gallery'>")
-    for row in ok:
+    for row in ok + unjudged:  # a slide that cannot be judged: its pictures show why
         if not row.outputs:
             continue
         caption = f"{row.file_name}: {row.percent_blurry} % blurry" + (" (rescan)" if row.rescan else "")
@@ -109,7 +119,8 @@ def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Sli
     return "\n".join(out)
 
 
-def write_report(run_dir: Path, rows: list[SlideResult], params: QCSettings) -> Path:
+def write_report(run_dir: Path, rows: list[SlideResult], params: QCSettings, complete: bool = True,
+                 slides: int | None = None) -> Path:
     path = Path(run_dir) / REPORT_FILE
-    atomic_write_bytes(path, render_report(rows, params).encode("utf-8"))
+    atomic_write_bytes(path, render_report(rows, params, complete=complete, slides=slides).encode("utf-8"))
     return path

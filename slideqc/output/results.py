@@ -15,9 +15,12 @@ import io
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from BaseImage import BaseImage
+from BaseImage import BaseImage, display_name
+from slideqc import qc
 from slideqc.output.files import RESULTS_FILE, atomic_write_bytes
 from slideqc.settings import rescan_needed
+
+OK, ERROR, CANNOT_JUDGE = "ok", "error", "cannot judge"  # the values of the status column
 
 
 @dataclass
@@ -25,8 +28,8 @@ class SlideResult:
     """One row of results.tsv. Fractions are 0 to 1; percent_blurry is 0 to 100."""
 
     file_name: str
-    status: str = "ok"  # ok | error
-    error: str = ""
+    status: str = OK  # ok | error | cannot judge (no tissue, or too coarse a pixel size for blur)
+    error: str = ""  # what went wrong (error), or why the slide cannot be judged
     format: str = ""
     objective_power: float | None = None
     mpp: float | None = None
@@ -51,7 +54,16 @@ class SlideResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        """Checked and judged: its rescan column is the verdict."""
+        return self.status == OK
+
+    @property
+    def failed(self) -> bool:
+        return self.status == ERROR
+
+    @property
+    def unjudged(self) -> bool:
+        return self.status == CANNOT_JUDGE
 
 
 COLUMNS = [f.name for f in fields(SlideResult)]
@@ -62,8 +74,10 @@ def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> Slide
     tissue_rows, tissue_cols = s.work_shape(s.image_work_size)
     blur_rows, blur_cols = s.work_shape(s.blur_work_size)
     timings = s.timings
+    reason = qc.judge(s)
     return SlideResult(
-        file_name=s.name, format=s.vendor, objective_power=s.objective_power, mpp=s.mpp,
+        file_name=s.name, status=CANNOT_JUDGE if reason else OK, error=f"{s.name}: {reason}" if reason else "",
+        format=s.vendor, objective_power=s.objective_power, mpp=s.mpp,
         width=s.dimensions[0], height=s.dimensions[1],
         image_work_size=s.image_work_size.text, tissue_pixels=f"{tissue_cols}x{tissue_rows}",
         tissue_mpp=_round(s.microns_per_pixel(s.image_work_size), 4),
@@ -71,7 +85,7 @@ def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> Slide
         blur_mpp=_round(s.microns_per_pixel(s.blur_work_size), 4),
         tissue_fraction=_round(s.tissue_fraction, 4),
         percent_blurry=_round(100 * s.blurry_fraction, 2),
-        rescan=rescan_needed(s.blurry_fraction, blur_max), blur_max=blur_max,
+        rescan=None if reason else rescan_needed(s.blurry_fraction, blur_max), blur_max=blur_max,
         seconds_load=_round(timings.get("load"), 3), seconds_tissue=_round(timings.get("tissue"), 3),
         seconds_blur=_round(timings.get("blur"), 3), seconds_save=_round(timings.get("save"), 3),
         seconds_total=_round(sum(timings.values()), 3), outputs=outputs,
@@ -79,7 +93,7 @@ def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> Slide
 
 
 def error_result(path: str | Path, message: str) -> SlideResult:
-    return SlideResult(file_name=Path(path).name, status="error", error=message)
+    return SlideResult(file_name=display_name(Path(path).name), status=ERROR, error=display_name(message))
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -89,30 +103,49 @@ def _round(value: float | None, digits: int) -> float | None:
 # --- results.tsv ------------------------------------------------------------------------
 
 
-def _cell(value) -> str:
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection). Such a
+# text cell is written with a ' in front, the spreadsheets' own mark for "text"; so is a text
+# cell that starts with ' itself, so reading takes exactly one ' off any cell that has one.
+FORMULA_STARTS = ("=", "+", "-", "@", "'", "\t", "\r")
+
+
+def _cell(value, one_line: bool = False) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return " ".join(str(value).split())  # one line per row, whatever the error said
+    if isinstance(value, int | float):
+        return str(value)
+    text = display_name(str(value))  # a name that is not UTF-8: its bytes shown as \xNN
+    if one_line:
+        text = " ".join(text.split())
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def _uncell(text: str) -> str:
+    return text[1:] if text.startswith("'") else text
 
 
 def write_results(run_dir: Path, rows: list[SlideResult]) -> Path:
-    """results.tsv with one row per slide, sorted by file name, written atomically."""
+    """results.tsv with one row per slide, sorted by file name, written atomically.
+
+    Tab-separated; the error is one line; a cell holding a tab, a newline or a
+    double quote (a file name can) is quoted as CSV does (``"..."``, a quote doubled), and a text cell that a spreadsheet
+    would run as a formula starts with a ' (see FORMULA_STARTS): :func:`read_results`
+    gives back the values as they were.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
     writer.writerow(COLUMNS)
     for row in sorted(rows, key=lambda r: r.file_name):
         values = asdict(row)
-        writer.writerow([_cell(values[c]) for c in COLUMNS])
+        writer.writerow([_cell(values[c], one_line=c == "error") for c in COLUMNS])
     path = Path(run_dir) / RESULTS_FILE
     atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
     return path
 
 
 def read_results(path: str | Path) -> list[dict[str, str]]:
-    """results.tsv as a list of dicts (strings, as written)."""
+    """results.tsv as a list of dicts (strings, as they were before writing: the ' of a formula-like cell removed)."""
     with open(path, encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
-
-
+        return [{key: _uncell(value) for key, value in row.items()} for row in csv.DictReader(handle, delimiter="\t")]

@@ -1,0 +1,32 @@
+"""The key of a slide's persisted results: it changes when the slide file or a QC setting changes.
+
+Both editions use it: Prefect 1's targets (extras/pipeline_prefect_persisted.py)
+and Prefect 3's cache_key_fn (prefect3/).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from slideqc.output.files import safe_name
+from slideqc.settings import QCSettings
+
+# blur_max is left out: it decides, after the measurement, and is applied again on every run.
+MEASURED_WITH = tuple(f.name for f in fields(QCSettings) if f.name != "blur_max")
+
+
+def slide_key(file_name: str | Path, settings: dict, names: tuple[str, ...] = MEASURED_WITH) -> str:
+    """A folder-safe key: the slide's name, and a hash of its path, size, mtime and the settings ``names``."""
+    path = Path(file_name).resolve()
+    stat = path.stat() if path.exists() else None
+    identity = {
+        "path": str(path),
+        "size": stat.st_size if stat else None,
+        "mtime_ns": stat.st_mtime_ns if stat else None,
+        **{name: str(settings.get(name)) for name in names},
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{safe_name(path.name)}-{digest}"

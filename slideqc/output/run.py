@@ -1,0 +1,85 @@
+"""A run being written: its rows, results.tsv kept current, report.html at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from BaseImage import BaseImage
+from slideqc.output.files import COMPLETE, RUNNING, create_run_dir, read_run_status, write_run_status
+from slideqc.output.pictures import write_slide_images
+from slideqc.output.report import write_report
+from slideqc.output.results import SlideResult, result_from_slide, write_results
+from slideqc.settings import QCSettings
+
+
+class RunWriter:
+    """Collects the rows of a run and keeps results.tsv, run.json and report.html current.
+
+    run.json says ``running`` from :meth:`start` until :meth:`finish` has written
+    every file: a run that was killed or stopped keeps its rows in results.tsv
+    and reads as unfinished (``slides`` is how many it was to check).
+    """
+
+    def __init__(self, run_dir: Path, settings: QCSettings, slides: int | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.settings = settings
+        self.slides = slides
+        self.rows: list[SlideResult] = []
+
+    def start(self) -> None:
+        write_run_status(self.run_dir, RUNNING, self.slides, 0)
+
+    def add(self, row: SlideResult) -> SlideResult:
+        self.rows.append(row)
+        write_results(self.run_dir, self.rows)  # rewritten each time: a killed batch keeps its rows
+        return row
+
+    def finish(self, complete: bool | None = None) -> Path:
+        """Write results.tsv, the report and run.json; ``complete`` None: complete once every slide has its row.
+
+        The number of slides is this writer's, or else the one run.json recorded
+        at the start (a flow run on a server writes rows into a run it did not start).
+        """
+        slides = self.slides
+        if slides is None:
+            slides = (read_run_status(self.run_dir) or {}).get("slides")
+        if complete is None:
+            complete = not isinstance(slides, int) or len(self.rows) >= slides
+        write_results(self.run_dir, self.rows)
+        report = write_report(self.run_dir, self.rows, self.settings, complete=complete, slides=slides)
+        write_run_status(self.run_dir, COMPLETE if complete else RUNNING, slides, len(self.rows))
+        return report
+
+    @property
+    def failed(self) -> list[SlideResult]:
+        return [r for r in self.rows if r.failed]
+
+    @property
+    def unjudged(self) -> list[SlideResult]:
+        return [r for r in self.rows if r.unjudged]
+
+    @property
+    def flagged(self) -> list[SlideResult]:
+        return [r for r in self.rows if r.ok and r.rescan]
+
+
+def settings_of(s: BaseImage, blur_max: float) -> QCSettings:
+    """The settings a checked slide was measured with, as its steps recorded them."""
+    return QCSettings(image_work_size=s.image_work_size.text, blur_work_size=s.blur_work_size.text,
+                      blur_radius=s.blur_radius, blur_threshold=s.blur_threshold, blur_max=blur_max)
+
+
+def save_slide(s: BaseImage, blur_max: float, run_dir: str | Path | None = None,
+               output_dir: str | Path = "output") -> SlideResult:
+    """Write a checked slide's pictures into ``run_dir`` and return its results row.
+
+    Without a run folder (a flow run started on its own, by `prefect run` or
+    from a server's UI) the slide gets a new run folder under ``output_dir``
+    with its own results.tsv and report.html.
+    """
+    if run_dir:
+        return result_from_slide(s, blur_max, write_slide_images(s, Path(run_dir)))
+    writer = RunWriter(create_run_dir(output_dir), settings_of(s, blur_max))
+    writer.add(result_from_slide(s, blur_max, write_slide_images(s, writer.run_dir)))
+    writer.finish()
+    return writer.rows[0]
