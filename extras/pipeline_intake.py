@@ -1,67 +1,47 @@
 """Scanner intake: move new slides from the scanner's folder to the shared drive, verify them, QC them, on a schedule.
 
-    python solutions/pipeline_intake.py --scanner-dir scanner --shared-dir shared --once
-    python solutions/pipeline_intake.py --scanner-dir scanner --shared-dir shared --interval 60
-    python solutions/pipeline_intake.py --scanner-dir scanner --shared-dir shared --interval 60 --max-cycles 3
+    python extras/pipeline_intake.py --scanner-dir scanner --shared-dir shared --once
+    python extras/pipeline_intake.py --scanner-dir scanner --shared-dir shared --interval 60
+    python extras/pipeline_intake.py --scanner-dir scanner --shared-dir shared --interval 60 --max-cycles 3
 
-One pass of the flow "Slide intake": delete the leftovers of interrupted copies;
-find the slides in the scanner folder; keep those that are complete (size and
-mtime unchanged across two looks --settle-seconds apart, or a completion marker
-`<slide><--marker>` written by the scanner); for each (mapped, retried with a
-delay on I/O errors) copy it to the shared drive and verify it; remove its
-source (unless --keep-source); then run the QC on the slides that arrived. The
-QC is the mapped flow of solutions/pipeline_prefect_parallel.py, run from a
-task: a flow of flows. Prefect 1 has two ways to run a flow from a flow.
-`prefect.tasks.prefect.StartFlowRun` asks a Prefect server (or Cloud) to create
-a run of a registered flow and waits for it; with no server, as here, there is
-nothing to ask. Calling the other flow's `flow.run()` inside a task runs it in
-this process with its own FlowRunner and executor, and its task states come
-back to the calling task: that is the local way, used here.
+The Prefect ideas of this lesson, each in its own lines below:
 
---interval gives the flow an IntervalSchedule and `flow.run()` runs it on that
-schedule in this process (Prefect 1's `Flow._run` loops: wait for the next
-event, run, ask the schedule again) until the schedule has no more events. The
-schedule here ends when --max-cycles passes have run or SIGINT/SIGTERM asked
-for a stop: the pass under way finishes (no new copy starts), and the script
-exits 0. A second signal stops at once, which is as safe as a crash (below).
+- a Flow, "Slide intake", whose pass is: clean up, find the slides, keep the
+  complete ones, copy each (a task mapped over the slides, retried on OSError
+  with a delay), QC what arrived, release the sources it is safe to remove;
+- a flow run of another flow from a task: `qc_arrived` calls the mapped QC
+  flow of solutions/pipeline_prefect_parallel.py with its own `flow.run()`, in
+  this process (Prefect 1's `StartFlowRun` would ask a server; there is none);
+- triggers: `qc_arrived`, `release` and `end_pass` run whatever happened to
+  the copies (`all_finished`), so a failed copy is reported, not silent;
+- a schedule: with --interval, `flow.run()` runs the flow every SECONDS in this
+  process until the schedule has no more dates (`make_schedule`).
 
-Why nothing is lost and nothing arrives twice, whenever the process dies
-(a crash, SIGKILL, a power cut):
+The file logic and the bookkeeping are in slideqc/intake.py (plain Python, no
+Prefect): copying to a hidden `.partial`, verifying, placing, the records of the
+sources kept after their copy, the journal.
 
-1. A copy is written to `<shared>/.<name>.<random>.partial`: hidden, and never
-   a slide's name, so nobody (and no QC) takes it for a slide. It is fsynced,
-   read back from the disk and compared with the source (size and sha256), and
-   the source must not have changed during the copy.
-2. Only then is it given its final name, by a hard link that fails if the name
-   exists (so nothing is ever overwritten, even by a racing writer), and the
-   folder is fsynced, so the rename survives a power cut.
-3. The source is removed only after 2. A death before 2 leaves the source in
-   the scanner folder and at most a `.partial`, which the next pass deletes
-   before copying the slide again. A death between 2 and 3 leaves the slide in
-   both places: the next pass sees the same name with the same sha256 on the
-   shared drive, does not copy it again and just removes the source.
-4. A name already taken on the shared drive by other content is never replaced:
-   the slide is stored as `<stem>.<sha12><ext>` and the log and intake.tsv say so.
-5. Just before 2 the slide is written to a small journal
-   (`<output-dir>/.intake-pending/`), crossed off once its QC row is written: a
-   pass that dies after the rename QCs the slide on the next pass, even when its
-   source is already gone.
-
-So at any moment every slide is in the scanner folder, or complete and verified
-on the shared drive, or both. Run one intake per scanner folder at a time.
-Outputs: the usual run folder in --output-dir (results.tsv, report.html, PNGs)
-for every pass that moved slides or failed to, plus intake.tsv: what happened
-to each slide and why. A pass with nothing new logs what it skipped and why,
-and leaves no run folder.
+What it guarantees, whatever the scanner does and whenever this process dies:
+a slide is never removed from the scanner folder while it could be its only
+complete copy. Its copy is verified (read back, size and sha256) before it gets
+its final name; the source is then *held* in the scanner folder, not removed;
+a held source that changes (a scanner that paused longer than --settle-seconds
+and went on writing) is copied again, loudly, and the shorter copy replaced; a
+held source is removed only when it has not changed for --retain-seconds since
+its copy, its shared copy has a QC row without error, and both sides still hash
+to the recorded sha256 just before the removal. Its limits: a scanner silent
+longer than --retain-seconds in the middle of a slide whose partial file the QC
+reads without error can still lose what it writes after the removal (set the
+retention above the scanner's longest pause, or use --marker); the state lives
+in --output-dir (one intake per scanner folder, always the same --output-dir);
+a share that acknowledges writes it has not stored can lose a verified copy.
+More in the README section "Extra: scanner intake on a schedule".
 """
 
 import argparse
-import csv
-import io
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -69,43 +49,21 @@ import pendulum
 import prefect
 from prefect import Flow, Parameter, task, unmapped
 from prefect.executors import LocalDaskExecutor, LocalExecutor
-from prefect.schedules import IntervalSchedule, Schedule
+from prefect.schedules import Schedule
+from prefect.schedules.clocks import IntervalClock
 from prefect.triggers import all_finished
 from prefect.utilities.logging import get_logger
 
 from slideqc import cli, intake, prefect1
-from slideqc.intake import Candidate, Outcome
+from slideqc.intake import Candidate, Control, Outcome
 from slideqc.output import files, run
 from slideqc.settings import QCSettings
 from solutions import pipeline_prefect_parallel as qc_flow
 
-INTAKE_FILE = "intake.tsv"
 # The "qc" parameter: what the QC flow needs, and where its run folder goes.
 QC_DEFAULTS = dict(QCSettings().as_dict(), run_name=None, overwrite=False, executor="threads", workers=2,
                    tile_threads=1)
 COPY_RETRIES, COPY_RETRY_DELAY = 3, 5.0
-
-
-@dataclass
-class Control:
-    """What the schedule, the signal handlers and the tasks share within one process."""
-
-    max_cycles: int | None = None
-    cycles: int = 0
-    busy: bool = False  # a pass is running: a stop waits for its end
-    stop_requested: bool = False
-    failed: bool = False  # some slide failed (copy, removal or QC) in some pass
-
-    def done(self) -> bool:
-        return self.stop_requested or (self.max_cycles is not None and self.cycles >= self.max_cycles)
-
-
-CONTROL = Control()
-HASHES = intake.HashCache()  # a scheduled intake hashes an unchanged file once
-
-
-class StopIntake(BaseException):
-    """Raised by the signal handler between passes: leaves flow.run's wait at once."""
 
 
 def logger():
@@ -116,7 +74,15 @@ def logger():
 
 
 @task
-def clean_up(shared_dir, scanner_dir, file_type, marker) -> int:
+def start_pass(control: Control | None) -> int:
+    control = control or Control()
+    control.busy, control.cycles = True, control.cycles + 1
+    logger().info("intake cycle %d: started", control.cycles)
+    return control.cycles
+
+
+@task
+def clean_up(shared_dir, scanner_dir, file_type, marker, cycle) -> int:
     """Delete the partial copies an interrupted pass left (their sources are still in the scanner folder)."""
     removed = intake.remove_partials(shared_dir)
     for path in removed:
@@ -128,10 +94,15 @@ def clean_up(shared_dir, scanner_dir, file_type, marker) -> int:
 
 
 @task
-def find_candidates(scanner_dir, file_type, cleaned) -> list[Candidate]:
+def find_candidates(scanner_dir, output_dir, file_type, cleaned) -> list[Candidate]:
+    """The slides to copy: new ones, and held ones that changed after their copy (said loudly)."""
     found = intake.find_slides(scanner_dir, file_type)
-    logger().info("%d *.%s slide(s) in %s", len(found), file_type.lstrip("."), scanner_dir)
-    return found
+    new, changed = intake.to_copy(found, intake.held_records(output_dir))
+    for now, before in changed:
+        logger().warning("%s: CHANGED after its copy (%d -> %d bytes; copied as sha256 %s): copied again once complete",
+                         now.name, before.size, now.size, before.sha256[:12])
+    logger().info("%d *.%s slide(s) in %s, %d to copy", len(found), file_type.lstrip("."), scanner_dir, len(new))
+    return new
 
 
 @task
@@ -153,70 +124,57 @@ def wait_until_complete(candidates: list[Candidate], settle_seconds, marker) -> 
     return complete
 
 
+# Retried on I/O errors (the share went away, a full disk); intake_flow sets the retries from the command line.
 @task(max_retries=COPY_RETRIES, retry_delay=timedelta(seconds=COPY_RETRY_DELAY), retry_on=OSError)
-def copy_and_verify(candidate: Candidate, shared_dir, output_dir, bwlimit) -> Outcome:
-    """Copy one slide to the shared drive under a temporary name, verify it, rename it into place."""
-    log = logger()
-    if CONTROL.stop_requested:
+def copy_and_verify(candidate: Candidate, shared_dir, output_dir, bwlimit, control: Control | None) -> Outcome:
+    """Copy one slide to the shared drive under a temporary name, verify it, give it its name, hold its source."""
+    log, control = logger(), control or Control()
+    if control.stop_requested:
         log.info("%s: stop asked for: not copied, left for the next pass", candidate.name)
         return Outcome(candidate.name, intake.STOPPED, candidate.path, detail="stop asked for before its copy began")
+    previous = intake.held_record(output_dir, candidate.path)
     try:
-        outcome = intake.already_there(candidate, shared_dir, HASHES) or intake.copy_and_verify(
-            candidate, shared_dir, bwlimit, HASHES, before_placing=lambda final: intake.add_pending(output_dir, final))
+        outcome = intake.already_there(candidate, shared_dir, control.hashes) or intake.copy_and_verify(
+            candidate, shared_dir, bwlimit, control.hashes, previous=previous,
+            before_placing=lambda final: intake.add_pending(output_dir, final))
     except intake.SourceChanged as error:
         log.info("%s: waiting: %s", candidate.name, error)
         return Outcome(candidate.name, intake.CHANGED, candidate.path, detail=str(error))
     except OSError as error:
-        log.warning("%s: copy failed (attempt %d of %d): %s", candidate.name,
-                    prefect.context.get("task_run_count", 1), copy_and_verify_retries() + 1, error)
+        log.warning("%s: copy failed (attempt %d): %s; the source is kept", candidate.name,
+                    prefect.context.get("task_run_count", 1), error)
         raise
+    queued = str(Path(outcome.dest).resolve()) in intake.list_pending(output_dir)
+    intake.hold(output_dir, candidate, outcome, qc=intake.QC_NOT_YET if queued else intake.QC_EARLIER)
     if outcome.action == intake.DUPLICATE:
         log.info("%s: skipped: %s", candidate.name, outcome.detail)
-    elif outcome.action == intake.RENAMED:
-        log.warning("%s: CONFLICT: %s", candidate.name, outcome.detail)
+    elif outcome.action in (intake.RENAMED, intake.REPLACED):
+        log.warning("%s: %s: %s", candidate.name, "CONFLICT" if outcome.action == intake.RENAMED else "REPLACED",
+                    outcome.detail)
     else:
         log.info("%s: copied to %s and verified (%.1f MB, sha256 %s, %.1f s)", candidate.name, outcome.dest,
                  outcome.size / 1e6, outcome.sha256[:12], outcome.seconds)
     return outcome
 
 
-def copy_and_verify_retries() -> int:
-    copy_task = next((t for t in flow.tasks if t.name == "copy_and_verify"), copy_and_verify)
-    return copy_task.max_retries
-
-
-@task
-def remove_source(outcome: Outcome, keep_source, marker) -> Outcome:
-    """Remove the slide from the scanner folder: only reached when its copy is verified and in place."""
-    if outcome.action not in (intake.COPIED, intake.RENAMED, intake.DUPLICATE):
-        return outcome
-    if keep_source:
-        logger().info("%s: kept in the scanner folder (--keep-source)", outcome.name)
-        return outcome
-    intake.remove_source(outcome, marker)
-    logger().info("%s: removed from the scanner folder", outcome.name)
-    return outcome
-
-
-# Runs whatever happened to the copies: a failed copy is reported, the others are still checked.
 @task(trigger=all_finished)
-def qc_arrived(candidates, complete, copied, removed, output_dir, qc: dict) -> dict:
-    """QC the slides that arrived (and any an earlier pass left unchecked); write the run folder and intake.tsv.
+def qc_arrived(candidates, complete, copied, output_dir, qc: dict) -> dict:
+    """QC the slides that arrived (and any an earlier pass left unchecked) with the QC flow: a flow run from a task.
 
     ``qc``: the QC parameters (see QC_DEFAULTS), the run folder's name and the executor.
+    Returns the pass's outcomes, the QC rows and the run folder (None on a quiet pass).
     """
     log = logger()
     started = time.perf_counter()
-    outcomes = _outcomes(candidates, complete, copied, removed)
+    outcomes = _outcomes(candidates, complete, copied)
     pending = intake.list_pending(output_dir)
     arrived = {str(Path(o.dest).resolve()) for o in outcomes if o.arrived}
     for path in pending:
         if path not in arrived:
             log.info("%s: arrived in an earlier pass that stopped before its QC: checking it now", Path(path).name)
     to_qc = sorted(pending)
-    summary = dict(outcomes=outcomes, rows=[], run_dir=None)
+    summary = dict(outcomes=outcomes, rows=[], run_dir=None, started=started)
     if not to_qc and not any(o.failed or o.arrived for o in outcomes):  # a quiet pass leaves no run folder
-        log.info("nothing arrived")
         return summary
 
     qc = {**QC_DEFAULTS, **(qc or {})}
@@ -238,25 +196,21 @@ def qc_arrived(candidates, complete, copied, removed, output_dir, qc: dict) -> d
             else:
                 log.info("%s: QC %s: tissue %.3f, %.1f %% blurry", row.file_name, "RESCAN" if row.rescan else "ok",
                          row.tissue_fraction, row.percent_blurry)
+        by_name = {Path(path).name: path for path in to_qc}  # the rows name the slides in the shared folder
+        intake.mark_checked(output_dir, {by_name[row.file_name]: intake.QC_OK if row.ok else intake.QC_ERROR
+                                         for row in writer.rows if row.file_name in by_name})
         intake.clear_pending(output_dir, to_qc)  # each has its row now, ok or error
-    write_intake_table(run_dir, outcomes)
-    cli.finish_run(writer, started)
-    summary.update(rows=writer.rows, run_dir=str(run_dir))
+    summary.update(rows=writer.rows, run_dir=str(run_dir), writer=writer)
     return summary
 
 
-def _outcomes(candidates, complete, copied, removed) -> list[Outcome]:
-    """One Outcome per slide seen: the mapped copies' and removals' results, failures included."""
+def _outcomes(candidates, complete, copied) -> list[Outcome]:
+    """One Outcome per slide seen: the mapped copies' results, failures included."""
     outcomes = []
     complete = complete if isinstance(complete, list) else []
     copied = copied if isinstance(copied, list) else [copied] * len(complete)
-    removed = removed if isinstance(removed, list) else [removed] * len(complete)
-    for candidate, copy, removal in zip(complete, copied, removed, strict=True):
-        if isinstance(removal, Outcome):
-            outcomes.append(removal)
-        elif isinstance(copy, Outcome):  # on the shared drive (and checked), but the source could not be removed
-            copy.detail = "; ".join(filter(None, [copy.detail, f"in place as {copy.dest}, source not removed: {removal}"]))
-            copy.action = intake.ERROR
+    for candidate, copy in zip(complete, copied, strict=True):
+        if isinstance(copy, Outcome):
             outcomes.append(copy)
         else:
             outcomes.append(Outcome(candidate.name, intake.ERROR, candidate.path,
@@ -269,111 +223,126 @@ def _outcomes(candidates, complete, copied, removed) -> list[Outcome]:
     return sorted(outcomes, key=lambda o: o.name)
 
 
-def write_intake_table(run_dir: Path, outcomes: list[Outcome]) -> Path:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
-    writer.writerow(intake.OUTCOME_COLUMNS)
+@task(trigger=all_finished)
+def release(summary, scanner_dir, output_dir, retain_seconds, keep_source, marker) -> list[Outcome]:
+    """Remove the held sources that are safe to remove (after the QC, so this pass's rows count)."""
+    if keep_source:
+        return []
+    outcomes = intake.release_sources(output_dir, retain_seconds, marker, scanner_dir=scanner_dir)
     for outcome in outcomes:
-        writer.writerow(["" if v is None else str(v) for v in intake.outcome_row(outcome).values()])
-    path = Path(run_dir) / INTAKE_FILE
-    files.atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
-    return path
+        if outcome.action == intake.RELEASED:
+            logger().info("%s: %s", outcome.name, outcome.detail)
+        elif outcome.action == intake.ERROR:
+            logger().error("%s: %s", outcome.name, outcome.detail)
+    held = [o for o in outcomes if o.action == intake.HELD]
+    if held:
+        logger().info("%d source(s) held in the scanner folder: %s", len(held),
+                      "; ".join(f"{o.name}: {o.detail}" for o in held[:5]) + ("; ..." if len(held) > 5 else ""))
+    return outcomes
 
 
-with Flow("Slide intake") as flow:
-    scanner_dir = Parameter("scanner_dir")
-    shared_dir = Parameter("shared_dir")
-    file_type = Parameter("file_type", default="svs")
-    settle_seconds = Parameter("settle_seconds", default=5.0)
-    marker = Parameter("marker", default=None)
-    keep_source = Parameter("keep_source", default=False)
-    bwlimit = Parameter("bwlimit", default=0.0)
-    output_dir = Parameter("output_dir", default="output")
-    qc = Parameter("qc", default=QC_DEFAULTS)
+@task(trigger=all_finished)
+def end_pass(summary, released, output_dir, control: Control | None) -> None:
+    """Write intake.tsv and the journal, log the pass's summary, note failures for the exit code."""
+    control = control or Control()
+    control.busy = False
+    if not isinstance(summary, dict):
+        control.failed = True
+        logger().error("intake cycle %d: failed: %s", control.cycles, summary)
+        return
+    outcomes = intake.with_releases(summary["outcomes"], released if isinstance(released, list) else [])
+    if outcomes:
+        intake.append_journal(output_dir, outcomes, control.cycles)
+    if summary["run_dir"]:
+        intake.write_intake_table(summary["run_dir"], outcomes)
+        cli.finish_run(summary["writer"], summary["started"])
+    counts = {}
+    for outcome in outcomes:
+        counts[outcome.action] = counts.get(outcome.action, 0) + 1
+    qc_failed = sum(1 for row in summary["rows"] if not row.ok)
+    if counts.get(intake.ERROR) or qc_failed or not isinstance(released, list):
+        control.failed = True
+    counts[intake.HELD] = sum(1 for o in (released if isinstance(released, list) else []) if o.action == intake.HELD)
+    said = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()) if n) or "no slides"
+    logger().info("intake cycle %d: done: %s; %d checked (%d failed QC)%s", control.cycles, said, len(summary["rows"]),
+                  qc_failed, f"; run folder {summary['run_dir']}" if summary["run_dir"] else "")
 
-    cleaned = clean_up(shared_dir, scanner_dir, file_type, marker)
-    candidates = find_candidates(scanner_dir, file_type, cleaned)
-    complete = wait_until_complete(candidates, settle_seconds, marker)
-    copied = copy_and_verify.map(complete, unmapped(shared_dir), unmapped(output_dir), unmapped(bwlimit))
-    removed = remove_source.map(copied, unmapped(keep_source), unmapped(marker))
-    summary = qc_arrived(candidates, complete, copied, removed, output_dir, qc)
+
+def intake_flow(copy_retries: int = COPY_RETRIES, retry_delay: float = COPY_RETRY_DELAY,
+                schedule: Schedule | None = None) -> Flow:
+    """The flow "Slide intake"; the copies' retries and the schedule come from the command line."""
+    with Flow("Slide intake", schedule=schedule) as flow:
+        scanner_dir = Parameter("scanner_dir")
+        shared_dir = Parameter("shared_dir")
+        file_type = Parameter("file_type", default="svs")
+        settle_seconds = Parameter("settle_seconds", default=5.0)
+        marker = Parameter("marker", default=None)
+        retain_seconds = Parameter("retain_seconds", default=600.0)
+        keep_source = Parameter("keep_source", default=False)
+        bwlimit = Parameter("bwlimit", default=0.0)
+        output_dir = Parameter("output_dir", default="output")
+        qc = Parameter("qc", default=QC_DEFAULTS)
+        control = Parameter("control", default=None)  # a Control shared by the passes of one process (main)
+
+        cycle = start_pass(control)
+        cleaned = clean_up(shared_dir, scanner_dir, file_type, marker, cycle)
+        candidates = find_candidates(scanner_dir, output_dir, file_type, cleaned)
+        complete = wait_until_complete(candidates, settle_seconds, marker)
+        copied = copy_and_verify.map(complete, unmapped(shared_dir), unmapped(output_dir), unmapped(bwlimit),
+                                     unmapped(control), task_args=dict(max_retries=copy_retries,
+                                                                       retry_delay=timedelta(seconds=retry_delay)))
+        summary = qc_arrived(candidates, complete, copied, output_dir, qc)
+        released = release(summary, scanner_dir, output_dir, retain_seconds, keep_source, marker)
+        end_pass(summary, released, output_dir, control)
+    flow.set_reference_tasks([cleaned, candidates, complete, summary, released])  # a pass fails when these do
+    return flow
+
+
+flow = intake_flow()  # the flow with its default retries, for `prefect` tools and the tests
 
 
 # --- running it: once, or on a schedule --------------------------------------------------
 
 
-class IntakeSchedule(Schedule):
-    """Prefect's IntervalSchedule, starting now, that runs out after max_cycles passes or when a stop is asked for.
+def make_schedule(interval: float, control: Control) -> Schedule:
+    """Every ``interval`` seconds from now, until ``control`` says done (--max-cycles passes, or a signal).
 
-    `flow.run()` asks the schedule for the next event after every pass and ends
-    when there is none: that is how a scheduled Prefect 1 flow stops cleanly.
+    `flow.run(run_on_schedule=True)` loops: ask the schedule for its next date, wait,
+    run, ask again; it returns when the schedule has no more dates. This is
+    `IntervalSchedule(start_date, interval)` (one IntervalClock) plus a filter: once the
+    control is done the filter refuses every date, so `schedule.next()` finds none
+    (Prefect gives up after checking 10,000 dates, a few milliseconds) and the loop
+    ends after the pass under way. An `end_date` cannot do it: a signal's time is not
+    known in advance, and a pass longer than the interval skips dates.
     """
-
-    def __init__(self, interval: float, control: Control) -> None:
-        start = pendulum.now("utc").add(microseconds=200_000)  # the first pass now, not an interval from now
-        super().__init__(clocks=IntervalSchedule(start_date=start, interval=timedelta(seconds=interval)).clocks)
-        self.control = control
-
-    def next(self, n, after=None, return_events=False):
-        if self.control.done():
-            return []
-        return super().next(n, after=after, return_events=return_events)
+    start = pendulum.now("utc").add(microseconds=200_000)  # the first pass now, not an interval from now
+    clock = IntervalClock(start_date=start, interval=timedelta(seconds=interval))
+    return Schedule(clocks=[clock], filters=[lambda when: not control.done()])
 
 
-def track_cycle(flow, old_state, new_state):
-    """Flow state handler: count the passes, log each one's summary, note failures."""
-    log = get_logger("Slide intake")
-    if new_state.is_running() and not old_state.is_running():
-        CONTROL.busy = True
-        CONTROL.cycles += 1
-        log.info("intake cycle %d: started", CONTROL.cycles)
-    elif new_state.is_finished():
-        CONTROL.busy = False
-        summary_state = (new_state.result or {}).get(summary) if isinstance(new_state.result, dict) else None
-        info = summary_state.result if summary_state is not None and summary_state.is_successful() else None
-        if not isinstance(info, dict):
-            CONTROL.failed = True
-            log.error("intake cycle %d: failed: %s", CONTROL.cycles, new_state.message)
-            return new_state
-        if new_state.is_failed():
-            CONTROL.failed = True
-            log.error("intake cycle %d: a step failed: %s", CONTROL.cycles, new_state.message)
-        counts = {}
-        for outcome in info["outcomes"]:
-            counts[outcome.action] = counts.get(outcome.action, 0) + 1
-        qc_failed = sum(1 for row in info["rows"] if not row.ok)
-        if counts.get(intake.ERROR) or qc_failed:
-            CONTROL.failed = True
-        said = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "no slides"
-        log.info("intake cycle %d: done: %s; %d checked (%d failed QC)%s", CONTROL.cycles, said, len(info["rows"]),
-                 qc_failed, f"; run folder {info['run_dir']}" if info["run_dir"] else "")
-    return new_state
+class StopIntake(BaseException):
+    """Raised by the signal handler between passes: leaves flow.run's wait at once."""
 
 
-# A pass fails when finding or copying failed, not only when the QC did.
-flow.set_reference_tasks([cleaned, candidates, complete, summary])
-flow.state_handlers.append(track_cycle)
-
-
-def on_signal(signum, frame):
+def stop_on_signals(control: Control):
     """First SIGINT/SIGTERM: stop after the pass under way (at once between passes). Second: stop now."""
-    name = signal.Signals(signum).name
-    CONTROL.stop_requested = True
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    log = get_logger("Slide intake")
-    if not CONTROL.busy:
-        log.info("%s: stopping (between passes)", name)
-        raise StopIntake(name)
-    log.info("%s: stopping after the pass under way (no new copy starts; send it again to stop now)", name)
+
+    def on_signal(signum, frame):
+        name = signal.Signals(signum).name
+        control.stop_requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        log = get_logger("Slide intake")
+        if not control.busy:
+            log.info("%s: stopping (between passes)", name)
+            raise StopIntake(name)
+        log.info("%s: stopping after the pass under way (no new copy starts; send it again to stop now)", name)
+
+    return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = cli.build_parser(__doc__.splitlines()[0], parallel=True)
-    for action in parser._actions:  # the shared slide options: here the slides come from --scanner-dir
-        if action.dest in ("data_dir", "files"):
-            action.help = argparse.SUPPRESS
-    parser.set_defaults(data_dir=None)
+    parser = cli.build_parser(__doc__.splitlines()[0], parallel=True, slides=False)  # slides come from --scanner-dir
     parser.epilog = "Exit codes: 0 all slides moved and checked, 1 some slides failed (copy or QC), 2 invalid usage."
     parser.add_argument("--executor", choices=("local", "threads", "processes"), default="threads",
                         help="how the QC flow runs: LocalExecutor, or LocalDaskExecutor on threads or processes")
@@ -388,7 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a slide is complete when its size and mtime do not change for this long")
     group.add_argument("--marker", metavar="SUFFIX",
                        help="instead, a slide is complete when the scanner wrote <slide>SUFFIX (e.g. .done)")
-    group.add_argument("--keep-source", action="store_true", help="keep the slides in the scanner folder")
+    group.add_argument("--retain-seconds", type=float, default=600.0,
+                       help="a copied slide stays in the scanner folder until unchanged this long after its copy "
+                            "(and QC'd); longer than the scanner's longest pause")
+    group.add_argument("--keep-source", action="store_true", help="never remove slides from the scanner folder")
     group.add_argument("--bwlimit", type=float, default=0.0, metavar="MB_PER_S",
                        help="copy at most this many MB per second (0: no limit)")
     group.add_argument("--copy-retries", type=int, default=COPY_RETRIES, help="retries of a failed copy")
@@ -396,66 +368,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_arguments(args) -> None:
-    if args.files or args.data_dir is not None:
-        raise cli.UsageError("--data-dir/--files: the intake takes its slides from --scanner-dir")
-    scanner, shared = Path(args.scanner_dir), Path(args.shared_dir)
-    for option, folder in (("--scanner-dir", scanner), ("--shared-dir", shared)):
-        if not folder.is_dir():  # an unmounted share must not become a local folder
-            raise cli.UsageError(f"{option}: {folder} is not a folder")
-    if scanner.resolve() == shared.resolve():
-        raise cli.UsageError("--shared-dir: must not be the scanner folder")
-    if args.interval is not None and args.interval <= 0:
-        raise cli.UsageError(f"--interval: must be > 0, got {args.interval}")
-    if args.max_cycles is not None and (args.max_cycles < 1 or args.once):
-        raise cli.UsageError("--max-cycles: must be >= 1, and goes with --interval")
-    if args.run_name and not (args.once or args.max_cycles == 1):
-        raise cli.UsageError("--run-name: each pass makes its own run folder; use it with --once")
-    for option, value in (("--settle-seconds", args.settle_seconds), ("--bwlimit", args.bwlimit),
-                          ("--copy-retries", args.copy_retries), ("--retry-delay", args.retry_delay)):
-        if value < 0:
-            raise cli.UsageError(f"{option}: must be >= 0, got {value}")
-    if args.workers < 1:
-        raise cli.UsageError(f"--workers: must be >= 1, got {args.workers}")
-    if args.run_name and (Path(args.output_dir) / args.run_name).exists() and not args.overwrite:
-        raise cli.UsageError(f"{Path(args.output_dir) / args.run_name}: an earlier run is there; "
-                             "pass --overwrite to replace it")
-
-
 def main(argv=None) -> int:
-    global CONTROL
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.log_level)
-    settings = cli.settings_from_args(args)
-    check_arguments(args)
+    settings = cli.settings_from_args(args)  # every option checked before any file is touched
     tile_threads = cli.tile_threads(args)
-    for t in flow.tasks:  # retries come from the command line
-        if t.name == "copy_and_verify":
-            t.max_retries, t.retry_delay = args.copy_retries, timedelta(seconds=args.retry_delay)
-    CONTROL = Control(max_cycles=1 if args.once else args.max_cycles)
-    parameters = dict(scanner_dir=str(args.scanner_dir), shared_dir=str(args.shared_dir), file_type=args.file_type,
-                      settle_seconds=args.settle_seconds, marker=args.marker, keep_source=args.keep_source,
-                      bwlimit=args.bwlimit, output_dir=str(args.output_dir),
-                      qc=dict(settings.as_dict(), run_name=args.run_name, overwrite=args.overwrite,
-                              executor=args.executor, workers=args.workers, tile_threads=tile_threads))
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if args.once:
-            flow.schedule = None
-            flow.run(parameters=parameters, run_on_schedule=False, executor=LocalExecutor())
-        else:
-            flow.schedule = IntakeSchedule(args.interval, CONTROL)
-            flow.run(parameters=parameters, run_on_schedule=True, executor=LocalExecutor())
+        intake.check_options(args)
+    except ValueError as error:
+        raise cli.UsageError(str(error)) from None
+    control = Control(max_cycles=1 if args.once else args.max_cycles)
+    schedule = None if args.once else make_schedule(args.interval, control)
+    intake_run = intake_flow(args.copy_retries, args.retry_delay, schedule)
+    parameters = dict(scanner_dir=str(args.scanner_dir), shared_dir=str(args.shared_dir), file_type=args.file_type,
+                      settle_seconds=args.settle_seconds, marker=args.marker, retain_seconds=args.retain_seconds,
+                      keep_source=args.keep_source, bwlimit=args.bwlimit, output_dir=str(args.output_dir),
+                      control=control, qc=dict(settings.as_dict(), run_name=args.run_name, overwrite=args.overwrite,
+                                               executor=args.executor, workers=args.workers,
+                                               tile_threads=tile_threads))
+    previous = stop_on_signals(control)
+    try:
+        intake_run.run(parameters=parameters, run_on_schedule=not args.once, executor=LocalExecutor())
     except StopIntake:
         pass
     finally:
-        flow.schedule = None
         for s, handler in previous.items():
             signal.signal(s, handler)
-    how = "stopped on request" if CONTROL.stop_requested else "done"
-    print(f"intake {how} after {CONTROL.cycles} cycle(s)" + ("; some slides failed" if CONTROL.failed else ""),
+    how = "stopped on request" if control.stop_requested else "done"
+    print(f"intake {how} after {control.cycles} cycle(s)" + ("; some slides failed" if control.failed else ""),
           flush=True)
-    return cli.EXIT_SLIDES_FAILED if CONTROL.failed else cli.EXIT_OK
+    return cli.EXIT_SLIDES_FAILED if control.failed else cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -53,16 +53,21 @@ class NoService(Exception):
     """No Prefect server or Dask scheduler answers (or cannot run the QC): one message, exit code 3."""
 
 
-def build_parser(description: str, parallel: bool = False) -> argparse.ArgumentParser:
-    """The shared options; ``parallel`` adds --workers (and --executor/--address for the mapped flows)."""
+def build_parser(description: str, parallel: bool = False, slides: bool = True) -> argparse.ArgumentParser:
+    """The shared options; ``parallel`` adds --workers (and --executor/--address for the mapped flows).
+
+    ``slides=False`` leaves out --data-dir and --files, for a script that finds its slides elsewhere.
+    """
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog=EPILOG)
     data = parser.add_argument_group("slides")
-    data.add_argument("--data-dir", default="data", help="folder with the slides")
+    if slides:
+        data.add_argument("--data-dir", default="data", help="folder with the slides")
     data.add_argument("--file-type", default="svs", help="slide file extension to look for")
-    data.add_argument("--files", nargs="+", metavar="SLIDE",
-                      help="check these slides instead of every slide in --data-dir")
+    if slides:
+        data.add_argument("--files", nargs="+", metavar="SLIDE",
+                          help="check these slides instead of every slide in --data-dir")
     qc = parser.add_argument_group("QC settings")
     for setting in fields(QCSettings):
         qc.add_argument(f"--{setting.name.replace('_', '-')}", type=type(setting.default),

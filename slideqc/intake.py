@@ -1,30 +1,53 @@
 """Moving slides from a scanner's folder to the shared drive, safely: the file logic of the intake flow.
 
-Everything here is plain Python on paths, so it can be tested without Prefect;
-solutions/pipeline_intake.py wraps it in tasks. The rules (why they are safe is
-explained in that module's docstring):
+Everything here is plain Python on paths (no Prefect), so it can be tested on its
+own; extras/pipeline_intake.py wraps it in tasks.
+
+The guarantee: a slide is never removed from the scanner folder while it could be
+its only complete copy. The rules that make it true:
 
 - a slide is copied to a hidden temporary name in the shared folder,
   ``.<name>.<random>.partial``, never to its final name;
 - the copy is flushed to disk, read back and compared (size and sha256) with
   what was read from the source, and the source must not have changed meanwhile;
 - only then is it given its final name, without ever replacing a file already
-  there (a hard link fails if the name exists), and the folder is flushed;
+  there (a hard link fails if the name exists), and the folder is flushed; the
+  one exception: a shared copy the intake itself placed, whose bytes are the
+  beginning of the source's bytes now (a slide the scanner had not finished,
+  copied during a pause), is replaced by the whole slide;
 - a slide whose name is taken on the shared drive is not copied again when the
   content is the same; with other content it is stored as ``<stem>.<sha12><ext>``;
-- the source is removed only by ``remove_source``, which the flow calls after all that.
+- the source is not removed after its copy: it is *held* (a record in
+  ``<output-dir>/.intake-held/``: size, mtime, sha256, where its copy went) and
+  stays in the scanner folder. A held source whose size or mtime changes is
+  copied again, loudly. ``release_sources`` removes a held source only when
+  (1) it has not changed for ``retain_seconds`` since its verified copy,
+  (2) its shared copy has a QC row that is not an error, and (3) just before the
+  removal, the source and the shared copy both still hash to the recorded sha256.
+
+Its limits: a scanner that pauses longer than ``retain_seconds`` *and* whose file
+QC reads without error can still lose the bytes it writes after the removal (use a
+completion marker, or a longer retention); a change of a source that keeps its
+size and mtime is only seen at the final check before removal (then it is copied
+again). Every event is appended to ``<output-dir>/intake-journal.tsv``.
 """
 
 from __future__ import annotations
 
+import csv
 import errno
 import hashlib
+import io
+import json
 import logging
 import os
 import secrets
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from slideqc.output import files
+from slideqc.output.files import atomic_write_bytes
 
 log = logging.getLogger("slideqc")
 
@@ -34,12 +57,15 @@ SHORT_SHA = 12
 
 # What happened to a slide in a pass (the ``action`` of an Outcome).
 COPIED = "copied"  # new on the shared drive, verified
+REPLACED = "replaced"  # changed after its copy: the intake's shorter copy replaced by the whole slide
 RENAMED = "renamed"  # its name was taken by other content: stored under <stem>.<sha12><ext>
 DUPLICATE = "duplicate"  # already on the shared drive with the same sha256: not copied again
 WAITING = "waiting"  # still being written (or no completion marker yet): left for a later pass
 CHANGED = "changed"  # the source changed while it was copied: left for a later pass
 STOPPED = "stopped"  # a stop was asked for before its copy began: left for the next pass
-ERROR = "error"  # the copy failed (after retries): the source is kept
+ERROR = "error"  # the copy (after retries) or the source's removal failed: the source is kept
+HELD = "held"  # verified on the shared drive; the source kept until its retention and QC allow its removal
+RELEASED = "released"  # the source removed: unchanged for the retention period, QC'd, hashes checked again
 
 
 class VerifyError(OSError):
@@ -80,7 +106,7 @@ class Outcome:
     @property
     def arrived(self) -> bool:
         """True when the slide is now on the shared drive because of this pass (so it needs QC)."""
-        return self.action in (COPIED, RENAMED)
+        return self.action in (COPIED, RENAMED, REPLACED)
 
     @property
     def failed(self) -> bool:
@@ -166,13 +192,16 @@ def remove_orphan_markers(scanner_dir: str | Path, marker: str, file_type: str =
 # --- copying ----------------------------------------------------------------------------
 
 
-def sha256_file(path: str | Path, drop_cache: bool = False) -> str:
+def sha256_file(path: str | Path, drop_cache: bool = False, limit: int | None = None) -> str:
+    """sha256 of the file (of its first ``limit`` bytes if given); ``drop_cache``: read the disk, not memory."""
     digest = hashlib.sha256()
+    left = -1 if limit is None else limit
     with open(path, "rb") as handle:
         if drop_cache:
             _drop_cache(handle.fileno())
-        while chunk := handle.read(CHUNK):
+        while left and (chunk := handle.read(CHUNK if left < 0 else min(CHUNK, left))):
             digest.update(chunk)
+            left -= len(chunk) if left > 0 else 0
     return digest.hexdigest()
 
 
@@ -294,14 +323,17 @@ class HashCache:
 
 
 def copy_and_verify(source: Candidate, shared_dir: str | Path, bwlimit: float = 0,
-                    hashes: HashCache | None = None, before_placing=None) -> Outcome:
-    """Copy one complete slide to the shared folder and verify it; never overwrites, never removes the source.
+                    hashes: HashCache | None = None, before_placing=None, previous: Held | None = None) -> Outcome:
+    """Copy one complete slide to the shared folder and verify it; never removes the source.
 
     Returns an Outcome: COPIED or RENAMED (placed and verified), DUPLICATE (the same
-    content is already there under the name it would get). Raises VerifyError or
-    another OSError for the caller to retry, SourceChanged when the slide is still
-    being written. A failed copy leaves no partial file behind. ``before_placing(final)``
-    is called just before the final name is given (the flow journals the slide for QC there).
+    content is already there under the name it would get), REPLACED (``previous``, the
+    record of this source's earlier copy, says that copy is the beginning of this one:
+    a slide copied while the scanner paused, now replaced by the whole slide). Nothing
+    else is ever overwritten. Raises VerifyError or another OSError for the caller to
+    retry, SourceChanged when the slide is still being written. A failed copy leaves
+    no partial file behind. ``before_placing(final)`` is called just before the final
+    name is given (the flow journals the slide for QC there).
     """
     hashes = hashes or HashCache()
     started = time.monotonic()
@@ -314,6 +346,17 @@ def copy_and_verify(source: Candidate, shared_dir: str | Path, bwlimit: float = 
         if copy_size != size or copy_sha != sha:
             raise VerifyError(f"{source.name}: the copy differs from the source "
                               f"(size {copy_size} vs {size}, sha256 {copy_sha[:12]} vs {sha[:12]})")
+        same_folder = previous is not None and Path(previous.dest).parent == shared.resolve()
+        if same_folder and _extends(previous, partial, size):
+            final = Path(previous.dest)
+            if before_placing is not None:
+                before_placing(final)
+            os.replace(partial, final)
+            fsync_dir(final.parent)
+            return Outcome(source.name, REPLACED, source.path, str(final), size, sha,
+                           detail=f"CHANGED after its copy: the earlier copy ({previous.size} bytes, sha256 "
+                                  f"{previous.sha256[:SHORT_SHA]}) was its beginning; replaced by the whole slide",
+                           seconds=round(time.monotonic() - started, 3))
         name, attempt = source.name, 0
         while True:
             final = shared / name
@@ -360,19 +403,26 @@ def already_there(source: Candidate, shared_dir: str | Path, hashes: HashCache) 
     return None
 
 
-def remove_source(outcome: Outcome, marker: str | None = None) -> Outcome:
-    """Remove a slide from the scanner folder once it is verified on the shared drive (then its marker)."""
-    if outcome.action not in (COPIED, RENAMED, DUPLICATE):
-        raise ValueError(f"{outcome.name}: not on the shared drive ({outcome.action}); the source stays")
-    if not Path(outcome.dest).is_file():
-        raise FileNotFoundError(f"{outcome.dest}: the verified copy is missing; the source stays")
-    source = Path(outcome.source)
-    source.unlink(missing_ok=True)
+def _extends(previous: Held, partial: Path, size: int) -> bool:
+    """True when the intake's earlier copy is untouched and is the beginning of the new, longer copy."""
+    dest = Path(previous.dest)
+    if dest.name != Path(previous.source).name:  # a copy kept apart as <stem>.<sha12>: its name is its content's
+        return False
+    try:
+        return (size > previous.size and dest.stat().st_size == previous.size
+                and sha256_file(dest) == previous.sha256
+                and sha256_file(partial, limit=previous.size) == previous.sha256)
+    except FileNotFoundError:
+        return False
+
+
+def remove_source(record: Held, marker: str | None = None) -> None:
+    """Remove a held slide from the scanner folder, then its marker. Only ``release_sources`` calls it."""
+    source = Path(record.source)
+    source.unlink()
     if marker:
         marker_path(source, marker).unlink(missing_ok=True)
     fsync_dir(source.parent)
-    outcome.source_removed = True
-    return outcome
 
 
 # --- slides waiting for QC --------------------------------------------------------------
@@ -418,3 +468,266 @@ def clear_pending(output_dir: str | Path, shared_paths) -> None:
 def outcome_row(outcome: Outcome) -> dict:
     values = asdict(outcome)
     return {c: values[c] for c in OUTCOME_COLUMNS}
+
+
+# --- sources held after their copy ------------------------------------------------------
+# A copied source stays in the scanner folder, with a record of what was copied, until
+# release_sources finds it safe to remove. A record is written after the copy is in place: a
+# pass that dies before that finds the source again next time, sees the same sha256 on the
+# shared drive (DUPLICATE) and holds it then.
+
+HELD_DIRNAME = ".intake-held"
+QC_NOT_YET, QC_OK, QC_ERROR, QC_EARLIER = "", "ok", "error", "earlier"
+
+
+@dataclass
+class Held:
+    """A source kept in the scanner folder after its verified copy: what was copied, where, when, its QC."""
+
+    source: str
+    dest: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    copied_at: float  # time.time() when the copy was verified in place
+    qc: str = QC_NOT_YET  # ok or error (its QC row), earlier (found already on the shared drive, not queued for QC)
+
+    def unchanged(self, now: Candidate | None) -> bool:
+        return now is not None and (now.size, now.mtime_ns) == (self.size, self.mtime_ns)
+
+
+def _key(path: str | Path) -> str:
+    return hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16]
+
+
+def held_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / HELD_DIRNAME
+
+
+def hold(output_dir: str | Path, source: Candidate, outcome: Outcome, qc: str = QC_NOT_YET) -> Held:
+    """Record that ``source`` (as it was copied) is verified on the shared drive as ``outcome.dest``."""
+    record = Held(str(Path(source.path).resolve()), str(Path(outcome.dest).resolve()), source.size,
+                  source.mtime_ns, outcome.sha256, time.time(), qc)
+    folder = held_dir(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / f"{_key(source.path)}.json", json.dumps(asdict(record)).encode("utf-8"))
+    return record
+
+
+def _read_record(entry: Path) -> Held | None:
+    """The record in ``entry``; None if there is none, or it cannot be read (its source then counts as new)."""
+    try:
+        return Held(**json.loads(entry.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as error:
+        log.warning("%s: unreadable record of a held slide, ignored: %s", entry, error)
+        return None
+
+
+def held_records(output_dir: str | Path) -> dict[str, Held]:
+    """source path -> its record, for every source held."""
+    folder = held_dir(output_dir)
+    entries = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return {record.source: record for record in map(_read_record, entries) if record is not None}
+
+
+def held_record(output_dir: str | Path, source: str | Path) -> Held | None:
+    return _read_record(held_dir(output_dir) / f"{_key(source)}.json")
+
+
+def forget(output_dir: str | Path, source: str | Path) -> None:
+    (held_dir(output_dir) / f"{_key(source)}.json").unlink(missing_ok=True)
+
+
+def mark_checked(output_dir: str | Path, qc_by_dest: dict[str, str]) -> None:
+    """Note the QC result (ok or error) of the shared copies just checked in their sources' records."""
+    for record in held_records(output_dir).values():
+        status = qc_by_dest.get(record.dest)
+        if status is not None and status != record.qc:
+            record.qc = status
+            atomic_write_bytes(held_dir(output_dir) / f"{_key(record.source)}.json",
+                               json.dumps(asdict(record)).encode("utf-8"))
+
+
+def to_copy(found: list[Candidate], records: dict[str, Held]) -> tuple[list[Candidate], list[tuple[Candidate, Held]]]:
+    """(the slides to copy, those among them that changed after their copy) from what the scanner folder holds.
+
+    A held source that has not changed is not copied again; one whose size or mtime moved is.
+    """
+    new, changed = [], []
+    for candidate in found:
+        record = records.get(str(Path(candidate.path).resolve()))
+        if record is None:
+            new.append(candidate)
+        elif not record.unchanged(candidate):
+            new.append(candidate)
+            changed.append((candidate, record))
+    return new, changed
+
+
+def release_sources(output_dir: str | Path, retain_seconds: float, marker: str | None = None,
+                    now: float | None = None, scanner_dir: str | Path | None = None) -> list[Outcome]:
+    """Remove the held sources it is safe to remove; an Outcome for each held source (RELEASED, HELD or ERROR).
+
+    Safe means: unchanged since its copy for ``retain_seconds``, its shared copy QC'd
+    without error (or found already there), and both still hashing to the recorded sha256
+    when read again just now. A source that went away is forgotten; one that changed is
+    left for the next pass to copy again. ``scanner_dir``: only the sources in that folder.
+    """
+    now = time.time() if now is None else now
+    outcomes = []
+    for record in held_records(output_dir).values():
+        if scanner_dir is not None and Path(record.source).parent != Path(scanner_dir).resolve():
+            continue
+        name, current = Path(record.source).name, look(record.source)
+        outcome = Outcome(name, HELD, record.source, record.dest, record.size, record.sha256)
+        if current is None:
+            forget(output_dir, record.source)
+            continue
+        if not record.unchanged(current):
+            outcome.detail = "changed after its copy: copied again once complete"
+        elif now - record.copied_at < retain_seconds:
+            outcome.detail = f"kept for {retain_seconds - (now - record.copied_at):.0f} s more (--retain-seconds)"
+        elif record.qc == QC_NOT_YET:
+            outcome.detail = "kept until its shared copy is QC'd"
+        elif record.qc == QC_ERROR:
+            outcome.detail = "kept: the QC could not read its shared copy; remove it by hand once looked at"
+        elif not Path(record.dest).is_file() or sha256_file(record.dest, drop_cache=True) != record.sha256:
+            outcome.action, outcome.detail = ERROR, f"{record.dest} is missing or changed: the source is kept"
+            forget(output_dir, record.source)  # the next pass copies it again
+        elif sha256_file(record.source) != record.sha256 or not record.unchanged(look(record.source)):
+            outcome.detail = "its content changed after its copy (same size and mtime): copied again"
+            forget(output_dir, record.source)
+        else:
+            try:
+                remove_source(record, marker)
+            except OSError as error:
+                outcome.action, outcome.detail = ERROR, f"in place as {record.dest}, source not removed: {error}"
+            else:
+                forget(output_dir, record.source)
+                outcome.action, outcome.source_removed = RELEASED, True
+                outcome.detail = (f"removed from the scanner folder: unchanged for {now - record.copied_at:.0f} s "
+                                  f"since its copy, QC {record.qc}, sha256 checked again on both sides")
+        outcomes.append(outcome)
+    return sorted(outcomes, key=lambda o: o.name)
+
+
+# --- the journal of every event, and what a scheduled intake keeps between passes ---------
+
+JOURNAL_FILE = "intake-journal.tsv"
+
+
+def append_journal(output_dir: str | Path, outcomes: list[Outcome], cycle: int) -> Path:
+    """Append the outcomes to ``<output-dir>/intake-journal.tsv`` (time, cycle, then intake.tsv's columns), flushed."""
+    path = Path(output_dir) / JOURNAL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [] if path.exists() else ["\t".join(["time", "cycle", *OUTCOME_COLUMNS])]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    for outcome in outcomes:
+        values = ["" if v is None else " ".join(str(v).split()) for v in outcome_row(outcome).values()]
+        lines.append("\t".join([stamp, str(cycle), *values]))
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
+@dataclass
+class Control:
+    """What the passes of one intake process share: the cycle count, a stop request, failures, known hashes."""
+
+    max_cycles: int | None = None
+    cycles: int = 0
+    busy: bool = False  # a pass is running: a stop waits for its end
+    stop_requested: bool = False
+    failed: bool = False  # some slide failed (copy, removal or QC) in some pass
+    hashes: HashCache = field(default_factory=HashCache)  # an unchanged file is hashed once
+
+    def done(self) -> bool:
+        return self.stop_requested or (self.max_cycles is not None and self.cycles >= self.max_cycles)
+
+
+INTAKE_FILE = "intake.tsv"
+
+
+def with_releases(outcomes: list[Outcome], released: list[Outcome]) -> list[Outcome]:
+    """One row per slide: a release (or a failed one) joins the row of the copy made in the same pass."""
+    def key(o: Outcome) -> tuple[str, str]:
+        return o.name, str(Path(o.dest).resolve()) if o.dest else ""
+
+    rows = {key(o): o for o in outcomes}
+    merged = list(outcomes)
+    for outcome in released:
+        if outcome.action == HELD:
+            continue
+        row = rows.get(key(outcome))
+        if row is None:
+            merged.append(outcome)
+            continue
+        row.source_removed = outcome.source_removed
+        row.detail = "; ".join(filter(None, [row.detail, outcome.detail]))
+        if outcome.action == ERROR:
+            row.action = ERROR
+    return sorted(merged, key=lambda o: o.name)
+
+
+def write_intake_table(run_dir: str | Path, outcomes: list[Outcome]) -> Path:
+    """``<run folder>/intake.tsv``: one row per slide the pass dealt with."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer.writerow(OUTCOME_COLUMNS)
+    for outcome in outcomes:
+        writer.writerow(["" if v is None else str(v) for v in outcome_row(outcome).values()])
+    path = Path(run_dir) / INTAKE_FILE
+    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
+    return path
+
+
+# --- the command line's intake options, checked before any file is touched -------------
+
+
+def check_options(args) -> None:
+    """Raise ValueError("--option: why") for the first bad intake option of ``args`` (an argparse Namespace).
+
+    Only reads: nothing is created, moved or removed, so a bad command line changes no file.
+    """
+    scanner, shared, output = Path(args.scanner_dir), Path(args.shared_dir), Path(args.output_dir)
+    for option, folder in (("--scanner-dir", scanner), ("--shared-dir", shared)):
+        if not folder.is_dir():  # an unmounted share must not become a local folder
+            raise ValueError(f"{option}: {folder} is not a folder")
+    if scanner.resolve() == shared.resolve():
+        raise ValueError("--shared-dir: must not be the scanner folder")
+    if not os.access(shared, os.W_OK | os.X_OK):
+        raise ValueError(f"--shared-dir: {shared} is not writable")
+    if not args.keep_source and not os.access(scanner, os.W_OK | os.X_OK):
+        raise ValueError(f"--scanner-dir: {scanner} is not writable (its slides are removed once safe; "
+                         "or pass --keep-source)")
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output-dir: {output} is not a folder")
+    existing = next(folder for folder in (output.absolute(), *output.absolute().parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--output-dir: {output} cannot be made ({existing} is not a writable folder)")
+    if args.interval is not None and not 0 < args.interval < float("inf"):
+        raise ValueError(f"--interval: must be a number > 0, got {args.interval}")
+    if args.max_cycles is not None and (args.max_cycles < 1 or args.once):
+        raise ValueError("--max-cycles: must be >= 1, and goes with --interval")
+    if args.run_name:
+        if not (args.once or args.max_cycles == 1):
+            raise ValueError("--run-name: each pass makes its own run folder; use it with --once")
+        files.check_run_name(args.run_name)  # the same rule the run folder is made with (raises ValueError)
+        if (output / args.run_name).exists() and not args.overwrite:
+            raise ValueError(f"--run-name: {output / args.run_name}: an earlier run is there; "
+                             "pass --overwrite to replace it")
+    for option, value in (("--settle-seconds", args.settle_seconds), ("--retain-seconds", args.retain_seconds),
+                          ("--bwlimit", args.bwlimit), ("--copy-retries", args.copy_retries),
+                          ("--retry-delay", args.retry_delay)):
+        if not value >= 0 or value == float("inf"):  # NaN fails the first test
+            raise ValueError(f"{option}: must be a number >= 0, got {value}")
+    if args.marker is not None and (not args.marker.strip() or "/" in args.marker or os.sep in args.marker):
+        raise ValueError(f"--marker: {args.marker!r} must be a file name suffix such as .done")
+    if not args.file_type.strip(". ") or "/" in args.file_type:
+        raise ValueError(f"--file-type: {args.file_type!r} must be an extension such as svs")
+    if args.workers < 1:
+        raise ValueError(f"--workers: must be >= 1, got {args.workers}")

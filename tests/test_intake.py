@@ -58,7 +58,7 @@ def module():
 
 def once(module, scanner, shared, out, *extra) -> int:
     return module.main(["--scanner-dir", str(scanner), "--shared-dir", str(shared), "--output-dir", str(out),
-                        "--once", "--settle-seconds", "0.5", "--executor", "local", *extra])
+                        "--once", "--settle-seconds", "0.5", "--retain-seconds", "0", "--executor", "local", *extra])
 
 
 def popen(scanner, shared, out, *extra, log: Path) -> subprocess.Popen:
@@ -182,13 +182,14 @@ def test_duplicates_and_conflicts_are_logged(folders, demo_slides):
     shutil.copy2(first, scanner / first.name)
     shutil.copy2(first, scanner / "same.svs")
     proc = run_script(INTAKE, "--scanner-dir", str(scanner), "--shared-dir", str(shared), "--output-dir", str(out),
-                      "--once", "--settle-seconds", "0.2", "--executor", "local", timeout=300)
+                      "--once", "--settle-seconds", "0.2", "--retain-seconds", "0", "--executor", "local",
+                      timeout=300)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-3000:]
     kept_as = intake.conflict_name(first.name, sha256(first))
     assert f"{first.name}: CONFLICT: {first.name} on the shared drive has other content: kept as {kept_as}" in text
     assert "same.svs: skipped: already on the shared drive as same.svs (same sha256): not copied again" in text
-    assert "same.svs: removed from the scanner folder" in text
+    assert "same.svs: removed from the scanner folder: unchanged for" in text
     assert f"{kept_as}: QC ok" in text
 
 
@@ -300,14 +301,15 @@ def test_killed_mid_copy_loses_nothing_and_the_next_pass_finishes(folders, demo_
 
     # the next pass deletes the half copy and finishes the job
     proc = run_script(INTAKE, "--scanner-dir", str(scanner), "--shared-dir", str(shared), "--output-dir", str(out),
-                      "--once", "--settle-seconds", "0.2", "--executor", "local", timeout=300)
+                      "--once", "--settle-seconds", "0.2", "--retain-seconds", "0", "--executor", "local",
+                      timeout=300)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text[-3000:]  # the random "slide" fails QC; the demo slide is fine
     assert "a copy interrupted in an earlier pass" in text
     assert not partials(shared)
     assert sorted(p.name for p in shared.iterdir()) == sorted([big.name, small.name])
     assert sha256(shared / big.name) == big_sha and sha256(shared / small.name) == sha256(small)
-    assert list(scanner.iterdir()) == []
+    assert [p.name for p in scanner.iterdir()] == [big.name]  # the QC could not read it: its source is kept
     rows = per_slide(results.read_results(runs(out)[-1] / "results.tsv"))
     assert rows[small.name][0] == "ok" and rows[big.name][0] == "error"
 
@@ -319,7 +321,7 @@ def test_scheduled_runs_two_cycles_and_stops(folders, demo_slides, tmp_path):
     proc = popen(scanner, shared, out, "--interval", "1", "--max-cycles", "2", "--settle-seconds", "0.2", log=log)
     assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
     text = log.read_text()
-    assert "intake cycle 1: done: 1 copied" in text and "intake cycle 2: done: no slides" in text
+    assert "intake cycle 1: done: 1 copied, 1 held" in text and "intake cycle 2: done: 1 held;" in text
     assert "intake cycle 3" not in text and "intake done after 2 cycle(s)" in text
     assert "Waiting for next scheduled run" in text  # Prefect's own schedule loop ran it
     assert sha256(shared / demo_slides[0].name) == sha256(demo_slides[0])
@@ -331,7 +333,8 @@ def test_sigterm_finishes_the_copy_under_way_and_exits_cleanly(folders, demo_sli
         shutil.copy2(slide, scanner / slide.name)
     log = tmp_path / "intake.log"
     # about 2.5 s per slide at 2 MB/s: the signal comes while the first one is copying
-    proc = popen(scanner, shared, out, "--interval", "1", "--settle-seconds", "0.2", "--bwlimit", "2", log=log)
+    proc = popen(scanner, shared, out, "--interval", "1", "--settle-seconds", "0.2", "--bwlimit", "2",
+                 "--retain-seconds", "0", log=log)
     try:
         wait_for(lambda: partials(shared), 60, "a copy to start", proc, log)
         proc.send_signal(signal.SIGTERM)
@@ -370,7 +373,7 @@ def test_sigterm_between_passes_stops_at_once(folders, tmp_path):
     ([], "one of the arguments --interval --once is required"),
     (["--once", "--max-cycles", "2"], "--max-cycles"),
     (["--interval", "5", "--run-name", "x"], "--run-name"),
-    (["--once", "--data-dir", "data"], "--scanner-dir"),
+    (["--once", "--data-dir", "data"], "unrecognized arguments: --data-dir"),
 ])
 def test_usage_errors(folders, args, message):
     scanner, shared, out = folders
@@ -383,8 +386,8 @@ def test_flow_graph():
     assert flow.name == "Slide intake"
     edges = {(e.upstream_task.name, e.downstream_task.name, e.mapped) for e in flow.edges}
     for edge in [("clean_up", "find_candidates", False), ("find_candidates", "wait_until_complete", False),
-                 ("wait_until_complete", "copy_and_verify", True), ("copy_and_verify", "remove_source", True),
-                 ("remove_source", "qc_arrived", False)]:
+                 ("wait_until_complete", "copy_and_verify", True), ("copy_and_verify", "qc_arrived", False),
+                 ("qc_arrived", "release", False), ("release", "end_pass", False)]:
         assert edge in edges, edge
 
 
@@ -407,3 +410,237 @@ def test_a_source_that_cannot_be_removed_is_reported_and_its_slide_still_checked
     monkeypatch.undo()
     assert once(module, scanner, shared, out) == 0  # next pass: same sha256 on the shared drive, source removed
     assert not (scanner / slide.name).exists()
+
+
+# --- issue 16: a slide is never removed while it could be its only complete copy -------------------------
+
+
+def journal_rows(out: Path, name: str) -> list[dict]:
+    path = out / intake.JOURNAL_FILE
+    return [r for r in results.read_results(path) if r["name"] == name] if path.exists() else []
+
+
+@pytest.mark.parametrize("scanner_reopens", [False, True], ids=["scanner-keeps-its-handle", "scanner-reopens-by-name"])
+def test_a_scanner_that_pauses_longer_than_the_settle_time_loses_nothing(folders, demo_slides, tmp_path,
+                                                                         scanner_reopens):
+    """The scanner writes half a slide, pauses until the intake has copied that half, then finishes.
+
+    The slide must end up on the shared drive whole (sha256 of the bytes the scanner wrote), exactly
+    once, and its source must exist all along until the whole slide is there. No timing is asserted:
+    the scanner's pause ends when the half copy is seen on the shared drive, so it is longer than
+    the settle time by construction.
+    """
+    scanner, shared, out = folders
+    data = demo_slides[0].read_bytes()
+    whole_sha, half = hashlib.sha256(data).hexdigest(), len(data) // 2
+    half_sha = hashlib.sha256(data[:half]).hexdigest()
+    source = scanner / "paused.svs"
+    errors, done = [], threading.Event()
+
+    def scanner_writes():
+        try:
+            handle = source.open("wb")
+            handle.write(data[:half])
+            handle.flush()
+            os.fsync(handle.fileno())
+            wait_for(lambda: (shared / source.name).exists() or done.is_set(), 240, "the half copy")  # the pause
+            if scanner_reopens:
+                handle.close()
+                handle = source.open("ab")
+            handle.write(data[half:])
+            handle.close()
+        except Exception as error:  # noqa: BLE001 - reported by the test
+            errors.append(error)
+
+    def source_watch():  # the source must never vanish while the intake runs with a long retention
+        while not done.is_set():
+            if not source.exists() and not errors:
+                errors.append(AssertionError("the source vanished"))
+            time.sleep(0.01)
+
+    log = tmp_path / "intake.log"
+    threads = [threading.Thread(target=scanner_writes), threading.Thread(target=source_watch)]
+    threads[0].start()
+    wait_for(source.exists, 30, "the scanner to start")
+    threads[1].start()
+    proc = popen(scanner, shared, out, "--interval", "0.5", "--settle-seconds", "0.2", "--retain-seconds", "3600",
+                 log=log)
+    try:
+        wait_for(lambda: any(r["action"] == "replaced" for r in journal_rows(out, source.name)), 240,
+                 "the whole slide to replace the half copy", proc, log)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 1, log.read_text()[-3000:]  # the half slide failed its QC: said, and...
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+        if proc.poll() is None:
+            proc.kill()
+    assert not errors, errors
+    text = log.read_text()
+    assert f"{source.name}: CHANGED after its copy ({half} -> {len(data)} bytes" in text
+    assert f"{source.name}: REPLACED" in text
+    assert f"{source.name}: QC failed: {source.name}: truncated file" in text
+    rows = per_slide(results.read_results(runs(out)[-1] / "results.tsv"))
+    assert rows[source.name][0] == "ok"  # ...the whole slide passed it
+
+    # whole, exactly once; the source untouched
+    assert sorted(p.name for p in shared.iterdir()) == [source.name]
+    assert sha256(shared / source.name) == whole_sha and sha256(source) == whole_sha
+    events = [(r["action"], r["sha256"], r["source_removed"]) for r in journal_rows(out, source.name)]
+    assert events[0] == ("copied", half_sha, "False") and events[-1] == ("replaced", whole_sha, "False")
+    assert all(removed == "False" for _, _, removed in events)
+
+    # later, once retained long enough (here: at once) and QC'd, the source goes, its hashes checked again
+    proc = run_script(INTAKE, "--scanner-dir", str(scanner), "--shared-dir", str(shared), "--output-dir", str(out),
+                      "--once", "--settle-seconds", "0.2", "--retain-seconds", "0", "--executor", "local", timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert list(scanner.iterdir()) == [] and sha256(shared / source.name) == whole_sha
+    last = journal_rows(out, source.name)[-1]
+    assert (last["action"], last["sha256"], last["source_removed"]) == ("released", whole_sha, "True")
+
+
+def test_a_held_source_is_released_only_when_retained_checked_and_unchanged(folders, demo_slides):
+    scanner, shared, out = folders
+    source = scanner / demo_slides[0].name
+    shutil.copy2(demo_slides[0], source)
+    original = sha256(demo_slides[0])
+    [candidate] = intake.find_slides(scanner)
+    outcome = intake.copy_and_verify(candidate, shared)
+    record = intake.hold(out, candidate, outcome)
+    t0 = record.copied_at
+
+    def release(at):
+        return {o.name: o for o in intake.release_sources(out, retain_seconds=600, now=at)}[source.name]
+
+    assert release(t0 + 10).action == "held" and "more" in release(t0 + 10).detail  # within its retention
+    assert release(t0 + 700).action == "held" and "QC'd" in release(t0 + 700).detail  # not checked yet
+    intake.mark_checked(out, {record.dest: intake.QC_ERROR})
+    assert release(t0 + 700).action == "held" and "could not read" in release(t0 + 700).detail
+    intake.mark_checked(out, {record.dest: intake.QC_OK})
+    (shared / source.name).write_bytes(b"someone changed the shared copy")
+    assert release(t0 + 700).action == "error" and source.exists()  # the shared copy is not whole: kept
+    assert intake.held_records(out) == {}  # forgotten: the next pass copies it again
+
+    shutil.copy2(demo_slides[0], shared / source.name)
+    record = intake.hold(out, candidate, outcome, qc=intake.QC_OK)
+    with source.open("ab") as handle:  # the scanner wrote more after the copy
+        handle.write(b"more")
+    assert release(record.copied_at + 700).action == "held" and source.exists()
+    assert intake.to_copy(intake.find_slides(scanner), intake.held_records(out))[1]  # seen as changed
+    source.write_bytes(demo_slides[0].read_bytes())
+    os.utime(source, ns=(candidate.mtime_ns, candidate.mtime_ns))
+    released = release(record.copied_at + 700)
+    assert released.action == "released" and released.source_removed and not source.exists()
+    assert sha256(shared / source.name) == original
+
+
+def _copy_fails(monkeypatch, real):
+    def copy_file(source, dest, bwlimit=0):
+        Path(dest).write_bytes(b"the first bytes")
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(intake, "copy_file", copy_file)
+
+
+def _disk_full(monkeypatch, real):
+    def copy_file(source, dest, bwlimit=0):
+        Path(dest).write_bytes(Path(source.path).read_bytes()[:1000])
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(intake, "copy_file", copy_file)
+
+
+def _verify_fails(monkeypatch, real):  # the copy reads back different from what was read from the source
+    monkeypatch.setattr(intake, "sha256_file", lambda path, drop_cache=False, limit=None:
+                        "0" * 64 if Path(path).name.endswith(".partial") else real.sha256_file(path, drop_cache, limit))
+
+
+def _rename_fails(monkeypatch, real):
+    def place(partial, final):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(intake, "place", place)
+
+
+def _journal_full(monkeypatch, real):  # the output drive is full: the slide cannot be queued for QC
+    def add_pending(output_dir, shared_path):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(intake, "add_pending", add_pending)
+
+
+def _record_fails(monkeypatch, real):  # placed and verified, but the hold record cannot be written
+    def hold(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(intake, "hold", hold)
+
+
+@pytest.mark.parametrize("fault", [_copy_fails, _disk_full, _verify_fails, _rename_fails, _journal_full,
+                                   _record_fails], ids=lambda f: f.__name__.strip("_"))
+def test_every_failure_before_the_copy_is_verified_in_place_keeps_the_source(module, folders, demo_slides,
+                                                                            monkeypatch, fault):
+    scanner, shared, out = folders
+    original = demo_slides[0].read_bytes()
+    original_sha = hashlib.sha256(original).hexdigest()
+    source = scanner / demo_slides[0].name
+    source.write_bytes(original)
+    import types
+
+    fault(monkeypatch, types.SimpleNamespace(sha256_file=intake.sha256_file))
+    assert once(module, scanner, shared, out, "--copy-retries", "1", "--retry-delay", "0") == 1
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == original_sha  # the source, byte for byte
+    assert not partials(shared)
+    placed = shared / source.name
+    assert not placed.exists() or hashlib.sha256(placed.read_bytes()).hexdigest() == original_sha
+    assert [p.name for p in shared.iterdir()] == ([source.name] if placed.exists() else [])
+    row = intake_rows(runs(out)[-1])[source.name]
+    assert row["action"] == "error" and row["source_removed"] == "False"
+
+    monkeypatch.undo()  # the fault is gone: the next pass finishes the job
+    assert once(module, scanner, shared, out) == 0
+    assert sha256(shared / source.name) == original_sha and not source.exists()
+
+
+BAD_OPTIONS = [
+    (["--once", "--run-name", "../elsewhere"], "--run-name"),
+    (["--interval", "5", "--run-name", "x"], "--run-name"),
+    (["--once", "--retain-seconds", "-1"], "--retain-seconds"),
+    (["--once", "--settle-seconds", "nan"], "--settle-seconds"),
+    (["--once", "--marker", ""], "--marker"),
+    (["--once", "--marker", "a/b"], "--marker"),
+    (["--once", "--workers", "0"], "--workers"),
+    (["--once", "--tile-threads", "0"], "--tile-threads"),
+    (["--once", "--blur-max", "-1"], "--blur-max"),
+    (["--interval", "0"], "--interval"),
+    (["--interval", "nan"], "--interval"),
+    (["--once", "--output-dir", "/dev/null/out"], "--output-dir"),
+    (["--interval", "1", "--max-cycles", "0"], "--max-cycles"),
+    (["--once", "--copy-retries", "-1"], "--copy-retries"),
+    (["--once", "--bwlimit", "-5"], "--bwlimit"),
+    (["--once", "--file-type", "."], "--file-type"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_a_bad_option_touches_no_file(module, folders, demo_slides, capsys, args, message):
+    from slideqc import cli
+
+    scanner, shared, out = folders
+    shutil.copy2(demo_slides[0], scanner / demo_slides[0].name)
+    before = {p.name: (sha256(p), p.stat().st_mtime_ns) for p in scanner.iterdir()}
+    code = cli.run_main(module.main, ["--scanner-dir", str(scanner), "--shared-dir", str(shared),
+                                      "--output-dir", str(out), "--settle-seconds", "0", *args])
+    assert code == 2 and message in capsys.readouterr().err
+    assert {p.name: (sha256(p), p.stat().st_mtime_ns) for p in scanner.iterdir()} == before
+    assert list(shared.iterdir()) == [] and not out.exists()
+
+
+def test_an_unreadable_hold_record_counts_its_source_as_new_and_nothing_is_copied_twice(module, folders,
+                                                                                         demo_slides):
+    scanner, shared, out = folders
+    slide = demo_slides[0]
+    shutil.copy2(slide, scanner / slide.name)
+    assert once(module, scanner, shared, out, "--retain-seconds", "600") == 0
+    assert (scanner / slide.name).exists()  # held
+    [entry] = intake.held_dir(out).glob("*.json")
+    entry.write_text("{cut short")
+    assert once(module, scanner, shared, out) == 0  # found again: the same sha256 is there, so held again, released
+    assert not (scanner / slide.name).exists()
+    assert sorted(p.name for p in shared.iterdir()) == [slide.name] and sha256(shared / slide.name) == sha256(slide)

@@ -107,7 +107,8 @@ def slide_folder_name(file_name: str) -> str:
     return f"{safe}-{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
-def _check_run_name(run_name: str) -> None:
+def check_run_name(run_name: str) -> None:
+    """Refuse a --run-name that is not a plain folder name (ValueError names the option)."""
     if not re.fullmatch(r"[\w\-.]+", run_name) or run_name.startswith("."):
         raise ValueError(f"--run-name: {run_name!r} must be a plain folder name "
                          "(letters, digits, '-', '_', '.'; not starting with '.')")
@@ -117,7 +118,7 @@ def create_run_dir(output_dir: str | Path, run_name: str | None = None, overwrit
     """A new folder for this run's outputs; an earlier run's folder is never reused unless asked."""
     base = Path(output_dir)
     if run_name:
-        _check_run_name(run_name)  # before anything is made: invalid usage writes nothing
+        check_run_name(run_name)  # before anything is made: invalid usage writes nothing
     base.mkdir(parents=True, exist_ok=True)
     if run_name:
         run_dir = base / run_name
