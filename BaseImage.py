@@ -28,6 +28,7 @@ import math
 import re
 import threading
 import time
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,13 +93,47 @@ class MaskStep:
     removed_fraction: float  # fraction of the tissue before the step that the step flagged
 
 
+class PackedMasks(MutableMapping):
+    """The slide's bool masks by name, kept packed 8 pixels to a byte (``np.packbits``).
+
+    A flow keeps every step's slide object until its run ends, and the process
+    executors copy it between processes several times per slide: packed, a mask
+    costs an eighth of its pixels in bytes. Reading a mask unpacks a new array.
+    """
+
+    def __init__(self) -> None:
+        self._packed: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        packed, shape = self._packed[name]
+        return np.unpackbits(packed, count=math.prod(shape)).view(bool).reshape(shape)
+
+    def __setitem__(self, name: str, mask: np.ndarray) -> None:
+        if mask.dtype != bool:
+            raise TypeError(f"mask {name!r} must be bool, got {mask.dtype}")
+        self._packed[name] = (np.packbits(mask, axis=None), mask.shape)
+
+    def __delitem__(self, name: str) -> None:
+        del self._packed[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    def nbytes(self) -> int:
+        """Bytes the packed masks hold."""
+        return sum(packed.nbytes for packed, _ in self._packed.values())
+
+
 class BaseImage:
     """One slide: its OpenSlide handle, images per work size, masks and what the QC found."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.name = display_name(self.path.name)  # the name shown in rows, logs and folder names
-        self.masks: dict[str, np.ndarray] = {}
+        self.masks = PackedMasks()
         self.mask_steps: list[MaskStep] = []
         # What the QC steps find, filled in step by step (None: not measured yet).
         self.image_work_size: WorkSize | None = None  # set by loading: tissue is found at this size
@@ -112,7 +147,6 @@ class BaseImage:
         self.cannot_judge: str | None = None  # why the QC cannot judge the slide ("" when it can)
         self.timings: dict[str, float] = {}  # seconds per step
         self.reads: list[LevelRead] = []
-        self.thumbnail_image: np.ndarray | None = None  # small RGB overview, kept when pickled
         self._images: dict[str, np.ndarray] = {}
         self._slide: openslide.OpenSlide | None = None
         self._open()
@@ -147,6 +181,13 @@ class BaseImage:
         return self._slide
 
     def close(self) -> None:
+        """Let go of the OpenSlide handle (and its tile cache) and of the work images read so far.
+
+        The masks and the values stay: a flow keeps every step's slide object until
+        its run ends, so what a closed slide holds is all that grows with the batch.
+        Anything read later reopens the slide.
+        """
+        self._images = {}
         if self._slide is not None:
             self._slide.close()
             self._slide = None
@@ -309,8 +350,6 @@ class BaseImage:
 
     def set_mask(self, name: str, mask: np.ndarray, removed_fraction: float | None = None) -> None:
         """Store a bool mask; ``removed_fraction``: the share of the tissue the step flagged (HistoQC's steps)."""
-        if mask.dtype != bool:
-            raise TypeError(f"mask {name!r} must be bool, got {mask.dtype}")
         self.masks[name] = mask
         if removed_fraction is not None:
             self.mask_steps.append(MaskStep(name, removed_fraction))

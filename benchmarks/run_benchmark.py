@@ -52,8 +52,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MB = 1024 * 1024
 POLL_SECONDS = 0.05
-KEPT_SECTIONS = ("notes", "big-slides")
-KEPT_HEADINGS = {"notes": "## What the numbers say", "big-slides": "## Real-size slides"}
+KEPT_SECTIONS = ("notes", "big-slides", "batch-scale")
+KEPT_HEADINGS = {"notes": "## What the numbers say", "big-slides": "## Real-size slides",
+                 "batch-scale": "## Cost as the batch grows"}
 
 
 @dataclass(frozen=True)
@@ -122,18 +123,23 @@ def make_slides(data_dir: Path, size: str, count: int) -> list[Path]:
 # --- running one configuration ----------------------------------------------------------
 
 
-def _sample_memory(pid: int, stop: threading.Event, peaks: list[float]) -> None:
+def _sample_memory(pids: list[int], stop: threading.Event, peaks: list[float]) -> None:
+    """Peaks of the largest process and of the sum, over the trees rooted at ``pids``."""
     import psutil
 
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    while not stop.is_set():
+    roots = []
+    for pid in pids:
         try:
-            procs = [root, *root.children(recursive=True)]
+            roots.append(psutil.Process(pid))
         except psutil.NoSuchProcess:
-            return
+            pass
+    while roots and not stop.is_set():
+        procs = []
+        for root in roots:
+            try:
+                procs += [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
         sizes = []
         for proc in procs:
             try:
@@ -146,8 +152,11 @@ def _sample_memory(pid: int, stop: threading.Event, peaks: list[float]) -> None:
         stop.wait(POLL_SECONDS)
 
 
-def run_config(config: Config, slides: list[Path], scratch: Path) -> Measurement:
-    """One run of ``config`` on ``slides`` in a fresh subprocess, with nothing cached."""
+def run_config(config: Config, slides: list[Path], scratch: Path, also: list[int] = ()) -> Measurement:
+    """One run of ``config`` on ``slides`` in a fresh subprocess, with nothing cached.
+
+    ``also``: processes (a Dask cluster's) whose trees count in the memory peaks.
+    """
     out = Path(tempfile.mkdtemp(prefix=f"{config.name}-", dir=scratch))
     command = [sys.executable, str(ROOT / config.script), "--files", *map(str, slides),
                "--output-dir", str(out / "output"), "--log-level", "WARNING", *config.args]
@@ -158,7 +167,7 @@ def run_config(config: Config, slides: list[Path], scratch: Path) -> Measurement
     with open(log_path, "wb") as log_file:
         started = time.perf_counter()
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        sampler = threading.Thread(target=_sample_memory, args=(proc.pid, stop, peaks), daemon=True)
+        sampler = threading.Thread(target=_sample_memory, args=([proc.pid, *also], stop, peaks), daemon=True)
         sampler.start()
         code = proc.wait()
         seconds = time.perf_counter() - started

@@ -26,7 +26,6 @@ MIN_WORK_PIXELS = 16  # a tissue image smaller than this on a side cannot be seg
 SLIDE_ERRORS = (SlideError, openslide.OpenSlideError, OSError, MemoryError)
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: not the slide's fault
 NO_ROOM_TEXT = "no space left on the disk"  # in a slide's error: the run stops (cli.Run.add), exit 4
-THUMBNAIL_SIDE = 1024  # longest side of the thumbnail kept with each slide, pixels
 
 
 @contextmanager
@@ -62,8 +61,6 @@ def segment_tissue(s: BaseImage) -> BaseImage:
         image = s.get_image(s.image_work_size)
         tissue = algorithms.tissue_mask(image)
         s.set_mask("tissue", tissue)
-        # Kept with the slide (small) so the pictures never need the slide read again.
-        s.thumbnail_image = s.thumbnail(THUMBNAIL_SIDE)
         s.tissue_fraction = float(tissue.mean())
         # Against the glass: a slide that is tissue from edge to edge has none to compare with.
         s.stain_contrast = algorithms.stain_contrast(image, tissue) if 0 < s.tissue_fraction < 1 else None
@@ -88,8 +85,9 @@ def detect_blur(s: BaseImage, blur_radius: float = DEFAULTS.blur_radius,
         # The blurry pixels that were counted, kept at the tissue resolution: enough for
         # pictures, small to pass between processes.
         s.set_mask("blur", found.mask, removed_fraction=algorithms.fraction_of(found.mask, s.masks["tissue"]))
-    # The last step that reads pixels: let go of the OpenSlide handle and its tile cache (tens
-    # of MB), as a flow keeps every slide's object until the run ends. Reopened if ever needed.
+    # The last step that measures: let go of the OpenSlide handle, its tile cache (tens of MB)
+    # and the tissue work image, as a flow keeps every slide's object until the run ends. The
+    # pictures reopen the slide for its thumbnail.
     s.close()
     return s
 

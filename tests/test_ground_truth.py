@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from BaseImage import BaseImage
+from BaseImage import BaseImage, PackedMasks
 from slideqc import algorithms, qc, synthetic
 from slideqc.settings import QCSettings
 
@@ -77,9 +77,15 @@ def test_reads_the_right_pyramid_level_never_level_0(demo_slides):
     # One read for the tissue, one per tile with tissue for the blur; the cache serves the rest.
     tissue_reads = [read for read in s.reads if read.level == 2]
     assert len(tissue_reads) == 1 and tissue_reads[0].size == s.level_dimensions[2]
-    count = len(s.reads)
-    s.get_image("1.25x")
-    assert len(s.reads) == count
+    # While the slide is open its work image is cached: asking again reads nothing.
+    open_slide = qc.segment_tissue(qc.load_slide(demo_slides[1]))
+    count = len(open_slide.reads)
+    open_slide.get_image("1.25x")
+    assert len(open_slide.reads) == count
+    # Closed (the blur step closes it, last), it holds no pixels: the next request reads once more.
+    open_slide.close()
+    open_slide.get_image("1.25x")
+    assert len(open_slide.reads) == count + 1
 
 
 def test_work_size_as_pixels(demo_slides):
@@ -97,4 +103,35 @@ def test_base_image_pickles_without_handle_or_pixels(demo_slides):
     assert clone._slide is None and clone._images == {}
     assert np.array_equal(clone.masks["tissue"], s.masks["tissue"])
     assert clone.get_image("1.25x").shape == s.get_image("1.25x").shape  # reopens on demand
-    assert len(pickle.dumps(s)) < 2_000_000
+
+
+def test_slide_object_stays_small_through_every_step(demo_slides):
+    """What a flow keeps per slide and the process executors copy: an eighth of the masks' pixels, and little else."""
+    import pickle
+
+    s = qc.load_slide(demo_slides[1])
+    sizes = {"load": len(pickle.dumps(s))}
+    s = qc.segment_tissue(s)
+    sizes["tissue"] = len(pickle.dumps(s))
+    s = qc.detect_blur(s)
+    sizes["blur"] = len(pickle.dumps(s))
+    tissue_pixels = s.masks["tissue"].size  # 256 x 192 at 1.25x; the blur mask has the same shape
+    overhead = 8_000  # the object's fields, paths and read records, bytes
+    assert sizes["load"] < overhead
+    assert sizes["tissue"] < overhead + tissue_pixels / 8
+    assert sizes["blur"] < overhead + 2 * tissue_pixels / 8
+    assert s._images == {} and s._slide is None  # the blur step let the pixels and the handle go
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (7, 9), (64, 48), (2, 3, 4)])
+def test_masks_are_kept_exactly(shape):
+    """Packed 8 to a byte and unpacked, any shape (not only multiples of 8) comes back bit for bit."""
+    rng = np.random.default_rng(sum(shape))
+    mask = rng.random(shape) < 0.5
+    masks = PackedMasks()
+    masks["m"] = mask
+    back = masks["m"]
+    assert back.dtype == bool and back.shape == shape and np.array_equal(back, mask)
+    assert masks.nbytes() == -(-mask.size // 8)  # ceil(pixels / 8)
+    with pytest.raises(TypeError, match="must be bool"):
+        masks["n"] = mask.astype(np.uint8)

@@ -14,6 +14,7 @@ from slideqc.output.files import atomic_write_bytes, slide_dir
 
 OVERLAY_COLOUR = (255, 0, 255)  # blurry tissue, RGB: magenta
 OUTLINE_COLOUR = (0, 160, 0)  # the tissue's outline, RGB: green
+THUMBNAIL_SIDE = 1024  # longest side of a slide's pictures, pixels
 
 
 def write_png(path: Path, rgb_or_mask: np.ndarray) -> None:
@@ -39,6 +40,16 @@ def overlay(thumbnail: np.ndarray, tissue: np.ndarray, blur: np.ndarray) -> np.n
     return out
 
 
+def slide_thumbnail(s: BaseImage) -> np.ndarray:
+    """The slide's overview, from the image the tissue was found on, at most :data:`THUMBNAIL_SIDE` pixels.
+
+    Read again rather than carried from the tissue step: the slide object that travels
+    between a flow's tasks stays small (masks packed, no pixels).
+    """
+    s.get_image(s.image_work_size)
+    return s.thumbnail(THUMBNAIL_SIDE)
+
+
 def write_slide_images(s: BaseImage, run_dir: Path) -> str:
     """thumbnail, tissue, blur and overlay PNGs of one slide; returns their folder, relative.
 
@@ -47,9 +58,7 @@ def write_slide_images(s: BaseImage, run_dir: Path) -> str:
     started = time.perf_counter()
     folder = slide_dir(run_dir, s.name)
     folder.mkdir(parents=True, exist_ok=True)
-    thumb = s.thumbnail_image
-    if thumb is None:
-        thumb = s.get_image(s.image_work_size)
+    thumb = slide_thumbnail(s)
     if max(thumb.shape[:2]) < 512:  # upscale small work images so the pictures are legible
         scale = 512 / max(thumb.shape[:2])
         thumb = cv2.resize(thumb, (round(thumb.shape[1] * scale), round(thumb.shape[0] * scale)),
@@ -58,5 +67,6 @@ def write_slide_images(s: BaseImage, run_dir: Path) -> str:
     write_png(folder / "tissue.png", s.masks["tissue"])
     write_png(folder / "blur.png", s.masks["blur"] & s.masks["tissue"])
     write_png(folder / "overlay.png", overlay(thumb, s.masks["tissue"], s.masks["blur"]))
+    s.close()
     s.timings["save"] = time.perf_counter() - started
     return folder.relative_to(Path(run_dir).resolve()).as_posix()
