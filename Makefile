@@ -1,27 +1,47 @@
-# The two commands the README opens with: `make demo` and `make test`.
-PYTHON ?= python3
+# The two commands the README opens with: `make demo` and `make test`. Both do all the set-up:
+# a Python 3.11 venv with the project installed, and (make test) the programs the tests need.
+# Python 3.11: python3.11 when there is one, else python3 when it is 3.11; PYTHON=... chooses.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+IS_311 := import sys; sys.exit(sys.version_info[:2] != (3, 11))
 
-.PHONY: demo test lint install data clean pictures benchmark
+.PHONY: demo test lint install data clean pictures benchmark check-python venv-version system-deps check-server mutation
 
-$(STAMP): requirements.txt requirements-qc.txt requirements-dev.txt pyproject.toml
+# Refused before any venv is made: Prefect 1.4.1's pins (pendulum 2) build on 3.11 only.
+check-python:
+	@$(PYTHON) -c '$(IS_311)' 2>/dev/null || { echo "error: Python 3.11 is needed, '$(PYTHON)' is" \
+	  "$$($(PYTHON) --version 2>&1 || echo missing). Install it (Debian/Ubuntu: apt-get install python3.11" \
+	  "python3.11-venv; macOS: brew install python@3.11; or pyenv install 3.11) and run: make $(MAKECMDGOALS)" \
+	  "PYTHON=/path/to/python3.11" >&2; exit 2; }
+
+# A venv made by another Python (an earlier `python3 -m venv .venv` of 3.12, say) is made again.
+venv-version: check-python
+	@for venv in $(VENV) $(VENV3); do \
+	  if [ -e $$venv/bin/python ] && ! $$venv/bin/python -c '$(IS_311)' 2>/dev/null; then \
+	    echo "$$venv is $$($$venv/bin/python --version 2>&1), not 3.11: making it again"; rm -rf $$venv; fi; done
+
+$(STAMP): requirements.txt requirements-qc.txt requirements-dev.txt pyproject.toml | venv-version
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+# graphviz's dot and Chromium: apt-get as root, else one message with the commands (exit 2).
+system-deps:
+	@bash tools/system_deps.sh
 
-data: $(STAMP)
+install: venv-version $(STAMP)
+
+data: venv-version $(STAMP)
 	@if ! ls data/*.svs >/dev/null 2>&1; then $(BIN)/python get_data.py --synthetic 3; fi
 
 demo: data
 	$(BIN)/python pipeline.py --data-dir data --output-dir output
 
-test: $(STAMP)
+test: venv-version system-deps $(STAMP)
 	$(BIN)/python -m pytest
 	$(MAKE) test-prefect3
 
@@ -42,16 +62,16 @@ STAMP3 := $(VENV3)/.installed
 
 .PHONY: install-prefect3 test-prefect3
 
-$(STAMP3): requirements-qc.txt prefect3/requirements.txt prefect3/requirements-dev.txt pyproject.toml
+$(STAMP3): requirements-qc.txt prefect3/requirements.txt prefect3/requirements-dev.txt pyproject.toml | venv-version
 	$(PYTHON) -m venv $(VENV3)
 	$(BIN3)/pip install --quiet --upgrade pip
 	$(BIN3)/pip install --quiet -r prefect3/requirements-dev.txt
 	$(BIN3)/pip install --quiet --no-deps -e .
 	touch $(STAMP3)
 
-install-prefect3: $(STAMP3)
+install-prefect3: venv-version $(STAMP3)
 
-test-prefect3: $(STAMP3)
+test-prefect3: venv-version system-deps $(STAMP3)
 	$(BIN3)/python -m pytest prefect3/tests
 
 clean:

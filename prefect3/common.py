@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
@@ -17,7 +18,6 @@ from slideqc import cli, qc
 from slideqc.output import results
 from slideqc.output.cache import slide_key
 
-TASK_RUNNERS = ("threads", "dask")
 # Shared drives fail transiently: retry loading, but only on I/O errors; a file that
 # is not a slide will not become one by trying again.
 LOAD_RETRIES = dict(retries=2, retry_delay_seconds=2)
@@ -116,33 +116,70 @@ def row_from_futures(file_name, futures: list) -> results.SlideResult:
 # --- command line ----------------------------------------------------------------------
 
 
-def add_prefect_arguments(parser, parallel: bool = False) -> None:
-    """The Prefect-only options, the same in every Prefect 3 script."""
-    group = parser.add_argument_group("Prefect")
-    group.add_argument("--redo", action="store_true",
-                       help="load the slides again even when the load task has a cached result")
+def add_prefect_arguments(parser, parallel: bool = False, cache_dir: bool = True) -> None:
+    """The Prefect-only options: the Prefect 1 scripts' names (--redo, --cache-dir; --executor, --address).
+
+    ``cache_dir=False``: runs on a server cache where the serving process says, so only --redo.
+    """
+    if cache_dir:
+        cli.add_persisted_arguments(parser)
+    else:
+        parser.add_argument("--redo", action="store_true",
+                            help="load the slides again even when the load task has a cached result")
     if parallel:
-        group.add_argument("--task-runner", choices=TASK_RUNNERS, default="threads",
-                           help="threads: ThreadPoolTaskRunner; dask: DaskTaskRunner on a local cluster")
-        group.add_argument("--address", help="join an existing Dask scheduler, e.g. tcp://127.0.0.1:8786 "
-                           "(implies the Dask task runner)")
+        cli.add_executor_arguments(parser)
+
+
+@contextmanager
+def results_in(cache_dir: str | Path):
+    """Flow runs inside keep their tasks' cached results in ``cache_dir`` (--cache-dir).
+
+    Prefect 3 writes results to its local storage path (``~/.prefect/storage`` by
+    default); a task cannot be handed an unsaved storage block of its own, so the
+    setting is changed for the runs started inside (their task runners pass it on).
+    """
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: Path(cache_dir).resolve()}):
+        yield
+
+
+def offline_defaults() -> None:
+    """Prefect 3 settings for a lab without internet, unless already set: no usage telemetry.
+
+    Prefect's server sends anonymous usage data by default; offline, every run then logs
+    ``Failed to send telemetry``. Set before the first flow run starts the temporary server,
+    which inherits them. ``PREFECT_SERVER_ANALYTICS_ENABLED=true`` in the environment wins.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 def make_task_runner(kind: str = "threads", workers: int | None = None, address: str | None = None):
-    """The task runner for ``--task-runner`` (or ``--address``): 1.x's executors, 3.x's task runners."""
+    """The task runner for ``--executor`` (or ``--address``): Prefect 1's executors, Prefect 3's task runners."""
     if address or kind == "dask":
+        import logging
+
         from prefect_dask import DaskTaskRunner
 
+        # Dask logs every worker's start, stop and heartbeat at INFO: only its warnings are the QC's
+        # business. Here, and in the worker processes the local cluster starts (they read it at import).
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         if address:
             return DaskTaskRunner(address=address)
         # One thread per worker process: the QC is CPU-bound, and OpenCV brings its own threads.
         return DaskTaskRunner(cluster_kwargs=dict(n_workers=workers, threads_per_worker=1, processes=True,
                                                   dashboard_address=None))
-    if kind == "threads":
-        from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
+    if kind == "local":
+        return ThreadPoolTaskRunner(max_workers=1)
+    if kind == "threads":
         return ThreadPoolTaskRunner(max_workers=workers)
-    raise ValueError(f"task runner: {kind!r} is not one of {', '.join(TASK_RUNNERS)}")
+    if kind == "processes":
+        return ProcessPoolTaskRunner(max_workers=workers)
+    raise ValueError(f"executor: {kind!r} is not one of {', '.join(cli.EXECUTORS)}")
 
 
 def exit_after_interrupt(code: int) -> None:

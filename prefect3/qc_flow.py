@@ -18,6 +18,7 @@ from BaseImage import BaseImage
 from prefect3 import common
 from slideqc import cli, qc
 from slideqc.output import results, run
+from slideqc.output.cache import default_cache_dir
 from slideqc.settings import DEFAULTS, QCSettings
 
 
@@ -82,12 +83,14 @@ def main(argv=None) -> int:
     common.add_prefect_arguments(parser)
     args = parser.parse_args(argv)
     cli.setup_logging(args.log_level)
+    common.offline_defaults()
     qc_run = cli.start_run(args)
 
-    for name in qc_run.file_names:
-        state = qc_slide(file_name=common.path_parameter(name), run_dir=str(qc_run.folder), redo=args.redo,
-                         tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict(), return_state=True)
-        qc_run.add(common.row_from_state(name, state))
+    with common.results_in(args.cache_dir or default_cache_dir(args.output_dir)):
+        for name in qc_run.file_names:
+            state = qc_slide(file_name=common.path_parameter(name), run_dir=str(qc_run.folder), redo=args.redo,
+                             tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict(), return_state=True)
+            qc_run.add(common.row_from_state(name, state))
 
     return qc_run.finish()
 

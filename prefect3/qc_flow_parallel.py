@@ -1,7 +1,7 @@
 """Prefect 3: the QC mapped over a list of slides, on threads or on Dask.
 
-    python prefect3/qc_flow_parallel.py --data-dir data --task-runner threads --workers 2
-    python prefect3/qc_flow_parallel.py --data-dir data --task-runner dask --workers 2
+    python prefect3/qc_flow_parallel.py --data-dir data --executor threads --workers 2
+    python prefect3/qc_flow_parallel.py --data-dir data --executor dask --workers 2
     python prefect3/qc_flow_parallel.py --data-dir data --address tcp://127.0.0.1:8786
 
 What changed from the Prefect 1.x solution (solutions/pipeline_prefect_parallel.py):
@@ -26,6 +26,7 @@ from prefect3.qc_flow import (
 )
 from slideqc import cli
 from slideqc.output import results
+from slideqc.output.cache import default_cache_dir
 from slideqc.settings import DEFAULTS, QCSettings
 
 
@@ -64,12 +65,14 @@ def main(argv=None) -> int:
     common.add_prefect_arguments(parser, parallel=True)
     args = parser.parse_args(argv)
     cli.setup_logging(args.log_level)
+    common.offline_defaults()
     qc_run = cli.start_run(args)
 
-    runner = common.make_task_runner(args.task_runner, args.workers, args.address)
-    state = qc_slides.with_options(task_runner=runner)(
-        file_names=[common.path_parameter(name) for name in qc_run.file_names], run_dir=str(qc_run.folder), redo=args.redo,
-        tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict(), return_state=True)
+    runner = common.make_task_runner(args.executor, args.workers, args.address)
+    with common.results_in(args.cache_dir or default_cache_dir(args.output_dir)):
+        state = qc_slides.with_options(task_runner=runner)(
+            file_names=[common.path_parameter(name) for name in qc_run.file_names], run_dir=str(qc_run.folder),
+            redo=args.redo, tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict(), return_state=True)
     if state.is_completed():
         rows = [results.SlideResult(**row) for row in state.result()]
     else:  # the flow itself failed (a task runner that could not start): every slide gets its error

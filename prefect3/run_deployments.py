@@ -69,7 +69,7 @@ def wait_for(flow_run_ids: list, timeout: float) -> dict:
 
 def main(argv=None) -> int:
     parser = cli.build_parser(__doc__.splitlines()[0])
-    common.add_prefect_arguments(parser)
+    common.add_prefect_arguments(parser, cache_dir=False)
     group = parser.add_argument_group("deployment")
     group.add_argument("--deployment", default=f"Image QC/{DEPLOYMENT}", help="the deployment: 'FLOW/DEPLOYMENT'")
     group.add_argument("--timeout", type=float, default=3600,

@@ -87,13 +87,14 @@ def build_parser(description: str, parallel: bool = False, slides: bool = True) 
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
-    """The mapped flows' choice of executor (exercise 4)."""
+    """The mapped flows' choice of executor (exercise 4); the Prefect 3 edition takes the same options."""
     group = parser.add_argument_group("Prefect executor")
     group.add_argument("--executor", choices=EXECUTORS, default="threads",
-                       help="local: LocalExecutor; threads/processes: LocalDaskExecutor; "
-                            "dask: DaskExecutor on a local cluster of --workers processes")
+                       help="local: one task at a time (LocalExecutor); threads / processes: a pool of --workers "
+                            "(LocalDaskExecutor; Prefect 3: ThreadPoolTaskRunner / ProcessPoolTaskRunner); "
+                            "dask: a local Dask cluster of --workers processes (DaskExecutor; DaskTaskRunner)")
     group.add_argument("--address", help="run on an existing Dask scheduler, e.g. tcp://127.0.0.1:8786 "
-                       "(DaskExecutor(address=...))")
+                       "(DaskExecutor(address=...); Prefect 3: DaskTaskRunner(address=...))")
 
 
 def add_persisted_arguments(parser: argparse.ArgumentParser) -> None:

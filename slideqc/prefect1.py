@@ -19,6 +19,7 @@ import contextlib
 import json
 import pickle
 import shutil
+import sys
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -30,11 +31,10 @@ from prefect.engine.state import State
 
 from slideqc import cli, qc
 from slideqc.output import files, results
-from slideqc.output.cache import slide_key
+from slideqc.output.cache import default_cache_dir, slide_key
 from slideqc.output.run import RunWriter
 from slideqc.settings import QCSettings
 
-CACHE_DIRNAME = ".qc-cache"
 ROWS_DIRNAME = ".rows"  # in the run folder: one row per slide, written by its own flow run
 SERVER_COMMANDS = """\
 Start a Prefect server (it needs Docker with docker compose), then run this again:
@@ -244,10 +244,6 @@ class AtomicLocalResult(LocalResult):
         return True
 
 
-def default_cache_dir(output_dir: str | Path = "output") -> Path:
-    return Path(output_dir) / CACHE_DIRNAME
-
-
 def slide_target(step: str):
     """A Prefect target for one QC step of one slide, under the run's ``cache_dir`` parameter.
 
@@ -351,3 +347,29 @@ def skip_identical_config_merge() -> None:
     call.__doc__ = Context.__call__.__doc__
     Context.__call__ = call
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m slideqc.prefect1 --check-server``: does the Prefect server answer? In seconds, not minutes.
+
+    Run it before ``prefect create project`` and ``prefect agent local start``, which
+    otherwise wait about a minute and end in a traceback when no server answers.
+    Exit 0 with the server's address, else exit 3 with what to do.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m slideqc.prefect1", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--check-server", action="store_true", required=True,
+                        help="ask the configured Prefect server to answer (3 s at most)")
+    parser.parse_args(argv)
+    try:
+        url = check_server()
+    except NoServer as error:
+        print(f"error: {error}", file=sys.stderr)
+        return cli.EXIT_NO_SERVER
+    print(f"a Prefect server answers at {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -275,3 +275,31 @@ def test_same_command_line_as_the_other_scripts():
                      "--blur-threshold", "--blur-max", "--output-dir", "--run-name", "--tile-threads"]:
             assert flag in proc.stdout, (script, flag)
     assert "--executor" in run_script(PARALLEL, "--help").stdout
+
+
+def server_check_command() -> str:
+    """The README's server check, as printed (the block after its ``server-check`` mark)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- server-check", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    (command,) = [line.strip() for line in block.splitlines() if line.strip()]
+    return command
+
+
+def test_readme_server_check_answers_in_seconds(tmp_path):
+    """No server: exit 3 in seconds with the commands to start one; the fake server: exit 0 with its address."""
+    command = server_check_command()
+    assert command == "python -m slideqc.prefect1 --check-server"
+    env = prefect_env(tmp_path, f"http://127.0.0.1:{free_port()}")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    started = time.monotonic()
+    proc = subprocess.run(["bash", "-c", command], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - started < 5 + 3  # the check's 3 s at most, and Python's start-up
+    assert proc.returncode == 3 and "no Prefect server answers" in proc.stderr and "Traceback" not in proc.stderr
+    assert "prefect server start" in proc.stderr
+    with FakePrefectServer() as server:
+        env = prefect_env(tmp_path, server.url)
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+        proc = subprocess.run(["bash", "-c", command], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"a Prefect server answers at {server.url}"

@@ -129,9 +129,9 @@ def wait_until(check, timeout: float, proc: subprocess.Popen, log: Path, what: s
     pytest.fail(f"{what}: not ready after {timeout:.0f} s:\n{tail(log)}")
 
 
-def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``python <script> <args>`` with the Prefect 3 venv's Python, against the test server."""
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=CHILD_ENV,
+def run_script(script: str, *args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python <script> <args>`` with the Prefect 3 venv's Python, against the test server (``env``: instead of CHILD_ENV)."""
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=CHILD_ENV if env is None else env,
                           capture_output=True, text=True, timeout=timeout)
 
 

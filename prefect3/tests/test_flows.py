@@ -8,7 +8,18 @@ import sys
 
 import pytest
 
-from prefect3.tests.conftest import BIN, ROOT, _free_port, only_run_dir, per_slide, run_script, start, stop, tail
+from prefect3.tests.conftest import (
+    BIN,
+    CHILD_ENV,
+    ROOT,
+    _free_port,
+    only_run_dir,
+    per_slide,
+    run_script,
+    start,
+    stop,
+    tail,
+)
 from slideqc.output import results
 
 SHARED_FLAGS = ["--data-dir", "--file-type", "--files", "--image-work-size", "--blur-work-size", "--blur-radius",
@@ -62,11 +73,15 @@ def test_serial_flow_same_as_pipeline_and_load_is_cached(prefect_server, data_di
     proc = run_script("prefect3/qc_flow.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "first"))
     check_run(proc, tmp_path / "first", reference)
     assert "Flow run 'qc-synthetic_02_blur30.svs'" in proc.stdout + proc.stderr
+    cached = sorted(p.name for p in (tmp_path / "first" / ".qc-cache").iterdir())  # the default --cache-dir
+    assert len(cached) == 3 and all(name.startswith("load-") for name in cached)
 
-    # Same files, same work sizes: the load task's cache key (path, mtime, work sizes) hits.
-    again = run_script("prefect3/qc_flow.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "again"))
+    # Same files, same work sizes, same --cache-dir: the load task's cache key (path, mtime, work sizes) hits.
+    again = run_script("prefect3/qc_flow.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "again"),
+                       "--cache-dir", str(tmp_path / "first" / ".qc-cache"))
     check_run(again, tmp_path / "again", reference)
     assert (again.stdout + again.stderr).count("Finished in state Cached") == 3
+    assert not (tmp_path / "again" / ".qc-cache").exists()
 
     redo = run_script("prefect3/qc_flow.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "redo"),
                       "--redo")
@@ -74,13 +89,16 @@ def test_serial_flow_same_as_pipeline_and_load_is_cached(prefect_server, data_di
     assert "Finished in state Cached" not in redo.stdout + redo.stderr
 
 
-@pytest.mark.parametrize("runner", ["threads", "dask"])
+@pytest.mark.parametrize("runner", ["local", "threads", "processes", "dask"])
 def test_mapped_flow_same_as_pipeline(runner, prefect_server, data_dir, reference, tmp_path):
+    env = {k: v for k, v in CHILD_ENV.items() if k not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")}
     proc = run_script("prefect3/qc_flow_parallel.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
-                      "--task-runner", runner, "--workers", "2")
+                      "--executor", runner, "--workers", "2", env=env)
     check_run(proc, tmp_path, reference)
     log = proc.stdout + proc.stderr
     assert "Flow run" in log and "Image QC (mapped)" in log
+    assert "telemetry" not in log.lower()  # analytics off, whatever the environment says (common.offline_defaults)
+    assert "distributed.worker" not in log  # Dask's INFO lines stay out
 
 
 def test_mapped_flow_on_an_existing_dask_scheduler(prefect_server, data_dir, reference, tmp_path):
@@ -174,3 +192,16 @@ def test_scripts_import_the_project_from_anywhere(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "prefect3" / "qc_flow.py"), "--help"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_offline_without_telemetry_errors(data_dir, tmp_path):
+    """No server configured: the script's own temporary server, with no analytics setting given, sends nothing."""
+    env = {k: v for k, v in CHILD_ENV.items()
+           if k not in ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")}
+    env["PREFECT_HOME"] = str(tmp_path / "home")
+    proc = run_script("prefect3/qc_flow.py", "--files", str(data_dir / "synthetic_01_blur00.svs"),
+                      "--output-dir", str(tmp_path / "out"), env=env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "Starting temporary server" in log or "temporary server" in log.lower()
+    assert "telemetry" not in log.lower(), log[-3000:]

@@ -14,6 +14,14 @@ from pathlib import Path
 from slideqc.output.files import safe_name
 from slideqc.settings import QCSettings
 
+CACHE_DIRNAME = ".qc-cache"  # persisted results, inside the output folder unless --cache-dir says otherwise
+
+
+def default_cache_dir(output_dir: str | Path = "output") -> Path:
+    """Where persisted results go by default: ``<output-dir>/.qc-cache`` (both editions)."""
+    return Path(output_dir) / CACHE_DIRNAME
+
+
 # blur_max is left out: it decides, after the measurement, and is applied again on every run.
 MEASURED_WITH = tuple(f.name for f in fields(QCSettings) if f.name != "blur_max")
 
