@@ -181,7 +181,7 @@ def verify(path: Path, entry: Entry, server_size: int | None = None) -> str:
 
 def human(size: int | None) -> str:
     if size is None:
-        return "unknown"
+        return "unpublished"
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -353,7 +353,10 @@ def list_entries(entries: list[Entry], dest: Path) -> None:
         final, partial = dest / entry.name, dest / f"{entry.name}{PARTIAL_SUFFIX}"
         here = ("present" if final.exists()
                 else f"partial, {human(partial.stat().st_size)}" if partial.exists() else "missing")
-        checksum = f"{entry.sha256[:12]}..." if entry.sha256 else "unknown: size only"
+        # What a download is checked against: the published sha256, else the published size,
+        # else only the server's own Content-Length (nothing published to compare with).
+        checksum = (f"{entry.sha256[:12]}..." if entry.sha256 else "none: size only" if entry.size
+                    else "none: Content-Length")
         print(f"{entry.name:<24} {human(entry.size):>10}  {checksum:<22} {here}")
     known = sum(entry.size or 0 for entry in entries)
     unknown = sum(entry.size is None for entry in entries)
@@ -374,10 +377,13 @@ def make_synthetic(count: int, dest: Path, seed: int, kind: str, overwrite: bool
     paths = []
     for spec in specs:
         started = time.perf_counter()
+        there = not overwrite and (dest / spec.name).is_file() and synthetic.read_truth(dest / spec.name) is not None
         path = synthetic.write_set([spec], dest, overwrite=overwrite)[0]
         truth = synthetic.read_truth(path)
+        done = ("already here, kept (--overwrite makes it again)" if there
+                else f"made in {time.perf_counter() - started:.1f} s")
         print(f"{path}: {spec.width}x{spec.height} px at {spec.magnification:g}x, "
-              f"{truth.percent_blurry:.1f} % of the tissue blurred ({time.perf_counter() - started:.1f} s)")
+              f"{truth.percent_blurry:.1f} % of the tissue blurred; {done}")
         paths.append(path)
     return paths
 

@@ -107,7 +107,9 @@ def main(argv=None) -> int:
         prefect1.check_scheduler(args.address)
         executor = DaskExecutor(address=args.address)
     elif args.executor == "dask":
-        executor = DaskExecutor(cluster_kwargs=dict(n_workers=args.workers, threads_per_worker=1))
+        # The local cluster watches its workers itself: a second watcher only makes Dask warn.
+        executor = DaskExecutor(cluster_kwargs=dict(n_workers=args.workers, threads_per_worker=1),
+                                watch_worker_status=False)
     elif args.executor == "local":
         executor = LocalExecutor()
     else:

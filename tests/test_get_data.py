@@ -384,7 +384,7 @@ def test_list_shows_sizes_checksums_and_what_is_here(tmp_path, data_dir, server)
     rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:4]}
     assert rows[SMALL.name].endswith("present") and "293.0 KiB" in rows[SMALL.name]
     assert rows[SECOND.name].endswith("partial, 1.0 KiB")
-    assert "unknown: size only" in rows[no_sum.name] and rows[no_sum.name].endswith("missing")
+    assert "none: size only" in rows[no_sum.name] and rows[no_sum.name].endswith("missing")
     assert server.requests == []
 
 
@@ -607,3 +607,15 @@ def test_pipeline_checks_jpeg2000_slides_like_jpeg_ones(jp2k_slides, tmp_path):
         assert float(rows[name]["percent_blurry"]) == pytest.approx(truth, abs=5)
         assert float(rows[name]["tissue_fraction"]) == pytest.approx(float(rows["jpeg.svs"]["tissue_fraction"]),
                                                                       abs=0.005)
+
+
+def test_synthetic_again_says_the_slides_are_there(tmp_path):
+    dest = tmp_path / "slides"
+    first = run_script("get_data.py", "--synthetic", "1", "--dest", str(dest))
+    assert first.returncode == 0, first.stderr
+    assert "made in" in first.stdout and "already here" not in first.stdout
+    made = (dest / "synthetic_01_blur00.svs").stat().st_mtime_ns
+    again = run_script("get_data.py", "--synthetic", "1", "--dest", str(dest))
+    assert again.returncode == 0, again.stderr
+    assert "synthetic_01_blur00.svs" in again.stdout and "already here, kept (--overwrite makes it again)" in again.stdout
+    assert (dest / "synthetic_01_blur00.svs").stat().st_mtime_ns == made  # not written again

@@ -36,6 +36,7 @@ def test_same_results_as_pipeline(script, extra, demo_dir, tmp_path, reference):
     out = tmp_path / "out"
     proc = run_script(script, "--data-dir", str(demo_dir), "--output-dir", str(out), *extra)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "UserWarning" not in proc.stderr, proc.stderr[-3000:]  # e.g. Dask's "already contains a plugin"
     run_dir = only_run_dir(out)
     rows = results.read_results(run_dir / "results.tsv")
     assert per_slide(rows) == reference

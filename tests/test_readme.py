@@ -81,6 +81,12 @@ def test_readme_commands_run(tmp_path):
                 assert proc.stdout.startswith("---"), f"{command}: no differences shown"
             ran += 1
     assert ran >= 3
+    # Every run the README's commands made is whole: its table, its report and its status
+    # (`prefect run -p ...` too, which starts a flow run with no run folder of its own).
+    runs = [p for p in (project / "output").iterdir() if p.is_dir() and p.name.startswith("run-")]
+    assert runs
+    for run_dir in runs:
+        assert {"results.tsv", "report.html", "run.json"} <= {p.name for p in run_dir.iterdir()}, run_dir
 
 
 def test_readme_links_exist():
