@@ -2,6 +2,7 @@
 
     python docs/make_pictures.py            # flow_serial.png, flow_parallel.png
     python docs/make_pictures.py --overview # also pipeline_overview.png (QCs a demo slide)
+    python docs/make_pictures.py --report   # also report-300.png: a real run of 300 slides, in Chromium
 
 Needs graphviz's `dot` program for the flow pictures.
 """
@@ -69,10 +70,44 @@ def overview_picture(slide: Path, out: Path, height: int = 360) -> Path:
     return out
 
 
+def report_picture(out: Path, count: int = 300) -> Path:
+    """A screenshot of report.html after pipeline.py checked ``count`` slides (demo slides under many names).
+
+    Some of the slides are made unreadable (a few bytes of text), so the page shows its failed rows too.
+    """
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from slideqc import synthetic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        kinds = synthetic.write_set(synthetic.demo_specs(3), tmp / "kinds")
+        data = tmp / "data"
+        data.mkdir()
+        for i in range(count):
+            slide = data / f"slide_{i:03d}.svs"
+            if i % 50 == 7:
+                slide.write_text("not a slide")
+            else:
+                os.link(kinds[i % len(kinds)], slide)
+        subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "--data-dir", str(data), "--output-dir",
+                        str(tmp / "out"), "--run-name", "report", "--log-level", "WARNING"], check=False)
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--disable-background-networking", f"--user-data-dir={tmp / 'profile'}",
+                        "--window-size=1280,1500", f"--screenshot={out}",
+                        (tmp / "out" / "report" / "report.html").as_uri()], check=True, capture_output=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs")
     parser.add_argument("--overview", action="store_true", help="also make pipeline_overview.png")
+    parser.add_argument("--report", action="store_true", help="also make report-300.png (a run of 300 slides)")
     parser.add_argument("--slide", type=Path, help="slide for the overview (default: a synthetic one, ~30 %% blurred)")
     args = parser.parse_args(argv)
     for path in flow_pictures(args.out_dir):
@@ -85,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             slide = args.slide or synthetic.write_set(synthetic.demo_specs(2)[1:], Path(tmp))[0]
             print(f"wrote {overview_picture(slide, args.out_dir / 'pipeline_overview.png')}")
+    if args.report:
+        print(f"wrote {report_picture(args.out_dir / 'report-300.png')}")
     return 0
 
 

@@ -252,6 +252,39 @@ def check_usage(args: argparse.Namespace) -> tuple[QCSettings, list[Path], int]:
     return settings, slide_paths(args), threads
 
 
+class Progress:
+    """Slides done, failed, rescans and time left: a tqdm bar on a terminal, else a plain log line per update."""
+
+    def __init__(self, total: int, stream=None) -> None:
+        self.total, self.done, self.started = total, 0, time.perf_counter()
+        self.counts = {"failed": 0, "rescan": 0, "cannot judge": 0}
+        self.stream = stream or sys.stderr
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="slide", desc="QC", file=self.stream, dynamic_ncols=True, leave=True)
+
+    def update(self, rows: list[SlideResult]) -> None:
+        for row in rows:
+            key = "failed" if row.failed else "cannot judge" if row.unjudged else "rescan" if row.rescan else None
+            if key:
+                self.counts[key] += 1
+        self.done += len(rows)
+        if self.bar is not None:
+            self.bar.set_postfix({k: v for k, v in self.counts.items()}, refresh=False)
+            self.bar.update(len(rows))
+            return
+        elapsed = time.perf_counter() - self.started
+        left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        log.info("progress: %d of %d slide(s) done, %d failed, %d rescan, %d cannot be judged; about %.0f s left",
+                 self.done, self.total, self.counts["failed"], self.counts["rescan"], self.counts["cannot judge"], left)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 class Run:
     """One run of a script: its settings, its slides, its run folder and the rows written so far."""
 
@@ -268,6 +301,7 @@ class Run:
         Run.active = self
         self.writer.start()
         log.info("checking %d slide(s); outputs in %s", len(self.file_names), folder)
+        self.progress = Progress(len(self.file_names))
 
     @property
     def folder(self) -> Path:
@@ -275,10 +309,12 @@ class Run:
 
     def add(self, row: SlideResult) -> None:
         self.writer.add(row)
+        self.progress.update([row])
         self._stop_on_full_disk([row])
 
     def add_all(self, rows: list[SlideResult]) -> None:
         self.writer.rows.extend(rows)
+        self.progress.update(rows)
         self._stop_on_full_disk(rows)
 
     def _stop_on_full_disk(self, rows: list[SlideResult]) -> None:
@@ -290,6 +326,7 @@ class Run:
 
     def finish(self) -> int:
         """Write results.tsv and the report, print a summary table, return the exit code."""
+        self.progress.close()
         code = finish_run(self.writer, self.started)
         Run.active = None
         return code

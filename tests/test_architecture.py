@@ -17,8 +17,8 @@ LAYERS = {
     "slideqc.output.results": 6.1,
     "slideqc.output.cache": 6.1,
     "slideqc.output.pictures": 6.2,
-    "slideqc.output.report": 6.2,
-    "slideqc.output.run": 6.3,
+    "slideqc.output.report": 6.3,  # its legend names the pictures' colours
+    "slideqc.output.run": 6.4,
     "slideqc.cli": 7.0,
     "slideqc.prefect1": 7.1,
     "slideqc.synthetic": 7.0,

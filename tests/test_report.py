@@ -121,6 +121,10 @@ def test_screenshot_shows_a_page(run_dir, tmp_path):
     assert shot.stat().st_size > 20_000 and image.std() > 20  # text, table colours and pictures, not a blank page
 
 
+def by_file_cells(dom) -> dict[str, list[str]]:
+    return {r["file"]: r["cells"] for r in dom.rows}
+
+
 def test_dom_table_matches_results_tsv(run_dir, rows, tmp_path):
     proc = chromium("--dump-dom", (run_dir / "report.html").as_uri(), profile=tmp_path / "profile")
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
@@ -133,8 +137,14 @@ def test_dom_table_matches_results_tsv(run_dir, rows, tmp_path):
     assert len(rows) == 5 and len(failed) == 1 and len(flagged) == 3  # the fixture is what it should be
 
     assert len(dom.rows) == len(rows)
-    assert [r["file"] for r in dom.rows] == [r["file_name"] for r in rows]
-    assert [r["cells"][0] for r in dom.rows] == [r["file_name"] for r in rows]  # shown, not only in attributes
+    # Failed first, then cannot judge, then rescans, then ok: each by name.
+    rank = {"error": 0, "cannot judge": 1}
+    expected = sorted(rows, key=lambda r: (rank.get(r["status"], 2 if r["rescan"] == "true" else 3), r["file_name"]))
+    assert [r["file"] for r in dom.rows] == [r["file_name"] for r in expected]
+    assert [r["cells"][0] for r in dom.rows] == [r["file_name"] for r in expected]  # shown, not only in attributes
+    for row in rows:  # tissue in percent of the slide, as blur is in percent of the tissue
+        if row["tissue_fraction"]:
+            assert by_file_cells(dom)[row["file_name"]][4] == f"{100 * float(row['tissue_fraction']):.1f}"
     assert {r["file"] for r in dom.rows if r["class"] == "rescan"} == {r["file_name"] for r in flagged}
     assert {r["file"] for r in dom.rows if r["class"] == "error"} == {r["file_name"] for r in failed}
     assert dom.counts == {"count-slides": str(len(rows)), "count-ok": str(len(ok)),
@@ -286,7 +296,86 @@ def test_clicking_a_header_sorts_the_table(browser, rows):
 
 
 def test_every_picture_loads_in_the_browser(browser, rows):
+    assert browser.evaluate("Array.from(document.images).every(i => i.loading === 'lazy')")
+    for _ in range(200):  # lazy pictures load as they come into view: bring each one there
+        if browser.evaluate("Array.from(document.images).every(function (i) { i.scrollIntoView(); "
+                            "return i.complete && i.naturalWidth > 0; })"):
+            break
+        time.sleep(0.05)
     images = browser.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
     assert len(images) == 2 * sum(r["status"] == "ok" for r in rows)
     broken = [src for src, complete, width in images if not complete or width == 0]
     assert broken == []
+
+
+VISIBLE = """Array.from(document.querySelectorAll('%s')).filter(function (e) {
+  return !e.classList.contains('hidden'); }).map(function (e) { return e.dataset.file; })"""
+
+
+def test_filter_shows_one_status_everywhere(browser, rows):
+    failed = sorted(r["file_name"] for r in rows if r["status"] == "error")
+    rescans = sorted(r["file_name"] for r in rows if r["rescan"] == "true")
+    everyone = sorted(r["file_name"] for r in rows)
+    browser.evaluate("document.querySelector(\"#filter button[data-show='error']\").click()")
+    assert sorted(browser.evaluate(VISIBLE % "#results tbody tr")) == failed
+    assert browser.evaluate(VISIBLE % "#plot circle") == []  # a failed slide has no percent to plot
+    browser.evaluate("document.querySelector(\"#filter button[data-show='rescan']\").click()")
+    assert sorted(browser.evaluate(VISIBLE % "#results tbody tr")) == rescans
+    assert sorted(browser.evaluate(VISIBLE % "#plot circle")) == rescans
+    assert sorted(browser.evaluate(VISIBLE % "figure.slide")) == rescans
+    browser.evaluate("document.querySelector(\"#filter button[data-show='all']\").click()")
+    assert sorted(browser.evaluate(VISIBLE % "#results tbody tr")) == everyone
+
+
+def test_plot_puts_exactly_the_rescans_above_the_limit(browser, rows):
+    """A property, not the drawing code again: in screen space, a mark is above the limit line iff its slide is a rescan."""
+    limit_y = browser.evaluate("document.getElementById('limit').getBoundingClientRect().top")
+    marks = browser.evaluate("Array.from(document.querySelectorAll('#plot circle')).map(function (c) {"
+                             " var r = c.getBoundingClientRect(); return [c.dataset.file, r.top + r.height / 2]; })")
+    measured = {r["file_name"]: r for r in rows if r["percent_blurry"]}
+    assert sorted(name for name, _ in marks) == sorted(measured)
+    for name, y in marks:
+        assert (y < limit_y) == (measured[name]["rescan"] == "true"), (name, y, limit_y)
+    # Ranked from least to most blurry, left to right: higher percent, higher on the page.
+    ys = [y for _, y in marks]
+    assert ys == sorted(ys, reverse=True)
+
+
+def test_header_states_the_rule_the_settings_and_every_colour(run_dir):
+    from slideqc.output import pictures
+
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "when more than <b id='rescan-limit'>5 %</b> of its tissue is blurry" in page
+    for setting in ("image_work_size=1.25x", "blur_work_size=10x", "blur_radius=7.0", "blur_threshold=0.05",
+                    "blur_max=0.05"):
+        assert setting in page
+    for ident in ("picture-blur", "picture-outline", "row-error", "row-unjudged", "row-rescan", "row-ok"):
+        assert f"id='legend-{ident}'" in page
+    # The legend's swatches are the colours the overlay is drawn with.
+    assert "rgb({},{},{})".format(*pictures.OVERLAY_COLOUR) in page and "magenta" in page
+    assert "rgb({},{},{})".format(*pictures.OUTLINE_COLOUR) in page and "green" in page
+
+
+def test_a_report_of_300_slides_in_chromium(tmp_path):
+    """Hundreds of rows: the page opens, every row and every measured slide's mark is there."""
+    from slideqc.output import report
+    from slideqc.settings import DEFAULTS
+
+    made = []
+    for i in range(300):
+        name = f"slide_{i:03d}.svs"
+        if i % 40 == 3:
+            made.append(results.SlideResult(file_name=name, status="error", error=f"{name}: cannot open"))
+        else:
+            percent = (i * 37 % 200) / 10  # 0 to 19.9
+            made.append(results.SlideResult(file_name=name, tissue_fraction=0.3, percent_blurry=percent,
+                                            rescan=percent > 5))
+    report.write_report(tmp_path, made, DEFAULTS)
+    proc = chromium("--dump-dom", (tmp_path / "report.html").as_uri(), profile=tmp_path / "profile")
+    assert proc.returncode == 0
+    page = proc.stdout.decode("utf-8")
+    dom = ReportDOM()
+    dom.feed(page)
+    assert len(dom.rows) == 300 and dom.counts["count-slides"] == "300"
+    assert page.count("<circle class=\"mark") == sum(r.percent_blurry is not None for r in made)
+    assert dom.counts["count-rescan"] == str(sum(bool(r.rescan) for r in made))

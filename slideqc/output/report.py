@@ -1,44 +1,61 @@
 """report.html: a self-contained page for a run (no network; pictures beside it).
 
-It opens from disk in any browser: the style and the sorting script are inline,
-the pictures are relative links into the run folder's ``slides/``, and nothing
-is fetched from the network. Summary counts have the ids ``count-slides``,
+It opens from disk in any browser: the style, the plot (SVG) and the sorting and
+filtering script are inline, the pictures are relative links into the run folder's
+``slides/`` that load as they scroll into view, and nothing is fetched from the
+network. A lab person reads it without the README: the rescan rule and the settings
+on top, a legend for every colour, the failed and not-judged slides first.
+
+For the tests and for scripts: summary counts have the ids ``count-slides``,
 ``count-ok``, ``count-failed``, ``count-unjudged`` (status ``cannot judge``) and
-``count-rescan``; table rows have the class ``ok``, ``rescan``, ``error`` or
-``unjudged`` and their slide in ``data-file``. A report of a run that has not
-finished says so in ``run-status``.
+``count-rescan``; table rows, plot marks (``#plot circle``) and pictures
+(``figure.slide``) carry ``data-kind`` (``error``, ``unjudged``, ``rescan``, ``ok``)
+and their slide in ``data-file``. A report of a run that has not finished says so
+in ``run-status``.
 """
 
 from __future__ import annotations
 
 import html
+import math
 import time
 from pathlib import Path
 from urllib.parse import quote
 
 from slideqc.output.files import REPORT_FILE, atomic_write_bytes
+from slideqc.output.pictures import OUTLINE_COLOUR, OVERLAY_COLOUR
 from slideqc.output.results import SlideResult
 from slideqc.settings import QCSettings
 
 TABLE_COLUMNS = [
     ("file_name", "Slide"), ("status", "Status"), ("format", "Format"), ("objective_power", "Objective"),
-    ("tissue_fraction", "Tissue fraction"), ("percent_blurry", "% blurry"),
+    ("tissue_percent", "Tissue %"), ("percent_blurry", "% blurry"),
     ("rescan", "Rescan"), ("seconds_total", "Seconds"), ("error", "Error"),
 ]
+# Row order and filter keys: what needs a person first. A row's key is also its CSS class.
+KINDS = [("error", "Failed"), ("unjudged", "Cannot judge"), ("rescan", "Rescan"), ("ok", "OK")]
+ROW_COLOURS = {"error": "#f8d7da", "unjudged": "#e2e3e5", "rescan": "#fff2cc", "ok": "#ffffff"}
+MARK_COLOURS = {"error": "#c0392b", "unjudged": "#7f8c8d", "rescan": "#d68910", "ok": "#2e86c1"}
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
 table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
 th{background:#f0f0f0;cursor:pointer;user-select:none}th.sorted-asc:after{content:" \\25B2"}
-th.sorted-desc:after{content:" \\25BC"}tr.rescan td{background:#fff2cc}tr.error td{background:#f8d7da}
-tr.unjudged td{background:#e2e3e5}#run-status{color:#a00;font-weight:bold}
-.cards{display:flex;gap:1rem}.card{border:1px solid #ccc;border-radius:6px;padding:.6rem 1rem}
-.card b{font-size:1.6rem;display:block}.gallery figure{display:inline-block;margin:.5rem;vertical-align:top}
-.gallery img{max-width:300px;border:1px solid #ccc}code{background:#f4f4f4;padding:0 .2rem}
+th.sorted-desc:after{content:" \\25BC"}#run-status{color:#a00;font-weight:bold}
+""" + "".join(f"tr.{kind} td{{background:{colour}}}" for kind, colour in ROW_COLOURS.items()) + """
+#decision{font-size:1.15rem}.cards{display:flex;gap:1rem;flex-wrap:wrap}
+.card{border:1px solid #ccc;border-radius:6px;padding:.6rem 1rem}.card b{font-size:1.6rem;display:block}
+#legend span{display:inline-block;margin-right:1.2rem}.swatch{display:inline-block;width:1em;height:1em;
+border:1px solid #999;vertical-align:middle;margin-right:.3rem}#filter button{margin-right:.4rem}
+#filter button.active{font-weight:bold;border-width:2px}.hidden{display:none !important}
+.gallery{display:flex;flex-wrap:wrap;gap:.8rem}figure.slide{margin:0;border:1px solid #ddd;padding:.4rem}
+figure.slide .pair{display:flex;flex-wrap:nowrap;gap:.3rem}figure.slide img{width:240px;height:auto;
+border:1px solid #ccc}code{background:#f4f4f4;padding:0 .2rem}#plot{max-width:100%;height:auto}
 """
 
-# Sorting without any library: click a header to sort by it, again to reverse. Numbers sort as
-# numbers, text as text; empty cells (an error row's values) go last either way.
+# Sorting and filtering without any library. Click a header to sort by it, again to reverse:
+# numbers sort as numbers, text as text, empty cells (an error row's values) last. The filter
+# buttons show one status (or all) in the table, the plot and the pictures.
 SCRIPT = """
 document.querySelectorAll('table.sortable th').forEach(function (th, index) {
   th.addEventListener('click', function () {
@@ -57,10 +74,28 @@ document.querySelectorAll('table.sortable th').forEach(function (th, index) {
     rows.forEach(function (row) { body.appendChild(row); });
   });
 });
+document.querySelectorAll('#filter button').forEach(function (button) {
+  button.addEventListener('click', function () {
+    var show = button.dataset.show;
+    document.querySelectorAll('#filter button').forEach(function (b) { b.classList.toggle('active', b === button); });
+    document.querySelectorAll('[data-kind]').forEach(function (item) {
+      item.classList.toggle('hidden', show !== 'all' && item.dataset.kind !== show);
+    });
+  });
+});
 """
+
+# The plot: percent blurry of every slide, ranked, against the rescan limit (SVG user units).
+PLOT_WIDTH, PLOT_HEIGHT, MARGIN = 900, 260, 44
+
+
+def _kind(row: SlideResult) -> str:
+    return "error" if row.failed else "unjudged" if row.unjudged else ("rescan" if row.rescan else "ok")
 
 
 def _value(row: SlideResult, key: str) -> str:
+    if key == "tissue_percent":  # tissue and blur both in percent: of the slide, of the tissue
+        return "" if row.tissue_fraction is None else f"{100 * row.tissue_fraction:.1f}"
     value = getattr(row, key)
     if key == "error":  # the slide is named beside it: say it once
         return value.removeprefix(f"{row.file_name}: ")
@@ -71,9 +106,68 @@ def _value(row: SlideResult, key: str) -> str:
     return str(value)
 
 
+def plot_scale(rows: list[SlideResult], limit_percent: float) -> float:
+    """The plot's top, percent blurry: the largest value or the limit, rounded up to 10 (at least 10)."""
+    highest = max([r.percent_blurry for r in rows if r.percent_blurry is not None] + [limit_percent, 0.0])
+    return max(10.0, 10.0 * math.ceil(highest / 10.0))
+
+
+def render_plot(rows: list[SlideResult], blur_max: float) -> str:
+    """Inline SVG: one mark per measured slide (ranked by percent blurry), the rescan limit as a line."""
+    e = html.escape
+    limit = 100 * blur_max
+    measured = sorted((r for r in rows if r.percent_blurry is not None), key=lambda r: (r.percent_blurry, r.file_name))
+    top = plot_scale(rows, limit)
+    inner_w, inner_h = PLOT_WIDTH - 2 * MARGIN, PLOT_HEIGHT - 2 * MARGIN
+
+    def y(percent: float) -> float:
+        return MARGIN + inner_h * (1 - percent / top)
+
+    out = [f"<svg id='plot' viewBox='0 0 {PLOT_WIDTH} {PLOT_HEIGHT}' "
+           f"width='{PLOT_WIDTH}' height='{PLOT_HEIGHT}' data-top='{top:g}' role='img' "
+           f"aria-label='percent blurry of each slide against the rescan limit'>",
+           f"<rect x='{MARGIN}' y='{MARGIN}' width='{inner_w}' height='{inner_h}' fill='#fafafa' stroke='#ccc'/>"]
+    for tick in range(0, int(top) + 1, max(10, int(top) // 5 // 10 * 10)):
+        out.append(f"<text x='{MARGIN - 6}' y='{y(tick) + 4:.1f}' font-size='11' text-anchor='end'>{tick}</text>")
+    out.append(f"<line id='limit' x1='{MARGIN}' x2='{PLOT_WIDTH - MARGIN}' y1='{y(limit):.2f}' y2='{y(limit):.2f}' "
+               f"stroke='#c0392b' stroke-dasharray='6 4' data-value='{limit:g}'/>"
+               f"<text x='{PLOT_WIDTH - MARGIN}' y='{y(limit) - 5:.1f}' font-size='12' text-anchor='end' "
+               f"fill='#c0392b'>rescan above {limit:g} %</text>"
+               f"<text x='12' y='{PLOT_HEIGHT / 2:.0f}' font-size='12' transform='rotate(-90 12 {PLOT_HEIGHT / 2:.0f})' "
+               f"text-anchor='middle'>% of the tissue blurry</text>"
+               f"<text x='{PLOT_WIDTH / 2:.0f}' y='{PLOT_HEIGHT - 10}' font-size='12' text-anchor='middle'>"
+               f"slides, from least to most blurry ({len(measured)})</text>")
+    step = inner_w / max(len(measured), 1)
+    radius = max(1.5, min(5.0, step / 2))
+    for i, row in enumerate(measured):
+        kind = _kind(row)
+        out.append(f"<circle class='mark {kind}' data-kind='{kind}' data-file='{e(row.file_name)}' "
+                   f"data-value='{row.percent_blurry:g}' cx='{MARGIN + step * (i + 0.5):.2f}' "
+                   f"cy='{y(row.percent_blurry):.2f}' r='{radius:.1f}' fill='{MARK_COLOURS[kind]}'>"
+                   f"<title>{e(row.file_name)}: {row.percent_blurry:g} % blurry</title></circle>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _legend() -> str:
+    def swatch(colour: str) -> str:
+        return f"<span class='swatch' style='background:{colour}'></span>"
+
+    rgb = "rgb({},{},{})".format
+    items = [("picture-blur", swatch(rgb(*OVERLAY_COLOUR)), "blurry tissue (magenta, in the overlay)"),
+             ("picture-outline", swatch(rgb(*OUTLINE_COLOUR)), "edge of the tissue found (green line, in the overlay)"),
+             ("row-error", swatch(ROW_COLOURS["error"]), "failed: the slide could not be checked"),
+             ("row-unjudged", swatch(ROW_COLOURS["unjudged"]), "cannot judge: no tissue, too faint or too coarse"),
+             ("row-rescan", swatch(ROW_COLOURS["rescan"]), "rescan: too much of the tissue is blurry"),
+             ("row-ok", swatch(ROW_COLOURS["ok"]), "ok")]
+    return ("<p id='legend'>" + "".join(f"<span id='legend-{ident}'>{mark}{text}</span>" for ident, mark, text in items)
+            + "</p>")
+
+
 def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Slide QC report",
                   complete: bool = True, slides: int | None = None) -> str:
-    rows = sorted(rows, key=lambda r: r.file_name)
+    order = {kind: i for i, (kind, _) in enumerate(KINDS)}
+    rows = sorted(rows, key=lambda r: (order[_kind(r)], r.file_name))  # what needs a person first
     ok = [r for r in rows if r.ok]
     failed = [r for r in rows if r.failed]
     unjudged = [r for r in rows if r.unjudged]
@@ -81,40 +175,52 @@ def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Sli
     e = html.escape
     out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
            f"<style>{STYLE}</style></head><body><h1>{e(title)}</h1>",
-           f"<p>Made {e(time.strftime('%Y-%m-%d %H:%M:%S'))} with "
-           + ", ".join(f"<code>{e(k)}={e(str(v))}</code>" for k, v in params.as_dict().items()) + "</p>",
            "" if complete else (f"<p id='run-status'>incomplete: {len(rows)} of "
                                 f"{slides if slides is not None else '?'} slides have a row so far</p>"),
+           f"<p id='decision'>A slide is flagged for a <b>rescan</b> when more than <b id='rescan-limit'>"
+           f"{100 * params.blur_max:g} %</b> of its tissue is blurry.</p>",
+           f"<p id='settings'>Made {e(time.strftime('%Y-%m-%d %H:%M:%S'))} with "
+           + ", ".join(f"<code>{e(k)}={e(str(v))}</code>" for k, v in params.as_dict().items()) + "</p>",
            "<div class='cards'>"]
     for label, count, ident in (("Slides", len(rows), "count-slides"), ("OK", len(ok), "count-ok"),
                                 ("Failed", len(failed), "count-failed"),
                                 ("Cannot judge", len(unjudged), "count-unjudged"),
                                 ("Flagged for rescan", len(flagged), "count-rescan")):
         out.append(f"<div class='card'><b id='{ident}'>{count}</b>{e(label)}</div>")
-    out.append("</div><h2>Results</h2><table class='sortable' id='results'><thead><tr>")
-    out += [f"<th>{e(label)}</th>" for _, label in TABLE_COLUMNS]
-    out.append("</tr></thead><tbody>")
-    for row in rows:
-        css = "error" if row.failed else "unjudged" if row.unjudged else ("rescan" if row.rescan else "ok")
-        out.append(f"<tr class='{css}' data-file='{e(row.file_name)}'>")
-        out += [f"<td data-value='{e(_value(row, key))}'>{e(_value(row, key))}</td>" for key, _ in TABLE_COLUMNS]
-        out.append("</tr>")
-    out.append("</tbody></table>")
-    for heading, ident, listed in (("Failed slides", "failed", failed), ("Slides that cannot be judged", "unjudged",
-                                                                         unjudged)):
+    out.append("</div>")
+    out.append(_legend())
+    out.append("<p id='filter'>Show: <button data-show='all' class='active'>all</button>"
+               + "".join(f"<button data-show='{kind}'>{e(label.lower())}</button>" for kind, label in KINDS) + "</p>")
+    out.append("<h2>Percent blurry, every slide</h2>" + render_plot(rows, params.blur_max))
+    for heading, ident, listed in (("Failed slides", "failed", failed),
+                                   ("Slides that cannot be judged", "unjudged", unjudged)):
         if listed:
             out.append(f"<h2>{heading}</h2><ul id='{ident}'>")
             out += [f"<li><b>{e(r.file_name)}</b>: {e(_value(r, 'error'))}</li>" for r in listed]
             out.append("</ul>")
+    out.append("<h2>Results</h2><table class='sortable' id='results'><thead><tr>")
+    out += [f"<th>{e(label)}</th>" for _, label in TABLE_COLUMNS]
+    out.append("</tr></thead><tbody>")
+    for row in rows:
+        kind = _kind(row)
+        out.append(f"<tr class='{kind}' data-kind='{kind}' data-file='{e(row.file_name)}'>")
+        out += [f"<td data-value='{e(_value(row, key))}'>{e(_value(row, key))}</td>" for key, _ in TABLE_COLUMNS]
+        out.append("</tr>")
+    out.append("</tbody></table>")
     out.append("<h2>Slides</h2><div class='gallery'>")
-    for row in ok + unjudged:  # a slide that cannot be judged: its pictures show why
+    for row in rows:  # a slide that cannot be judged: its pictures show why
         if not row.outputs:
             continue
-        caption = f"{row.file_name}: {row.percent_blurry} % blurry" + (" (rescan)" if row.rescan else "")
+        kind = _kind(row)
+        verdict = {"rescan": "RESCAN", "unjudged": "cannot judge", "ok": "ok"}.get(kind, kind)
+        caption = f"{row.file_name}: {row.percent_blurry} % blurry, {verdict}"
+        images = []
         for picture in ("thumbnail", "overlay"):
             src = e(quote(f"{row.outputs}/{picture}.png"))  # a relative URL: spaces and the like escaped
-            out.append(f"<figure><img src='{src}' alt='{e(row.file_name)} {picture}'>"
-                       f"<figcaption>{e(caption)} - {picture}</figcaption></figure>")
+            # loading=lazy: a report of hundreds of slides loads the pictures as they scroll into view
+            images.append(f"<img src='{src}' loading='lazy' alt='{e(row.file_name)} {picture}'>")
+        out.append(f"<figure class='slide' data-kind='{kind}' data-file='{e(row.file_name)}'>"
+                   f"<div class='pair'>{''.join(images)}</div><figcaption>{e(caption)}</figcaption></figure>")
     out.append(f"</div><script>{SCRIPT}</script></body></html>")
     return "\n".join(out)
 
