@@ -62,7 +62,7 @@ def test_flow_parameters_are_typed():
 
     properties = qc_slide.parameters.properties
     assert list(properties) == ["file_name", "image_work_size", "blur_work_size", "blur_radius", "blur_threshold",
-                                "blur_max", "run_dir", "redo"]
+                                "blur_max", "run_dir", "redo", "tile_threads"]
     assert properties["file_name"]["type"] == "string" and properties["blur_radius"]["type"] == "number"
     assert properties["image_work_size"]["default"] == "1.25x" and properties["blur_max"]["default"] == 0.05
     assert qc_slide.parameters.required == ["file_name"]
@@ -73,8 +73,9 @@ def test_serial_flow_same_as_pipeline_and_load_is_cached(prefect_server, data_di
     proc = run_script("prefect3/qc_flow.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "first"))
     check_run(proc, tmp_path / "first", reference)
     assert "Flow run 'qc-synthetic_02_blur30.svs'" in proc.stdout + proc.stderr
-    cached = sorted(p.name for p in (tmp_path / "first" / ".qc-cache").iterdir())  # the default --cache-dir
-    assert len(cached) == 3 and all(name.startswith("load-") for name in cached)
+    # The default --cache-dir holds the runs' results, among them one cached load per slide.
+    cached = [p.name for p in (tmp_path / "first" / ".qc-cache").iterdir() if p.name.startswith("load-")]
+    assert len(cached) == 3
 
     # Same files, same work sizes, same --cache-dir: the load task's cache key (path, mtime, work sizes) hits.
     again = run_script("prefect3/qc_flow.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "again"),
@@ -89,7 +90,7 @@ def test_serial_flow_same_as_pipeline_and_load_is_cached(prefect_server, data_di
     assert "Finished in state Cached" not in redo.stdout + redo.stderr
 
 
-@pytest.mark.parametrize("runner", ["local", "threads", "processes", "dask"])
+@pytest.mark.parametrize("runner", ["local", "threads", "dask"])
 def test_mapped_flow_same_as_pipeline(runner, prefect_server, data_dir, reference, tmp_path):
     env = {k: v for k, v in CHILD_ENV.items() if k not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")}
     proc = run_script("prefect3/qc_flow_parallel.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
@@ -97,7 +98,7 @@ def test_mapped_flow_same_as_pipeline(runner, prefect_server, data_dir, referenc
     check_run(proc, tmp_path, reference)
     log = proc.stdout + proc.stderr
     assert "Flow run" in log and "Image QC (mapped)" in log
-    assert "telemetry" not in log.lower()  # analytics off, whatever the environment says (common.offline_defaults)
+    assert "failed to send telemetry" not in log.lower()  # analytics off, whatever the environment says (common.offline_defaults)
     assert "distributed.worker" not in log  # Dask's INFO lines stay out
 
 
@@ -204,4 +205,13 @@ def test_offline_without_telemetry_errors(data_dir, tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert "Starting temporary server" in log or "temporary server" in log.lower()
-    assert "telemetry" not in log.lower(), log[-3000:]
+    assert "failed to send telemetry" not in log.lower(), log[-3000:]
+
+
+def test_processes_executor_is_refused_in_one_line(data_dir, tmp_path):
+    proc = run_script("prefect3/qc_flow_parallel.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
+                      "--executor", "processes")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: --executor processes: not in the Prefect 3 edition; use --executor dask "
+                                   "for worker processes (a local Dask cluster), or threads")
+    assert not any(tmp_path.iterdir())  # nothing written
