@@ -75,6 +75,10 @@ class Mismatch(Exception):
     """A file's size or sha256 differs from the manifest's."""
 
 
+class Unverifiable(Mismatch):
+    """A download with nothing to check it against: no size, no sha256, no Content-Length."""
+
+
 class TransientError(Exception):
     """Worth retrying: a dropped connection, a timeout, a 5xx."""
 
@@ -157,17 +161,21 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(path: Path, entry: Entry, server_size: int | None = None) -> str:
+def verify(path: Path, entry: Entry, server_size: int | None = None, downloaded: bool = False) -> str:
     """How ``path`` was verified against ``entry``; Mismatch when it does not match.
 
     Without a published size the server's Content-Length stands in for it, which
-    proves the transfer complete but not the content.
+    proves the transfer complete but not the content. A ``downloaded`` file with
+    nothing at all to check it against is Unverifiable: it is not taken as the slide.
     """
     size = path.stat().st_size
     expected_size = entry.size if entry.size is not None else server_size
     if expected_size is not None and size != expected_size:
         raise Mismatch(f"size {size} bytes, expected {expected_size}")
     if entry.sha256 is None:
+        if expected_size is None and downloaded:
+            raise Unverifiable("the manifest gives neither its size nor its sha256 and the server sent no "
+                               "Content-Length: a transfer cut short could not be told from a whole one")
         checked = "size checked" if expected_size is not None else "nothing to check it against"
         return f"{checked}; could not verify a checksum (none published)"
     digest = sha256_of(path)
@@ -190,8 +198,12 @@ def human(size: int | None) -> str:
 
 
 def open_partial(path: Path, mode: str):
-    """The file a download is written to (a seam: the tests make it fail as a full disk would)."""
-    return open(path, mode)
+    """The file a download is written to (a seam: the tests make it fail as a full disk would).
+
+    Opened with O_NOFOLLOW: a symbolic link planted at NAME.partial is refused, never written through.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if mode == "ab" else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o644), mode)
 
 
 def is_dns_failure(error: BaseException) -> bool:
@@ -233,6 +245,9 @@ def fetch(entry: Entry, partial: Path, session) -> int | None:
     import requests
     from tqdm import tqdm
 
+    if partial.is_symlink():
+        raise SlideFailed(f"{entry.name}: {partial} is a symbolic link; a download is never written through "
+                          "one: remove it and run again")
     have = partial.stat().st_size if partial.exists() else 0
     if entry.size is not None and have > entry.size:  # not a prefix of this file: start again
         partial.unlink()
@@ -318,7 +333,10 @@ def download(entry: Entry, dest: Path, session, retries: int, backoff: float) ->
             print(f"{entry.name}: {error}; retry {attempt + 1} of {retries} in {wait:.1f} s", file=sys.stderr)
             time.sleep(wait)
     try:
-        how = verify(partial, entry, server_size)
+        how = verify(partial, entry, server_size, downloaded=True)
+    except Unverifiable as error:
+        raise SlideFailed(f"{entry.name}: {error}; kept as {partial}, not taken as the slide (add its size "
+                          "or sha256 to the manifest to accept it)") from None
     except Mismatch as error:
         partial.unlink()
         raise SlideFailed(f"{entry.name}: {error}; the download was removed, run again to fetch it anew") from None

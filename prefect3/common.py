@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote_from_bytes, unquote_to_bytes
@@ -184,19 +183,3 @@ def make_task_runner(kind: str = "threads", workers: int | None = None, address:
         raise cli.UsageError("--executor processes: not in the Prefect 3 edition; use --executor dask "
                              "for worker processes (a local Dask cluster), or threads")
     raise cli.UsageError(f"--executor: {kind!r} is not one of {', '.join(cli.EXECUTORS)}")
-
-
-def exit_after_interrupt(code: int) -> None:
-    """Exit with ``code``; after Ctrl-C (130), without Prefect's at-exit drain.
-
-    Ctrl-C reaches the temporary server Prefect 3 started for this script too, and
-    stops it; at exit Prefect then waits for its log and event queues to reach that
-    server, which never answers: the script would hang. Everything the QC writes is
-    written and renamed in place already, so after the one-line "interrupted" message
-    the process ends at once (its streams flushed).
-    """
-    if code == cli.EXIT_INTERRUPTED:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)

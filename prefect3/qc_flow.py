@@ -10,6 +10,7 @@ on the slide file and the work sizes (--redo loads again). The same flow is
 served as a deployment by prefect3/serve.py.
 """
 
+import sys
 from dataclasses import asdict
 
 from prefect import flow, get_run_logger, task
@@ -96,4 +97,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    common.exit_after_interrupt(cli.run_main(main))
+    sys.exit(cli.run_main(main))

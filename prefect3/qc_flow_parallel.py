@@ -11,6 +11,7 @@ executors); `unmapped` is the same; the rescan branch needs no `apply_map`:
 it is plain Python in the flow, per slide, once that slide's decision is known.
 """
 
+import sys
 from dataclasses import asdict
 
 from prefect import flow, unmapped
@@ -83,4 +84,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    common.exit_after_interrupt(cli.run_main(main))
+    sys.exit(cli.run_main(main))

@@ -386,7 +386,7 @@ def run_main(main, argv: list[str] | None = None) -> int:
     """Run a script's ``main(argv)``; what stops a whole run ends in one line on stderr and its exit code.
 
     Usage errors exit 2; an output that cannot be written (OSError: a full disk,
-    no permission) exits 4; Ctrl-C exits 130. No traceback: what was written
+    no permission) exits 4; Ctrl-C exits 130 at once (:func:`_exit_now`). No traceback: what was written
     stays valid (every file is written atomically) and run.json says the run did not finish.
     """
     _notice_interrupts()
@@ -402,7 +402,7 @@ def run_main(main, argv: list[str] | None = None) -> int:
         return EXIT_NO_SERVER
     except KeyboardInterrupt:
         print(f"\ninterrupted: {_rows_so_far()}; run again to check every slide", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        _exit_now(EXIT_INTERRUPTED)
     except OSError as error:
         print(cannot_write_message(error), file=sys.stderr)
         return EXIT_CANNOT_WRITE
@@ -412,12 +412,26 @@ def run_main(main, argv: list[str] | None = None) -> int:
         # An orchestrator that, on Ctrl-C, failed to report it (Prefect 3: its temporary server got the
         # Ctrl-C too): still an interrupt.
         print(f"\ninterrupted: {_rows_so_far()}; run again to check every slide", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        _exit_now(EXIT_INTERRUPTED)
     finally:
         Run.active = None
 
 
 _interrupted = False  # set by the first Ctrl-C in this process
+
+
+def _exit_now(code: int) -> None:
+    """End the process at once after Ctrl-C, its streams flushed, without Python's exit handlers.
+
+    Everything the run wrote is already whole (written and renamed in place). A normal exit
+    could hang: Prefect 1 cancels its worker threads by raising KeyboardInterrupt inside
+    them, and one stopped while holding a logging handler's lock leaves logging.shutdown()
+    waiting forever; Prefect 3 waits at exit for its log queues to reach the temporary
+    server that the same Ctrl-C stopped.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _notice_interrupts() -> None:

@@ -49,6 +49,7 @@ class SlideServer:
     drop_after: dict[str, int] = field(default_factory=dict)  # name -> bytes sent before the connection drops (once)
     ignore_range: bool = False
     status: dict[str, int] = field(default_factory=dict)  # name -> an error status to answer with, always
+    no_length: set[str] = field(default_factory=set)  # names sent without Content-Length, ended by closing
     requests: list[Request] = field(default_factory=list)
     url: str = ""
 
@@ -85,7 +86,10 @@ class RangeHandler(BaseHTTPRequestHandler):
     def _reply(self, status, body, range_header, headers=None):
         state: SlideServer = self.server.state
         self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
+        if self.path.lstrip("/") in state.no_length:  # the body ends when the connection closes
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -619,3 +623,32 @@ def test_synthetic_again_says_the_slides_are_there(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "synthetic_01_blur00.svs" in again.stdout and "already here, kept (--overwrite makes it again)" in again.stdout
     assert (dest / "synthetic_01_blur00.svs").stat().st_mtime_ns == made  # not written again
+
+
+def test_nothing_to_verify_a_cut_transfer_against_is_refused(tmp_path, data_dir, server):
+    """No size, no sha256 in the manifest, no Content-Length from the server: a short file is not taken."""
+    slide = Slide("bare.svs", content("bare.svs", 8000), publish_size=False, publish_sha256=False)
+    server.files = {slide.name: slide.data}
+    server.no_length = {slide.name}
+    server.drop_after = {slide.name: 3000}  # the connection closes after 3000 of 8000 bytes
+    proc = fetch_py(write_manifest(tmp_path, slide), data_dir, server)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    [line] = error_lines(proc.stderr)
+    assert "bare.svs: the manifest gives neither its size nor its sha256 and the server sent no Content-Length" in line
+    assert "kept as" in line and "not taken as the slide" in line
+    assert not (data_dir / slide.name).exists()
+    assert (data_dir / f"{slide.name}.partial").read_bytes() == slide.data[:3000]
+
+
+def test_a_symlink_at_the_partial_name_is_refused(tmp_path, data_dir, server):
+    server.files = {SMALL.name: SMALL.data}
+    data_dir.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    (data_dir / f"{SMALL.name}.partial").symlink_to(victim)
+    proc = fetch_py(write_manifest(tmp_path, SMALL), data_dir, server)
+    assert proc.returncode == 1
+    [line] = error_lines(proc.stderr)
+    assert "is a symbolic link; a download is never written through one" in line
+    assert victim.read_bytes() == b"precious" and server.requests == []
+    assert not (data_dir / SMALL.name).exists()
