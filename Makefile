@@ -38,8 +38,11 @@ install: venv-version $(STAMP)
 data: venv-version $(STAMP)
 	@if ! ls data/*.svs >/dev/null 2>&1; then $(BIN)/python get_data.py --synthetic 3; fi
 
+# The QC of data/, then each slide's percent blurry beside its ground truth (synthetic slides).
 demo: data
-	$(BIN)/python pipeline.py --data-dir data --output-dir output
+	$(BIN)/python pipeline.py --data-dir data --output-dir output --run-name demo --overwrite --log-level WARNING
+	@echo
+	$(BIN)/python tools/compare_truth.py output/demo --data-dir data
 
 test: venv-version system-deps $(STAMP)
 	$(BIN)/python -m pytest
