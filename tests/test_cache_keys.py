@@ -58,3 +58,12 @@ def test_another_path_changes_the_key(slide, tmp_path):
     twin.parent.mkdir()
     shutil.copy2(slide, twin)
     assert slide_key(twin, DEFAULTS.as_dict()) != slide_key(slide, DEFAULTS.as_dict())
+
+
+def test_a_missing_slide_still_gets_a_key_that_changes_when_it_appears(tmp_path):
+    """A slide not there (yet): no size or mtime to hash, but a key; once it is written, another key."""
+    missing = tmp_path / "later.svs"
+    before = slide_key(missing, DEFAULTS.as_dict())
+    assert before.startswith("later-")
+    missing.write_bytes(b"slide")
+    assert slide_key(missing, DEFAULTS.as_dict()) != before
