@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from slideqc import synthetic
+from slideqc import qc, synthetic
+from slideqc.output import results, run
 from tests.conftest import CACHE
-from tests.helpers import only_run_dir, run_script
 
 # 40x, 0.25 µm per pixel, 6144 wide and 2048 high: 1.25x is a downsample of 32, 10x of 4.
 SPEC = synthetic.SlideSpec(name="wide_40x.svs", width=6144, height=2048, blurred_fraction=0.3,
@@ -15,13 +15,12 @@ SPEC = synthetic.SlideSpec(name="wide_40x.svs", width=6144, height=2048, blurred
 
 @pytest.fixture(scope="module")
 def row(tmp_path_factory):
+    """The slide checked in this process (so mutation testing sees it), its row written and read back."""
     slide = synthetic.write_set([SPEC], CACHE / "columns")[0]
-    out = tmp_path_factory.mktemp("columns")
-    proc = run_script("pipeline.py", "--files", str(slide), "--output-dir", str(out))
-    assert proc.returncode == 0, proc.stderr
-    from slideqc.output import results
-
-    (found,) = results.read_results(only_run_dir(out) / "results.tsv")
+    run_dir = tmp_path_factory.mktemp("columns")
+    s = qc.detect_blur(qc.segment_tissue(qc.load_slide(slide)), tile_threads=1)
+    results.write_results(run_dir, [run.save_slide(s, 0.05, run_dir)])
+    (found,) = results.read_results(run_dir / "results.tsv")
     return found, synthetic.read_truth(slide)
 
 
