@@ -13,11 +13,15 @@ SPEC = synthetic.SlideSpec(name="wide_40x.svs", width=6144, height=2048, blurred
                            blur_sigma_um=(2.0, 3.0), seed=77)
 
 
-@pytest.fixture(scope="module")
-def row(tmp_path_factory):
-    """The slide checked in this process (so mutation testing sees it), its row written and read back."""
+@pytest.fixture
+def row(tmp_path):
+    """The slide checked in this process, its row written and read back.
+
+    In every test, not once per module: mutation testing runs only the tests that called
+    the mutated function, and a module fixture's calls count for its first test alone.
+    """
     slide = synthetic.write_set([SPEC], CACHE / "columns")[0]
-    run_dir = tmp_path_factory.mktemp("columns")
+    run_dir = tmp_path
     s = qc.detect_blur(qc.segment_tissue(qc.load_slide(slide)), tile_threads=1)
     results.write_results(run_dir, [run.save_slide(s, 0.05, run_dir)])
     (found,) = results.read_results(run_dir / "results.tsv")
