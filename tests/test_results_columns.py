@@ -57,7 +57,8 @@ def test_measurement_columns_against_the_truth(row):
 def test_seconds_columns(row):
     found, _ = row
     steps = {k: float(found[f"seconds_{k}"]) for k in ("load", "tissue", "blur", "save")}
-    assert all(v > 0 for v in steps.values())
+    assert steps["load"] >= 0  # opening a cached slide can take less than the 1 ms the column keeps
+    assert all(steps[k] > 0 for k in ("tissue", "blur", "save"))
     assert float(found["seconds_total"]) == pytest.approx(sum(steps.values()), abs=0.002)  # rounded to 1 ms each
     # The blur step reads and filters 64 times the tissue step's pixels: it is the slower one.
     assert steps["blur"] > steps["tissue"]
