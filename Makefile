@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 IS_311 := import sys; sys.exit(sys.version_info[:2] != (3, 11))
 
-.PHONY: demo test lint install data clean pictures benchmark check-python venv-version system-deps check-server mutation
+.PHONY: demo test lint install data clean pictures benchmark check-python venv-version system-deps mutation
 
 # Refused before any venv is made: Prefect 1.4.1's pins (pendulum 2) build on 3.11 only.
 check-python:
@@ -53,6 +53,13 @@ lint: $(STAMP)
 
 pictures: $(STAMP)
 	$(BIN)/python docs/make_pictures.py --overview
+
+# Mutation testing of the core (not part of `make test`: it runs the core's tests once per mutant;
+# about half an hour on 2 cores). Configured in pyproject.toml [tool.mutmut]; scores: docs/mutation.md.
+mutation: $(STAMP)
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/python tools/mutation_summary.py
 
 # Every script on 8 synthetic 20k x 15k slides, 3 rounds: about 5 minutes on 2 cores. Rewrites docs/benchmark.md.
 benchmark: $(STAMP)

@@ -1,0 +1,69 @@
+"""A persisted result is found again only for the same slide file and the same measuring settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import fields
+
+import pytest
+
+from slideqc.output.cache import MEASURED_WITH, slide_key
+from slideqc.settings import DEFAULTS, QCSettings
+
+# Another valid value of every setting (by hand).
+OTHER = {"image_work_size": "2.5x", "blur_work_size": "20x", "blur_radius": 5.0, "blur_threshold": 0.04,
+         "blur_max": 0.1}
+
+
+@pytest.fixture
+def slide(demo_slides, tmp_path):
+    copy = tmp_path / demo_slides[0].name
+    shutil.copy2(demo_slides[0], copy)
+    return copy
+
+
+def test_every_setting_is_listed_once():
+    assert set(OTHER) == {f.name for f in fields(QCSettings)}
+    assert set(MEASURED_WITH) == set(OTHER) - {"blur_max"}  # blur_max decides after measuring
+
+
+@pytest.mark.parametrize("name", list(OTHER))
+def test_a_measuring_setting_changes_the_key(slide, name):
+    settings = DEFAULTS.as_dict()
+    changed = {**settings, name: OTHER[name]}
+    same = slide_key(slide, settings) == slide_key(slide, changed)
+    assert same is (name == "blur_max")
+
+
+def test_the_same_file_and_settings_give_the_same_key(slide):
+    assert slide_key(slide, DEFAULTS.as_dict()) == slide_key(str(slide), dict(DEFAULTS.as_dict()))
+    assert slide_key(slide, DEFAULTS.as_dict()).startswith(slide.stem)
+
+
+def test_a_replaced_slide_changes_the_key(slide):
+    before = slide_key(slide, DEFAULTS.as_dict())
+    stat = slide.stat()
+    os.utime(slide, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # copied again: a new mtime
+    touched = slide_key(slide, DEFAULTS.as_dict())
+    assert touched != before
+    with open(slide, "ab") as handle:  # same mtime, other size
+        handle.write(b"\0")
+    os.utime(slide, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert slide_key(slide, DEFAULTS.as_dict()) not in (before, touched)
+
+
+def test_another_path_changes_the_key(slide, tmp_path):
+    twin = tmp_path / "elsewhere" / slide.name
+    twin.parent.mkdir()
+    shutil.copy2(slide, twin)
+    assert slide_key(twin, DEFAULTS.as_dict()) != slide_key(slide, DEFAULTS.as_dict())
+
+
+def test_a_missing_slide_still_gets_a_key_that_changes_when_it_appears(tmp_path):
+    """A slide not there (yet): no size or mtime to hash, but a key; once it is written, another key."""
+    missing = tmp_path / "later.svs"
+    before = slide_key(missing, DEFAULTS.as_dict())
+    assert before.startswith("later-")
+    missing.write_bytes(b"slide")
+    assert slide_key(missing, DEFAULTS.as_dict()) != before

@@ -1,0 +1,64 @@
+"""Every results.tsv column against values known from the slide's own making, on a slide that is not square."""
+
+from __future__ import annotations
+
+import pytest
+
+from slideqc import qc, synthetic
+from slideqc.output import results, run
+from tests.conftest import CACHE
+
+# 40x, 0.25 µm per pixel, 6144 wide and 2048 high: 1.25x is a downsample of 32, 10x of 4.
+SPEC = synthetic.SlideSpec(name="wide_40x.svs", width=6144, height=2048, blurred_fraction=0.3,
+                           blur_sigma_um=(2.0, 3.0), seed=77)
+
+
+@pytest.fixture
+def row(tmp_path):
+    """The slide checked in this process, its row written and read back.
+
+    In every test, not once per module: mutation testing runs only the tests that called
+    the mutated function, and a module fixture's calls count for its first test alone.
+    """
+    slide = synthetic.write_set([SPEC], CACHE / "columns")[0]
+    run_dir = tmp_path
+    s = qc.detect_blur(qc.segment_tissue(qc.load_slide(slide)), tile_threads=1)
+    results.write_results(run_dir, [run.save_slide(s, 0.05, run_dir)])
+    (found,) = results.read_results(run_dir / "results.tsv")
+    return found, synthetic.read_truth(slide)
+
+
+def test_identity_and_size_columns(row):
+    found, _ = row
+    assert found["file_name"] == "wide_40x.svs" and found["status"] == "ok" and found["error"] == ""
+    assert found["format"] == "aperio"
+    assert float(found["objective_power"]) == 40.0 and float(found["mpp"]) == 0.25
+    assert (found["width"], found["height"]) == ("6144", "2048")  # width first: the long side
+
+
+def test_work_size_columns(row):
+    found, _ = row
+    assert found["image_work_size"] == "1.25x" and found["tissue_pixels"] == "192x64"  # 6144 / 32 x 2048 / 32
+    assert float(found["tissue_mpp"]) == 8.0  # 0.25 µm x 32
+    assert found["blur_work_size"] == "10x" and found["blur_pixels"] == "1536x512"  # / 4
+    assert float(found["blur_mpp"]) == 1.0
+
+
+def test_measurement_columns_against_the_truth(row):
+    found, truth = row
+    # The 1.25x mask is dilated by one 8 µm pixel (tissue_mask): on a slide 64 pixels high that adds
+    # ~4 points of the slide, never takes any away.
+    assert truth.tissue_fraction <= float(found["tissue_fraction"]) <= truth.tissue_fraction + 0.05
+    assert float(found["percent_blurry"]) == pytest.approx(truth.percent_blurry, abs=2.5)
+    assert found["rescan"] == "true" and float(found["blur_max"]) == 0.05  # ~30 % blurred, over 5 %
+    assert found["outputs"] == "slides/wide_40x"
+
+
+def test_seconds_columns(row):
+    found, _ = row
+    steps = {k: float(found[f"seconds_{k}"]) for k in ("load", "tissue", "blur", "save")}
+    assert steps["load"] >= 0  # opening a cached slide can take less than the 1 ms the column keeps
+    assert all(steps[k] > 0 for k in ("tissue", "blur", "save"))
+    assert float(found["seconds_total"]) == pytest.approx(sum(steps.values()), abs=0.002)  # rounded to 1 ms each
+    # The blur step reads and filters 64 times the tissue step's pixels: it is the slower one.
+    assert steps["blur"] > steps["tissue"]
