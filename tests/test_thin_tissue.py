@@ -41,3 +41,13 @@ def test_wide_tissue_is_measured_inside_its_edge():
     blurry[90:110, 90:110] = True  # 400 blurry pixels in the middle
     inner = algorithms.measurable_tissue(tissue, RADIUS).sum()
     assert algorithms.blurry_fraction(blurry, tissue, RADIUS) == pytest.approx(400 / inner)
+
+
+def test_outside_the_image_counts_as_glass():
+    """Tissue cut by the image's edge is eroded from that edge too: the blur window there sees no tissue."""
+    tissue = np.zeros((40, 40), bool)
+    tissue[:20, :20] = True  # a block in the corner, touching the top and left edges
+    inner = algorithms.erode(tissue, 3)
+    expected = np.zeros((40, 40), bool)
+    expected[3:17, 3:17] = True  # 3 pixels off every side, the image's edges included (a disk of radius 3)
+    assert np.array_equal(inner, expected)
