@@ -420,6 +420,21 @@ def run_main(main, argv: list[str] | None = None) -> int:
 _interrupted = False  # set by the first Ctrl-C in this process
 
 
+INTERRUPT_GRACE_SECONDS = 10  # after Ctrl-C, the run ends within this many seconds
+
+
+def _exit_if_still_running(seconds: float) -> None:
+    """Ctrl-C's guarantee: a run still going ``seconds`` after it ends there, in one line.
+
+    The KeyboardInterrupt normally ends the run well before. Prefect 3, though, first reports
+    the crashed flow run to its temporary server, which the same Ctrl-C stopped, and retries
+    for minutes.
+    """
+    time.sleep(seconds)
+    print(f"\ninterrupted: {_rows_so_far()}; run again to check every slide", file=sys.stderr)
+    _exit_now(EXIT_INTERRUPTED)
+
+
 def _exit_now(code: int) -> None:
     """End the process at once after Ctrl-C, its streams flushed, without Python's exit handlers.
 
@@ -440,6 +455,8 @@ def _notice_interrupts() -> None:
 
     def interrupted(signum, frame):
         global _interrupted
+        if not _interrupted:  # the first Ctrl-C: whatever an orchestrator does next, the run ends soon
+            threading.Thread(target=_exit_if_still_running, args=(INTERRUPT_GRACE_SECONDS,), daemon=True).start()
         _interrupted = True
         # On Ctrl-C Prefect 1's LocalDaskExecutor cancels its threads by raising KeyboardInterrupt in
         # each of them; an idle thread pool worker then logs it as "Exception in worker" with a
