@@ -5,6 +5,10 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The Prefect 3 edition (prefect3/) has a venv of its own: Prefect 1 and 3 cannot share one.
+VENV3 := .venv-prefect3
+BIN3 := $(VENV3)/bin
+STAMP3 := $(VENV3)/.installed
 IS_311 := import sys; sys.exit(sys.version_info[:2] != (3, 11))
 
 .PHONY: demo test lint install data clean pictures benchmark check-python venv-version system-deps mutation
@@ -44,7 +48,9 @@ demo: data
 	@echo
 	$(BIN)/python tools/compare_truth.py output/demo --data-dir data
 
-test: venv-version system-deps $(STAMP)
+# Both venvs first: tests/ also runs the Prefect 3 scripts (tests/test_faults.py), which would be
+# skipped without .venv-prefect3.
+test: venv-version system-deps $(STAMP) $(STAMP3)
 	$(BIN)/python -m pytest
 	$(MAKE) test-prefect3
 
@@ -65,11 +71,7 @@ mutation: $(STAMP)
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/run_benchmark.py
 
-# The Prefect 3 edition (prefect3/): its own venv, because Prefect 1 and 3 cannot share one.
-VENV3 := .venv-prefect3
-BIN3 := $(VENV3)/bin
-STAMP3 := $(VENV3)/.installed
-
+# The Prefect 3 edition's venv (VENV3 above) and its own tests.
 .PHONY: install-prefect3 test-prefect3
 
 $(STAMP3): requirements-qc.txt prefect3/requirements.txt prefect3/requirements-dev.txt pyproject.toml | venv-version
