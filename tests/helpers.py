@@ -44,6 +44,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_dask(address: str, what: str, timeout: float = 60, workers: int = 1) -> None:
+    """Wait until the Dask scheduler at ``address`` answers and ``workers`` have joined it.
+
+    Fails the test, naming ``what`` did not come up, after ``timeout`` seconds of a scheduler
+    not answering (a busy machine can take a while to start one).
+    """
+    import time
+
+    from distributed import Client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with Client(address, timeout=5) as client:
+                client.wait_for_workers(workers, timeout=60)
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{what} did not come up"
+            time.sleep(0.5)
+
+
 def per_slide(rows: list[dict]) -> dict[str, tuple]:
     """file name -> (status, percent blurry, rescan) from results.tsv rows."""
     return {r["file_name"]: (r["status"], r["percent_blurry"], r["rescan"]) for r in rows}

@@ -42,7 +42,7 @@ from slideqc import synthetic
 from slideqc.output import files, results
 from slideqc.output.run import RunWriter
 from slideqc.settings import DEFAULTS, JUDGE_LIMITS
-from tests.helpers import ROOT, free_port, only_run_dir
+from tests.helpers import ROOT, free_port, only_run_dir, wait_for_dask
 
 PY1 = sys.executable
 PY3 = ROOT / ".venv-prefect3" / "bin" / "python"
@@ -505,18 +505,8 @@ def test_address_with_a_worker_that_cannot_import_the_project(demo_dir, tmp_path
                                "--no-dashboard"], env={**env, "PYTHONPATH": str(tmp_path / "fake")},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        from distributed import Client
-
         # Up before the script looks (its own check gives a scheduler 5 s; a busy machine can take longer).
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with Client(f"tcp://127.0.0.1:{port}", timeout=5) as client:
-                    client.wait_for_workers(1, timeout=60)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the scheduler and worker did not come up"
-                time.sleep(0.5)
+        wait_for_dask(f"tcp://127.0.0.1:{port}", "the scheduler and worker", timeout=120)
         proc = run("solutions/pipeline_prefect_parallel.py", "--data-dir", str(demo_dir), "--output-dir",
                    str(tmp_path / "out"), "--address", f"tcp://127.0.0.1:{port}", env=env)
     finally:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_for_dask
 
 SKIP_MARK = "<!-- not run by the tests"
 CLUSTER_MARK = "<!-- dask-cluster"  # long-running servers: run by test_readme_dask_cluster_commands
@@ -118,7 +118,6 @@ def test_readme_dask_cluster_commands(demo_dir, tmp_path):
     The one change: the README's port 8786 becomes a free one, so a cluster already running here
     cannot answer instead. The servers run from another folder, so only the installed project is found.
     """
-    import time
 
     from tests.helpers import free_port
 
@@ -134,17 +133,7 @@ def test_readme_dask_cluster_commands(demo_dir, tmp_path):
         for command in (scheduler, worker):
             servers.append(subprocess.Popen(["bash", "-c", "exec " + command.replace("8786", port)], cwd=elsewhere,
                                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-        from distributed import Client
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with Client(f"tcp://127.0.0.1:{port}", timeout=5) as client:
-                    client.wait_for_workers(1, timeout=60)
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "the README's scheduler and worker did not come up"
-                time.sleep(0.5)
+        wait_for_dask(f"tcp://127.0.0.1:{port}", "the README's scheduler and worker", timeout=60)
         out = tmp_path / "out"
         command = run.replace("8786", port).replace("--data-dir data", f"--data-dir {demo_dir}")
         proc = subprocess.run(["bash", "-c", f"{command} --output-dir {out}"], cwd=ROOT, env=env,
