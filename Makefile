@@ -61,7 +61,7 @@ pictures: $(STAMP)
 	$(BIN)/python docs/make_pictures.py --overview
 
 # Mutation testing of the core (not part of `make test`: it runs the core's tests once per mutant;
-# about half an hour on 2 cores). Configured in pyproject.toml [tool.mutmut]; scores: docs/mutation.md.
+# about 6 minutes on 2 cores). Configured in pyproject.toml [tool.mutmut]; scores: docs/mutation.md.
 mutation: $(STAMP)
 	rm -rf mutants
 	$(BIN)/mutmut run --max-children 2

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import fields
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from slideqc.output.cache import MEASURED_WITH, slide_key
+from slideqc import prefect1
+from slideqc.output.cache import MEASURED_WITH, default_cache_dir, slide_key
 from slideqc.settings import DEFAULTS, QCSettings
 
 # Another valid value of every setting (by hand).
@@ -67,3 +71,47 @@ def test_a_missing_slide_still_gets_a_key_that_changes_when_it_appears(tmp_path)
     assert before.startswith("later-")
     missing.write_bytes(b"slide")
     assert slide_key(missing, DEFAULTS.as_dict()) != before
+
+
+def test_the_default_cache_folder():
+    assert default_cache_dir() == Path("output") / ".qc-cache"
+    assert default_cache_dir("runs") == Path("runs") / ".qc-cache"
+
+
+def test_a_key_is_the_name_and_sixteen_hex_digits(slide):
+    assert re.fullmatch(rf"{re.escape(slide.stem)}-[0-9a-f]{{16}}", slide_key(slide, DEFAULTS.as_dict()))
+
+
+# --- Prefect 1's targets: the folder a persisted step result is looked for in -----------------
+
+
+def test_a_target_is_under_the_cache_folder_per_slide_and_step(slide, tmp_path):
+    load, blur = prefect1.slide_target("load"), prefect1.slide_target("blur")
+    settings = {**DEFAULTS.as_dict(), "cache_dir": str(tmp_path / "cache")}
+    found = Path(load(file_name=str(slide), **settings))
+    assert found.name == "load.pickle" and found.parent.parent == (tmp_path / "cache").resolve()
+    assert found.parent.name.startswith(slide.stem + "-")
+    # A later step gets the slide object, not its file name: the same slide, the same folder.
+    later = Path(blur(s=SimpleNamespace(path=str(slide)), **settings))
+    assert later.parent == found.parent and later.name == "blur.pickle"
+
+
+def test_a_target_without_a_cache_folder_is_the_default_one(slide):
+    found = Path(prefect1.slide_target("load")(file_name=str(slide), cache_dir=None, **DEFAULTS.as_dict()))
+    assert found.parent.parent == default_cache_dir().resolve()
+
+
+@pytest.mark.parametrize("name", list(OTHER))
+def test_a_target_changes_with_every_measuring_setting(slide, tmp_path, name):
+    target = prefect1.slide_target("tissue")
+    settings = {**DEFAULTS.as_dict(), "cache_dir": str(tmp_path)}
+    same = target(file_name=str(slide), **settings) == target(file_name=str(slide), **{**settings, name: OTHER[name]})
+    assert same is (name == "blur_max")
+
+
+def test_a_target_changes_when_the_slide_is_replaced(slide, tmp_path):
+    target = prefect1.slide_target("load")
+    before = target(file_name=str(slide), cache_dir=str(tmp_path), **DEFAULTS.as_dict())
+    stat = slide.stat()
+    os.utime(slide, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert target(file_name=str(slide), cache_dir=str(tmp_path), **DEFAULTS.as_dict()) != before

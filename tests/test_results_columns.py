@@ -62,3 +62,43 @@ def test_seconds_columns(row):
     assert float(found["seconds_total"]) == pytest.approx(sum(steps.values()), abs=0.002)  # rounded to 1 ms each
     # The blur step reads and filters 64 times the tissue step's pixels: it is the slower one.
     assert steps["blur"] > steps["tissue"]
+
+
+# --- each column's rounding and each cell's text, by hand -------------------------------------
+
+
+@pytest.fixture
+def measured(demo_slides):
+    """A demo slide through tissue segmentation, its measurements then set to values with many digits."""
+    s = qc.segment_tissue(qc.load_slide(demo_slides[0]))
+    s.mpp = 0.2468013579  # 40x: 1.25x is a downsample of 32, 10x of 4
+    s.tissue_fraction, s.blurry_fraction = 0.123456789, 0.0123456789
+    s.timings = {"load": 0.00123456, "tissue": 1.23456789, "blur": 2.3456789, "save": 0.0005999}
+    return s
+
+
+def test_each_column_is_rounded_as_documented(measured):
+    row = results.result_from_slide(measured, 0.05)
+    assert row.tissue_mpp == 7.8976 and row.blur_mpp == 0.9872  # 0.2468013579 x 32 = 7.89764..., x 4 = 0.98720...
+    assert row.tissue_fraction == 0.1235 and row.percent_blurry == 1.23  # 4 digits; percent to 2
+    assert (row.seconds_load, row.seconds_tissue, row.seconds_blur, row.seconds_save) == (0.001, 1.235, 2.346, 0.001)
+    assert row.seconds_total == 3.582  # 3.58208125 s in all, to 1 ms
+    assert row.outputs == "" and row.rescan is False
+
+
+def test_results_cells_by_hand(tmp_path):
+    rows = [results.SlideResult("=1+2.svs", rescan=False, format="two\nlines", error="one\n  line", mpp=0.5),
+            results.SlideResult("'quoted.svs", rescan=True, tissue_fraction=None),
+            results.SlideResult("plain.svs", format="cr\r\nlf")]
+    path = results.write_results(tmp_path, rows)
+    raw = path.read_bytes().decode("utf-8")
+    assert "\r\n" not in raw.replace('"cr\r\nlf"', "")  # rows end in \n alone
+    assert raw.startswith("\t".join(results.COLUMNS) + "\n")
+    # Sorted by name: ' sorts before =. A ' doubled; None empty; a formula marked as text; the error one line.
+    assert "\n''quoted.svs\tok\t\t\t\t\t\t\t\t\t\t\t\t\t\t\ttrue\t" in raw
+    assert "\n'=1+2.svs\tok\tone line\t\"two\nlines\"\t\t0.5\t" in raw
+    assert raw.count("\tfalse\t") == 1
+    back = results.read_results(path)
+    assert [r["file_name"] for r in back] == ["'quoted.svs", "=1+2.svs", "plain.svs"]
+    assert [r["rescan"] for r in back] == ["true", "false", ""]
+    assert back[1]["error"] == "one line" and back[1]["format"] == "two\nlines" and back[2]["format"] == "cr\r\nlf"

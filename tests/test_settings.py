@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import pytest
 
+from slideqc import settings
 from slideqc.settings import DEFAULTS, JUDGE_LIMITS, JudgeLimits, QCSettings, cannot_judge_reason
 
 
@@ -71,3 +73,27 @@ def test_cannot_judge_follows_the_limits_given():
     assert cannot_judge_reason(0.3, 1.0, strict).startswith("cannot judge blur at 1 µm")
     assert cannot_judge_reason(0.3, 0.25, strict, stain_contrast=70).startswith("tissue too faint")
     assert cannot_judge_reason(0.3, 0.25, strict, stain_contrast=80) == ""
+
+
+def test_each_settings_range_and_unit_by_hand():
+    """What the command line's help and the checks read from each field (the README's ranges)."""
+    found = {f.name: (f.default, f.metadata["unit"], f.metadata["low"], f.metadata["high"], f.metadata["low_open"])
+             for f in fields(QCSettings)}
+    assert found == {
+        "image_work_size": ("1.25x", "magnification or pixels", None, None, False),
+        "blur_work_size": ("10x", "magnification or pixels", None, None, False),
+        "blur_radius": (7.0, "pixels", 0, 100, True),
+        "blur_threshold": (0.05, "", 0, 1, True),
+        "blur_max": (0.05, "fraction of the tissue", 0, 1, False),
+    }
+    assert all(f.metadata["help"] for f in fields(QCSettings))
+
+
+def test_a_setting_field_keeps_what_it_is_given():
+    """The fields above are made when the module is imported; this checks the maker itself, in the test."""
+    made = settings._setting(3, "some help", unit="u", low=0, high=1, low_open=True)
+    assert made.default == 3
+    assert dict(made.metadata) == {"help": "some help", "unit": "u", "low": 0, "high": 1, "low_open": True}
+    plain = settings._setting("1x", "h")
+    assert plain.default == "1x"
+    assert dict(plain.metadata) == {"help": "h", "unit": "", "low": None, "high": None, "low_open": False}

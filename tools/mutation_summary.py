@@ -3,8 +3,8 @@
     python tools/mutation_summary.py            # a Markdown table on stdout
 
 A mutant is *killed* when a test failed with it in place, *survived* when every test passed,
-*no tests* when no selected test runs its function; timeouts count as killed (the mutant hung
-the tests: a test noticed). Score = killed / (killed + survived), per module and overall.
+*no tests* when no selected test runs its function; timeouts and segfaults count as killed (the
+mutant hung or crashed the tests: a test noticed). Score = killed / (killed + survived), per module and overall.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-KILLED = {"killed", "timeout"}
+KILLED = {"killed", "timeout", "segfault"}
 
 
 def module_of(mutant: str) -> str:
