@@ -11,7 +11,10 @@
 #
 # Each file is downloaded to NAME.partial, resumed there after an interruption (curl -C -),
 # and renamed to NAME only once its size and sha256 match the manifest; a mismatch removes
-# it. Where the manifest has no sha256 ("-") only the size is checked, and the output says so.
+# it. Where the manifest has no sha256 ("-") only the size is checked, and the output says so;
+# with neither size nor sha256, the server's Content-Length must prove the transfer whole, else
+# the file is kept as NAME.partial and not taken as the slide. A symbolic link at NAME.partial is
+# refused, never written through.
 #
 # Exit codes: 0 every slide is here and verified; 1 some slides failed (HTTP error, size or
 # sha256 mismatch); 2 invalid usage; 3 no network (DNS failure, refused, timed out);
@@ -106,20 +109,31 @@ verify() {
 
 # fetch URL PARTIAL SIZE: brings PARTIAL up to the whole file. Returns 0 when done, 1 when the
 # slide failed (message printed); exits 3 or 4 when no other slide could succeed either.
+# Sets server_length to the last response's Content-Length ("" when the server sent none).
 fetch() {
-    local url=$1 partial=$2 size=$3 attempt=0 status code reason host=${1#*://}
+    local url=$1 partial=$2 size=$3 attempt=0 status code reason host=${1#*://} answer
     local progress=(--silent --show-error) errors=/dev/stderr
     host=${host%%/*}
     # On a terminal, curl's progress bar; otherwise its error goes into our one-line message.
     if [ -t 2 ]; then progress=(--progress-bar); else errors=$curl_errors; fi
+    server_length=
+    if [ -L "$partial" ]; then
+        echo "get_data.sh: ${url##*/}: $partial is a symbolic link; a download is never written through one:" \
+             "remove it and run again" >&2
+        return 1
+    fi
     while :; do
         if [ "$size" != - ] && [ -f "$partial" ] && [ "$(size_of "$partial")" -ge "$size" ]; then
             [ "$(size_of "$partial")" -eq "$size" ] && return 0
             rm -f "$partial"  # longer than the file: not a prefix of it
         fi
-        code=$(curl --fail --location "${progress[@]}" --connect-timeout 15 --speed-limit 1 --speed-time 60 \
-                    --continue-at - --output "$partial" --write-out '%{http_code}' "$url" 2>"$errors")
+        # Without a Content-Length curl cannot tell a cut transfer from a whole one: remember it.
+        answer=$(curl --fail --location "${progress[@]}" --connect-timeout 15 --speed-limit 1 --speed-time 60 \
+                      --continue-at - --output "$partial" --write-out '%{http_code} %header{content-length}' \
+                      "$url" 2>"$errors")
         status=$?
+        code=${answer%% *} server_length=${answer#* }
+        [ "$server_length" = "$answer" ] && server_length=
         reason=
         [ "$errors" = /dev/stderr ] || reason=$(sed -n 's/^curl: ([0-9]*) //p' "$errors" | tail -n 1)
         case $status in
@@ -128,7 +142,8 @@ fetch() {
             23) die 4 "cannot write $partial: disk full or no permission; free space and run again to resume" ;;
             33) rm -f "$partial"; echo "${url##*/}: the server cannot resume (no Range support); starting again" ;;
             22) case $code in
-                    416) [ -f "$partial" ] && return 0 ;;  # nothing after what we have: verify decides
+                    # Nothing after what we have: verify decides (a 416 proves no length of the slide).
+                    416) server_length=; [ -f "$partial" ] && return 0 ;;
                     408|429|5??) ;;
                     *) echo "get_data.sh: ${url##*/}: HTTP $code from $url" >&2; return 1 ;;
                 esac ;;
@@ -162,6 +177,13 @@ for i in "${selected[@]}"; do
         echo "$name: $final does not match the manifest ($how); downloading it again"
     fi
     if ! fetch "$url" "$partial" "$size"; then
+        failed+=("$name")
+        continue
+    fi
+    if [ "$size" = - ] && [ "$sum" = - ] && [ -z "$server_length" ]; then
+        echo "get_data.sh: $name: the manifest gives neither its size nor its sha256 and the server sent no" \
+             "Content-Length: a transfer cut short could not be told from a whole one; kept as $partial, not" \
+             "taken as the slide (add its size or sha256 to the manifest to accept it)" >&2
         failed+=("$name")
         continue
     fi

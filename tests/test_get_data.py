@@ -640,15 +640,48 @@ def test_nothing_to_verify_a_cut_transfer_against_is_refused(tmp_path, data_dir,
     assert (data_dir / f"{slide.name}.partial").read_bytes() == slide.data[:3000]
 
 
-def test_a_symlink_at_the_partial_name_is_refused(tmp_path, data_dir, server):
+@pytest.mark.parametrize("script", ["get_data.py", "get_data.sh"])
+def test_a_symlink_at_the_partial_name_is_refused(tmp_path, data_dir, server, script):
     server.files = {SMALL.name: SMALL.data}
     data_dir.mkdir()
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious")
     (data_dir / f"{SMALL.name}.partial").symlink_to(victim)
-    proc = fetch_py(write_manifest(tmp_path, SMALL), data_dir, server)
+    manifest = write_manifest(tmp_path, SMALL)
+    if script == "get_data.py":
+        proc = fetch_py(manifest, data_dir, server)
+    else:
+        proc = fetch_sh(manifest, data_dir, "--base-url", server.url)
     assert proc.returncode == 1
-    [line] = error_lines(proc.stderr)
+    [line] = error_lines(proc.stderr, script.replace(".py", "") + ":")  # get_data: or get_data.sh:
     assert "is a symbolic link; a download is never written through one" in line
     assert victim.read_bytes() == b"precious" and server.requests == []
     assert not (data_dir / SMALL.name).exists()
+
+
+def test_shell_script_refuses_what_nothing_can_verify(tmp_path, data_dir, server):
+    """get_data.sh as get_data.py: no size, no sha256, no Content-Length and a cut transfer: kept aside."""
+    slide = Slide("bare.svs", content("bare.svs", 8000), publish_size=False, publish_sha256=False)
+    server.files = {slide.name: slide.data}
+    server.no_length = {slide.name}
+    server.drop_after = {slide.name: 3000}
+    manifest = write_manifest(tmp_path, slide)
+    proc = fetch_sh(manifest, data_dir, "--base-url", server.url)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    [line] = error_lines(proc.stderr, "get_data.sh:")
+    assert "bare.svs: the manifest gives neither its size nor its sha256 and the server sent no Content-Length" in line
+    assert "kept as" in line and "not taken as the slide" in line
+    assert not (data_dir / slide.name).exists()
+    assert (data_dir / f"{slide.name}.partial").read_bytes() == slide.data[:3000]
+    # Run again: the server cannot add to it (416), and still nothing proves it whole.
+    again = fetch_sh(manifest, data_dir, "--base-url", server.url)
+    assert again.returncode == 1 and not (data_dir / slide.name).exists()
+
+
+def test_shell_script_takes_a_bare_slide_whose_server_sends_its_length(tmp_path, data_dir, server):
+    slide = Slide("bare.svs", content("bare.svs", 8000), publish_size=False, publish_sha256=False)
+    server.files = {slide.name: slide.data}
+    proc = fetch_sh(write_manifest(tmp_path, slide), data_dir, "--base-url", server.url)
+    assert proc.returncode == 0, proc.stderr
+    assert only_files(data_dir) == {slide.name: slide.data}
+
