@@ -59,17 +59,9 @@ DATA = bytes(range(256)) * 12  # 3072 bytes, every byte value
 
 
 @pytest.fixture
-def dirs(tmp_path):
-    scanner, shared, out = tmp_path / "scanner", tmp_path / "shared", tmp_path / "out"
-    scanner.mkdir()
-    shared.mkdir()
-    return scanner, shared, out
-
-
-@pytest.fixture
-def source(dirs):
+def source(folders):
     """a.svs in the scanner folder, DATA, its mtime MTIME."""
-    return make(dirs[0] / "a.svs", DATA)
+    return make(folders[0] / "a.svs", DATA)
 
 
 class Clock:
@@ -117,19 +109,11 @@ class Recorder:
         return self.then(*args, **kwargs) if self.then else self.result
 
 
-class FailingWrites:
-    """A file whose writes fail with ``error`` once ``room`` bytes are written (a full disk, an interrupt)."""
+class Wrapped:
+    """A file object in front of the real one, which does the work; a subclass changes a method or two."""
 
-    def __init__(self, handle, room: int, error: BaseException):
-        self.handle, self.room, self.error = handle, room, error
-
-    def write(self, data: bytes) -> int:
-        if len(data) > self.room:
-            self.handle.write(data[: self.room])
-            self.room = 0
-            raise self.error
-        self.room -= len(data)
-        return self.handle.write(data)
+    def __init__(self, handle):
+        self.handle = handle
 
     def __getattr__(self, name):
         return getattr(self.handle, name)
@@ -141,15 +125,36 @@ class FailingWrites:
         self.handle.close()
 
 
-def fail_writes(monkeypatch, mode: str, room: int, error: BaseException) -> None:
-    """Files intake opens with ``mode`` fail on writing past ``room`` bytes; every other open is the real one."""
+class FailingWrites(Wrapped):
+    """A file whose writes fail with ``error`` once ``room`` bytes are written (a full disk, an interrupt)."""
+
+    def __init__(self, handle, room: int, error: BaseException):
+        super().__init__(handle)
+        self.room, self.error = room, error
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            self.handle.write(data[: self.room])
+            self.room = 0
+            raise self.error
+        self.room -= len(data)
+        return self.handle.write(data)
+
+
+def wrap_opens(monkeypatch, wrap, mode: str | None = None) -> None:
+    """The files intake opens (with ``mode``, or all) come wrapped by ``wrap``; every other open is the real one."""
     real_open = open
 
     def fake_open(path, how="r", *args, **kwargs):
         handle = real_open(path, how, *args, **kwargs)
-        return FailingWrites(handle, room, error) if how == mode else handle
+        return wrap(handle) if mode is None or how == mode else handle
 
     monkeypatch.setattr(intake, "open", fake_open, raising=False)
+
+
+def fail_writes(monkeypatch, mode: str, room: int, error: BaseException) -> None:
+    """Files intake opens with ``mode`` fail on writing past ``room`` bytes."""
+    wrap_opens(monkeypatch, lambda handle: FailingWrites(handle, room, error), mode)
 
 
 def assert_source_intact(path: Path, data: bytes = DATA, mtime_ns: int = MTIME) -> None:
@@ -280,26 +285,14 @@ def test_sha256_file_reads_a_chunk_at_a_time(tmp_path, monkeypatch):
     """A slide of several GB is never read into memory at once."""
     monkeypatch.setattr(intake, "CHUNK", 4)
     path = make(tmp_path / "f", b"0123456789")
-    real_open, sizes = open, []
+    sizes = []
 
-    class Reads:
-        def __init__(self, handle):
-            self.handle = handle
-
+    class Reads(Wrapped):
         def read(self, size=-1):
             sizes.append(size)
             return self.handle.read(size)
 
-        def __getattr__(self, name):
-            return getattr(self.handle, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-    monkeypatch.setattr(intake, "open", lambda *args, **kwargs: Reads(real_open(*args, **kwargs)), raising=False)
+    wrap_opens(monkeypatch, Reads)
     assert intake.sha256_file(path) == sha(b"0123456789")
     assert sizes and all(0 < size <= 4 for size in sizes)
     sizes.clear()
@@ -386,7 +379,7 @@ def test_remove_partials_removes_only_hidden_partial_files(tmp_path, monkeypatch
 # --- copy_file ---------------------------------------------------------------------------
 
 
-def test_copy_file_copies_flushes_and_keeps_the_scan_time(dirs, source, monkeypatch, clock):
+def test_copy_file_copies_flushes_and_keeps_the_scan_time(folders, source, monkeypatch, clock):
     monkeypatch.setattr(intake, "CHUNK", 1000)  # several chunks
     real_fsync, synced = os.fsync, []
 
@@ -395,15 +388,15 @@ def test_copy_file_copies_flushes_and_keeps_the_scan_time(dirs, source, monkeypa
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    dest = dirs[1] / ".a.svs.partial"
+    dest = folders[1] / ".a.svs.partial"
     assert intake.copy_file(seen(source), dest) == (len(DATA), sha(DATA))
     assert dest.read_bytes() == DATA and os.stat(dest).st_mtime_ns == MTIME
     assert synced == [len(DATA)] and clock.sleeps == []
     assert_source_intact(source)
 
 
-def test_copy_file_never_writes_over_a_file(dirs, source):
-    dest = make(dirs[1] / ".a.svs.partial", b"someone else's", 5)
+def test_copy_file_never_writes_over_a_file(folders, source):
+    dest = make(folders[1] / ".a.svs.partial", b"someone else's", 5)
     with pytest.raises(FileExistsError):
         intake.copy_file(seen(source), dest)
     assert dest.read_bytes() == b"someone else's"
@@ -430,8 +423,8 @@ def test_copy_file_keeps_to_the_bandwidth_limit(tmp_path, monkeypatch, clock):
     assert clock.sleeps == []
 
 
-def test_copy_and_verify_keeps_to_the_bandwidth_limit(dirs, source, clock):
-    intake.copy_and_verify(seen(source), dirs[1], bwlimit=0.001)  # 1 KB/s: 3 s for 3072 bytes
+def test_copy_and_verify_keeps_to_the_bandwidth_limit(folders, source, clock):
+    intake.copy_and_verify(seen(source), folders[1], bwlimit=0.001)  # 1 KB/s: 3 s for 3072 bytes
     assert clock.sleeps == pytest.approx([3.072], rel=1e-9)
 
 
@@ -456,10 +449,10 @@ def _remove(source: Path):
 
 @pytest.mark.parametrize("change, now", [(_grow, f"{len(DATA) + 4} bytes"), (_touch, f"{len(DATA)} bytes"),
                                          (_remove, "gone bytes")])
-def test_copy_file_says_when_the_source_changed_during_the_copy(dirs, source, monkeypatch, change, now):
+def test_copy_file_says_when_the_source_changed_during_the_copy(folders, source, monkeypatch, change, now):
     monkeypatch.setattr(os, "fsync", change(source))  # the scanner writes while the copy is flushed
     with pytest.raises(intake.SourceChanged) as raised:
-        intake.copy_file(seen(source), dirs[1] / ".a.svs.partial")
+        intake.copy_file(seen(source), folders[1] / ".a.svs.partial")
     assert str(raised.value) == f"a.svs: changed while it was copied ({len(DATA)} -> {now}): still being written?"
 
 
@@ -540,8 +533,8 @@ def assert_nothing_placed(shared: Path, before: list[str] | None = None) -> None
     assert names(shared) == (before or []), "a copy or a partial was left on the shared drive"
 
 
-def test_a_copy_is_placed_under_its_name_only_once_verified(dirs, source, monkeypatch):
-    scanner, shared, _ = dirs
+def test_a_copy_is_placed_under_its_name_only_once_verified(folders, source, monkeypatch):
+    scanner, shared, _ = folders
     clock = Clock(elapsed=1.23456)
     monkeypatch.setattr(intake, "time", clock)
     reads = Recorder(then=intake.sha256_file)
@@ -578,8 +571,8 @@ def _short_count(source, dest, bwlimit=0):  # the copy's length disagrees with w
     return len(data) + 1, sha(data)
 
 
-def test_a_copy_that_fails_verification_is_removed_and_the_source_kept(dirs, source, monkeypatch):
-    scanner, shared, out = dirs
+def test_a_copy_that_fails_verification_is_removed_and_the_source_kept(folders, source, monkeypatch):
+    scanner, shared, out = folders
     monkeypatch.setattr(intake, "copy_file", _corrupted)
     bad = DATA[:100] + bytes([DATA[100] ^ 1]) + DATA[101:]
     with pytest.raises(intake.VerifyError) as raised:
@@ -636,8 +629,8 @@ def _rename_fails(monkeypatch):
 
 @pytest.mark.parametrize("fault", [_no_space, _no_permission, _share_gone, _rename_fails],
                          ids=lambda f: f.__name__.strip("_"))
-def test_an_io_error_leaves_no_copy_and_the_source_intact(dirs, source, monkeypatch, fault):
-    scanner, shared, out = dirs
+def test_an_io_error_leaves_no_copy_and_the_source_intact(folders, source, monkeypatch, fault):
+    scanner, shared, out = folders
     code = fault(monkeypatch)
     with pytest.raises(OSError) as raised:
         intake.copy_and_verify(seen(source), shared, before_placing=lambda final: intake.add_pending(out, final))
@@ -647,8 +640,8 @@ def test_an_io_error_leaves_no_copy_and_the_source_intact(dirs, source, monkeypa
     assert intake.held_records(out) == {}
 
 
-def test_a_journal_that_cannot_be_written_stops_the_slide_before_its_final_name(dirs, source):
-    scanner, shared, out = dirs
+def test_a_journal_that_cannot_be_written_stops_the_slide_before_its_final_name(folders, source):
+    scanner, shared, out = folders
     out.write_text("a file where the output folder should be: nothing can be journalled")
     with pytest.raises(OSError):
         intake.copy_and_verify(seen(source), shared, before_placing=lambda final: intake.add_pending(out, final))
@@ -657,8 +650,8 @@ def test_a_journal_that_cannot_be_written_stops_the_slide_before_its_final_name(
 
 
 @pytest.mark.parametrize("where", ["writing", "placing"])
-def test_an_interrupted_copy_leaves_no_copy_and_the_source_intact(dirs, source, monkeypatch, where):
-    scanner, shared, _ = dirs
+def test_an_interrupted_copy_leaves_no_copy_and_the_source_intact(folders, source, monkeypatch, where):
+    scanner, shared, _ = folders
     placing = None
     if where == "writing":
         fail_writes(monkeypatch, "xb", 1000, KeyboardInterrupt())
@@ -672,8 +665,8 @@ def test_an_interrupted_copy_leaves_no_copy_and_the_source_intact(dirs, source, 
     assert_source_intact(source)
 
 
-def test_a_source_that_changes_during_its_copy_is_left_for_later(dirs, source, monkeypatch):
-    scanner, shared, _ = dirs
+def test_a_source_that_changes_during_its_copy_is_left_for_later(folders, source, monkeypatch):
+    scanner, shared, _ = folders
     monkeypatch.setattr(os, "fsync", _grow(source))
     with pytest.raises(intake.SourceChanged):
         intake.copy_and_verify(seen(source), shared)
@@ -682,9 +675,9 @@ def test_a_source_that_changes_during_its_copy_is_left_for_later(dirs, source, m
 
 
 @pytest.mark.parametrize("other", [b"x" * len(DATA), b"shorter"], ids=["same size", "other size"])
-def test_a_name_taken_by_other_content_keeps_both(dirs, source, other, monkeypatch):
+def test_a_name_taken_by_other_content_keeps_both(folders, source, other, monkeypatch):
     monkeypatch.setattr(intake, "time", Clock(elapsed=0.0126))
-    scanner, shared, _ = dirs
+    scanner, shared, _ = folders
     taken = make(shared / "a.svs", other, 5)
     kept_as = f"a.{sha(DATA)[:12]}.svs"
     outcome = intake.copy_and_verify(seen(source), shared)
@@ -707,8 +700,8 @@ def test_a_name_taken_by_other_content_keeps_both(dirs, source, other, monkeypat
 
 
 @pytest.mark.parametrize("given_cache", [False, True])
-def test_the_same_content_already_there_is_not_copied_again(dirs, source, given_cache, monkeypatch):
-    scanner, shared, _ = dirs
+def test_the_same_content_already_there_is_not_copied_again(folders, source, given_cache, monkeypatch):
+    scanner, shared, _ = folders
     monkeypatch.setattr(intake, "time", Clock(elapsed=2.0006))
     there = make(shared / "a.svs", DATA, 7)
     cache = intake.HashCache() if given_cache else None
@@ -722,8 +715,8 @@ def test_the_same_content_already_there_is_not_copied_again(dirs, source, given_
     assert_source_intact(source)
 
 
-def test_the_same_content_under_its_conflict_name_is_a_duplicate(dirs, source):
-    scanner, shared, _ = dirs
+def test_the_same_content_under_its_conflict_name_is_a_duplicate(folders, source):
+    scanner, shared, _ = folders
     make(shared / "a.svs", b"other")
     kept_as = make(shared / f"a.{sha(DATA)[:12]}.svs", DATA, 7)
     outcome = intake.copy_and_verify(seen(source), shared)
@@ -732,8 +725,8 @@ def test_the_same_content_under_its_conflict_name_is_a_duplicate(dirs, source):
     assert names(shared) == sorted(["a.svs", kept_as.name])
 
 
-def test_a_name_taken_while_placing_is_not_overwritten(dirs, source, monkeypatch):
-    scanner, shared, _ = dirs
+def test_a_name_taken_while_placing_is_not_overwritten(folders, source, monkeypatch):
+    scanner, shared, _ = folders
     real_place, tries = intake.place, []
 
     def racing(partial, final):  # another writer takes the name between the check and the link
@@ -763,8 +756,8 @@ def earlier_copy(shared: Path, source: Path, data: bytes = HALF, name: str = "a.
                 digest or sha(data), 1000.0, "ok")
 
 
-def test_a_slide_copied_while_the_scanner_paused_is_replaced_by_the_whole_slide(dirs, source, monkeypatch):
-    scanner, shared, _ = dirs
+def test_a_slide_copied_while_the_scanner_paused_is_replaced_by_the_whole_slide(folders, source, monkeypatch):
+    scanner, shared, _ = folders
     monkeypatch.setattr(intake, "time", Clock(elapsed=7.50049))
     previous = earlier_copy(shared, source)
     placing = Recorder()
@@ -779,8 +772,8 @@ def test_a_slide_copied_while_the_scanner_paused_is_replaced_by_the_whole_slide(
     assert_source_intact(source)
 
 
-def test_the_shared_folder_given_relative_is_the_same_folder(dirs, source, monkeypatch):
-    scanner, shared, _ = dirs
+def test_the_shared_folder_given_relative_is_the_same_folder(folders, source, monkeypatch):
+    scanner, shared, _ = folders
     previous = earlier_copy(shared, source)
     monkeypatch.chdir(shared.parent)
     outcome = intake.copy_and_verify(seen(source), "shared", previous=previous)
@@ -820,8 +813,8 @@ def _same_size(shared, source):  # only the mtime changed: the very same bytes
 @pytest.mark.parametrize("case, action", [(_elsewhere, "renamed"), (_kept_apart, "renamed"), (_touched, "renamed"),
                                           (_grew, "renamed"), (_not_its_beginning, "renamed"), (_gone, "copied"),
                                           (_same_size, "duplicate")], ids=lambda c: getattr(c, "__name__", c))
-def test_only_the_intakes_own_untouched_beginning_is_replaced(dirs, source, case, action):
-    scanner, shared, _ = dirs
+def test_only_the_intakes_own_untouched_beginning_is_replaced(folders, source, case, action):
+    scanner, shared, _ = folders
     make(shared / "a.svs", b"another slide by that name")  # what a copy must never replace
     previous = case(shared, source)
     before = {p.name: p.read_bytes() for p in shared.iterdir()}
@@ -832,8 +825,8 @@ def test_only_the_intakes_own_untouched_beginning_is_replaced(dirs, source, case
     assert_source_intact(source)
 
 
-def test_a_shorter_source_does_not_replace_the_longer_copy(dirs, tmp_path):
-    scanner, shared, _ = dirs
+def test_a_shorter_source_does_not_replace_the_longer_copy(folders, tmp_path):
+    scanner, shared, _ = folders
     source = make(scanner / "a.svs", HALF[:500])
     previous = earlier_copy(shared, source)
     outcome = intake.copy_and_verify(seen(source), shared, previous=previous)
@@ -843,15 +836,15 @@ def test_a_shorter_source_does_not_replace_the_longer_copy(dirs, tmp_path):
 # --- already_there -----------------------------------------------------------------------
 
 
-def test_already_there_without_reading_when_the_name_is_free(dirs, source):
-    scanner, shared, _ = dirs
+def test_already_there_without_reading_when_the_name_is_free(folders, source):
+    scanner, shared, _ = folders
     cache = intake.HashCache()
     assert intake.already_there(seen(source), shared, cache) is None
     assert cache._known == {}  # not even the source was read
 
 
-def test_already_there_under_the_name_or_a_conflict_name(dirs, source):
-    scanner, shared, _ = dirs
+def test_already_there_under_the_name_or_a_conflict_name(folders, source):
+    scanner, shared, _ = folders
     there = make(shared / "a.svs", DATA, 7)
     assert intake.already_there(seen(source), str(shared), intake.HashCache()) == Outcome(
         "a.svs", "duplicate", str(source), str(there), len(DATA), sha(DATA),
@@ -868,8 +861,8 @@ def test_already_there_under_the_name_or_a_conflict_name(dirs, source):
 
 
 @pytest.mark.parametrize("last, found", [(99, True), (100, False)])
-def test_already_there_looks_at_a_hundred_names(dirs, source, last, found):
-    scanner, shared, _ = dirs
+def test_already_there_looks_at_a_hundred_names(folders, source, last, found):
+    scanner, shared, _ = folders
     tag = sha(DATA)[:12]
     make(shared / "a.svs", b"other")
     for n in range(1, last):  # a.<tag>.svs, a.<tag>-2.svs, ... with other content
@@ -882,8 +875,8 @@ def test_already_there_looks_at_a_hundred_names(dirs, source, last, found):
 # --- removing a source, slides waiting for QC --------------------------------------------
 
 
-def test_remove_source_removes_the_slide_then_its_marker(dirs, source, monkeypatch):
-    scanner, shared, _ = dirs
+def test_remove_source_removes_the_slide_then_its_marker(folders, source, monkeypatch):
+    scanner, shared, _ = folders
     synced = Recorder()
     monkeypatch.setattr(intake, "fsync_dir", synced)
     make(scanner / "a.svs.done", b"")
@@ -902,8 +895,8 @@ def test_remove_source_removes_the_slide_then_its_marker(dirs, source, monkeypat
         intake.remove_source(record)
 
 
-def test_pending_slides(dirs, monkeypatch):
-    scanner, shared, out = dirs
+def test_pending_slides(folders, monkeypatch):
+    scanner, shared, out = folders
     a, b = make(shared / "a.svs", b"a"), make(shared / "b.svs", b"b")
     assert intake.list_pending(out) == {} and not out.exists()
     monkeypatch.chdir(shared)
@@ -926,9 +919,9 @@ def test_pending_slides(dirs, monkeypatch):
     intake.clear_pending(out, [a, b])  # nothing left to clear: no error
 
 
-def test_a_file_someone_else_removed_meanwhile_is_no_error(dirs, monkeypatch):
+def test_a_file_someone_else_removed_meanwhile_is_no_error(folders, monkeypatch):
     """Clean-ups that lose the race for a file (a second pass, a person tidying up) go on."""
-    scanner, shared, out = dirs
+    scanner, shared, out = folders
     make(scanner / "a.svs.done", b"")
     partial = make(shared / ".a.svs.0123abcd.partial", b"half")
     intake.add_pending(out, make(shared / "gone.svs", b"g"))
@@ -978,8 +971,8 @@ def record_file(out: Path, source: Path) -> Path:
     return out / ".intake-held" / (hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:16] + ".json")
 
 
-def test_hold_writes_a_record_of_what_was_copied(dirs, source, clock, monkeypatch):
-    scanner, shared, out = dirs
+def test_hold_writes_a_record_of_what_was_copied(folders, source, clock, monkeypatch):
+    scanner, shared, out = folders
     out = out / "not" / "made yet"
     clock.wall = 1234.5
     monkeypatch.chdir(scanner)
@@ -1002,8 +995,8 @@ def test_hold_writes_a_record_of_what_was_copied(dirs, source, clock, monkeypatc
 
 @pytest.mark.parametrize("text", ["{cut short", '{"source": "/s/a.svs"}', '["not", "a", "record"]', None],
                          ids=["truncated", "fields missing", "not an object", "a folder"])
-def test_an_unreadable_record_is_ignored_and_said(dirs, source, caplog, text):
-    scanner, shared, out = dirs
+def test_an_unreadable_record_is_ignored_and_said(folders, source, caplog, text):
+    scanner, shared, out = folders
     entry = record_file(out, source)
     entry.parent.mkdir(parents=True)
     if text is None:
@@ -1026,16 +1019,16 @@ def test_an_unreadable_record_is_ignored_and_said(dirs, source, caplog, text):
     assert first.levelno == logging.WARNING and first.name == "slideqc" and second.getMessage() == first.getMessage()
 
 
-def test_a_missing_record_is_none_without_a_word(dirs, source, caplog):
+def test_a_missing_record_is_none_without_a_word(folders, source, caplog):
     with caplog.at_level(logging.DEBUG):
-        assert intake.held_record(dirs[2], source) is None and intake.held_records(dirs[2]) == {}
+        assert intake.held_record(folders[2], source) is None and intake.held_records(folders[2]) == {}
     assert caplog.records == []
 
 
-def held_copy(dirs, name: str = "a.svs", data: bytes = DATA, qc: str = "ok", copied_at: float = 1000.0,
+def held_copy(folders, name: str = "a.svs", data: bytes = DATA, qc: str = "ok", copied_at: float = 1000.0,
               scanner: Path | None = None) -> tuple[Path, Path, Held]:
     """A source in the scanner folder, its verified copy on the shared drive and its record, as after a pass."""
-    folder, shared, out = dirs
+    folder, shared, out = folders
     source = make((scanner or folder) / name, data)
     dest = make(shared / name, data, 9)
     record = Held(str(source.resolve()), str(dest.resolve()), len(data), MTIME, sha(data), copied_at, qc)
@@ -1045,10 +1038,10 @@ def held_copy(dirs, name: str = "a.svs", data: bytes = DATA, qc: str = "ok", cop
     return source, dest, record
 
 
-def test_mark_checked_notes_each_copys_qc(dirs):
-    scanner, shared, out = dirs
-    _, a_dest, a = held_copy(dirs, "a.svs", b"a", qc="")
-    b_source, b_dest, b = held_copy(dirs, "b.svs", b"b", qc="ok")
+def test_mark_checked_notes_each_copys_qc(folders):
+    scanner, shared, out = folders
+    _, a_dest, a = held_copy(folders, "a.svs", b"a", qc="")
+    b_source, b_dest, b = held_copy(folders, "b.svs", b"b", qc="ok")
     entry_b = record_file(out, b_source)
     inode_b = os.stat(entry_b).st_ino
     intake.mark_checked(out, {str(a_dest): "error", str(b_dest): "ok", "/elsewhere/c.svs": "ok"})
@@ -1060,12 +1053,12 @@ def test_mark_checked_notes_each_copys_qc(dirs):
     assert intake.held_records(out)[b.source] == b
 
 
-def test_to_copy_skips_unchanged_held_sources_and_names_the_changed(dirs, monkeypatch):
-    scanner, shared, out = dirs
+def test_to_copy_skips_unchanged_held_sources_and_names_the_changed(folders, monkeypatch):
+    scanner, shared, out = folders
     new = seen(make(scanner / "new.svs", b"n"))
-    same_source, _, same = held_copy(dirs, "same.svs", b"s")
-    grown_source, _, grown = held_copy(dirs, "grown.svs", b"g")
-    touched_source, _, touched = held_copy(dirs, "touched.svs", b"t")
+    same_source, _, same = held_copy(folders, "same.svs", b"s")
+    grown_source, _, grown = held_copy(folders, "grown.svs", b"g")
+    touched_source, _, touched = held_copy(folders, "touched.svs", b"t")
     make(grown_source, b"gg")
     make(touched_source, b"t", MTIME + 1)
     monkeypatch.chdir(scanner)  # the scanner folder given relative: still the records' sources
@@ -1084,9 +1077,9 @@ def release(out, at, retain=600.0, **kwargs) -> dict[str, Outcome]:
     return {o.name: o for o in intake.release_sources(out, retain, now=at, **kwargs)}
 
 
-def test_a_verified_checked_copy_releases_its_source_after_the_retention(dirs, monkeypatch):
-    scanner, shared, out = dirs
-    source, dest, record = held_copy(dirs)
+def test_a_verified_checked_copy_releases_its_source_after_the_retention(folders, monkeypatch):
+    scanner, shared, out = folders
+    source, dest, record = held_copy(folders)
     reads = Recorder(then=intake.sha256_file)
     monkeypatch.setattr(intake, "sha256_file", reads)
     assert release(out, 1000.0 + 600.0) == {"a.svs": Outcome(
@@ -1104,18 +1097,18 @@ def test_a_verified_checked_copy_releases_its_source_after_the_retention(dirs, m
     ("", "kept until its shared copy is QC'd"),
     ("error", "kept: the QC could not read its shared copy; remove it by hand once looked at"),
 ])
-def test_a_copy_not_checked_or_unreadable_keeps_its_source(dirs, qc, detail):
-    scanner, shared, out = dirs
-    source, dest, record = held_copy(dirs, qc=qc)
+def test_a_copy_not_checked_or_unreadable_keeps_its_source(folders, qc, detail):
+    scanner, shared, out = folders
+    source, dest, record = held_copy(folders, qc=qc)
     assert release(out, 5000.0) == {"a.svs": Outcome("a.svs", "held", str(source), str(dest), len(DATA), sha(DATA),
                                                      False, detail)}
     assert_source_intact(source)
     assert intake.held_records(out) == {record.source: record}
 
 
-def test_a_source_is_kept_for_its_retention(dirs, clock):
-    scanner, shared, out = dirs
-    source, dest, record = held_copy(dirs)
+def test_a_source_is_kept_for_its_retention(folders, clock):
+    scanner, shared, out = folders
+    source, dest, record = held_copy(folders)
     assert release(out, 1010.0)["a.svs"].detail == "kept for 590 s more (--retain-seconds)"
     assert release(out, 1599.4)["a.svs"].detail == "kept for 1 s more (--retain-seconds)"
     assert release(out, 1000.0, retain=0.5)["a.svs"].detail == "kept for 0 s more (--retain-seconds)"
@@ -1127,26 +1120,26 @@ def test_a_source_is_kept_for_its_retention(dirs, clock):
     assert intake.release_sources(str(out), 600.0)[0].action == "released"
 
 
-def test_a_copy_found_already_there_releases_its_source(dirs):
-    source, dest, record = held_copy(dirs, qc="earlier")
-    outcome = release(dirs[2], 1700.4)["a.svs"]
+def test_a_copy_found_already_there_releases_its_source(folders):
+    source, dest, record = held_copy(folders, qc="earlier")
+    outcome = release(folders[2], 1700.4)["a.svs"]
     assert outcome.action == "released" and not source.exists()
     assert outcome.detail == ("removed from the scanner folder: unchanged for 700 s since its copy, QC earlier, "
                               "sha256 checked again on both sides")
 
 
-def test_a_source_that_changed_after_its_copy_is_kept_to_be_copied_again(dirs):
-    scanner, shared, out = dirs
-    source, dest, record = held_copy(dirs)
+def test_a_source_that_changed_after_its_copy_is_kept_to_be_copied_again(folders):
+    scanner, shared, out = folders
+    source, dest, record = held_copy(folders)
     make(source, DATA + b"more")
     assert release(out, 5000.0) == {"a.svs": Outcome("a.svs", "held", str(source), str(dest), len(DATA), sha(DATA),
                                                      False, "changed after its copy: copied again once complete")}
     assert source.read_bytes() == DATA + b"more" and intake.held_records(out) == {record.source: record}
 
 
-def test_a_source_gone_by_itself_is_forgotten(dirs):
-    scanner, shared, out = dirs
-    held = [held_copy(dirs, name, name.encode(), qc="") for name in ("a.svs", "b.svs")]
+def test_a_source_gone_by_itself_is_forgotten(folders):
+    scanner, shared, out = folders
+    held = [held_copy(folders, name, name.encode(), qc="") for name in ("a.svs", "b.svs")]
     # the one whose record is read first (the records are read in the order of their file names) goes
     (gone, _, _), (kept, _, record) = sorted(held, key=lambda h: record_file(out, h[0]).name)
     gone.unlink()
@@ -1155,10 +1148,10 @@ def test_a_source_gone_by_itself_is_forgotten(dirs):
 
 
 @pytest.mark.parametrize("damage", ["missing", "same size", "other size"])
-def test_a_copy_missing_or_changed_never_releases_its_source(dirs, damage):
+def test_a_copy_missing_or_changed_never_releases_its_source(folders, damage):
     """Removing a source whose copy is not there, whole, would lose the slide."""
-    scanner, shared, out = dirs
-    source, dest, record = held_copy(dirs)
+    scanner, shared, out = folders
+    source, dest, record = held_copy(folders)
     if damage == "missing":
         dest.unlink()
     else:
@@ -1169,18 +1162,18 @@ def test_a_copy_missing_or_changed_never_releases_its_source(dirs, damage):
     assert intake.held_records(out) == {}  # forgotten: the next pass copies it again
 
 
-def test_a_copy_replaced_by_a_folder_never_releases_its_source(dirs):
-    scanner, shared, out = dirs
-    source, dest, record = held_copy(dirs)
+def test_a_copy_replaced_by_a_folder_never_releases_its_source(folders):
+    scanner, shared, out = folders
+    source, dest, record = held_copy(folders)
     dest.unlink()
     dest.mkdir()
     assert release(out, 5000.0)["a.svs"].action == "error"
     assert_source_intact(source)
 
 
-def test_a_source_whose_bytes_changed_without_a_trace_is_kept(dirs):
-    scanner, shared, out = dirs
-    source, dest, record = held_copy(dirs)
+def test_a_source_whose_bytes_changed_without_a_trace_is_kept(folders):
+    scanner, shared, out = folders
+    source, dest, record = held_copy(folders)
     make(source, b"x" * len(DATA))  # the same size and mtime, other bytes
     outcome = release(out, 5000.0)["a.svs"]
     assert (outcome.action, outcome.source_removed) == ("held", False)
@@ -1188,9 +1181,9 @@ def test_a_source_whose_bytes_changed_without_a_trace_is_kept(dirs):
     assert source.read_bytes() == b"x" * len(DATA) and intake.held_records(out) == {}
 
 
-def test_a_source_written_while_it_is_hashed_is_kept(dirs, monkeypatch):
-    scanner, shared, out = dirs
-    source, dest, record = held_copy(dirs)
+def test_a_source_written_while_it_is_hashed_is_kept(folders, monkeypatch):
+    scanner, shared, out = folders
+    source, dest, record = held_copy(folders)
     real = intake.sha256_file
 
     def hashed_then_touched(path, drop_cache=False, limit=None):
@@ -1204,9 +1197,9 @@ def test_a_source_written_while_it_is_hashed_is_kept(dirs, monkeypatch):
     assert outcome.action == "held" and source.read_bytes() == DATA and intake.held_records(out) == {}
 
 
-def test_a_source_that_cannot_be_removed_is_an_error_and_stays_held(dirs, monkeypatch):
-    scanner, shared, out = dirs
-    source, dest, record = held_copy(dirs)
+def test_a_source_that_cannot_be_removed_is_an_error_and_stays_held(folders, monkeypatch):
+    scanner, shared, out = folders
+    source, dest, record = held_copy(folders)
 
     def refused(record, marker=None):
         raise PermissionError(errno.EACCES, "Permission denied", record.source)
@@ -1219,12 +1212,15 @@ def test_a_source_that_cannot_be_removed_is_an_error_and_stays_held(dirs, monkey
     assert intake.held_records(out) == {record.source: record}  # still held: tried again next pass
 
 
-def test_release_removes_the_marker_and_keeps_to_its_scanner_folder(dirs, tmp_path, monkeypatch):
-    scanner, shared, out = dirs
-    other = tmp_path / "other scanner"
-    a_source, _, _ = held_copy(dirs, "a.svs", b"a")
-    c_source, _, _ = held_copy(dirs, "c.svs", b"c", qc="")
-    b_source, _, b = held_copy(dirs, "b.svs", b"b", scanner=other)
+def test_release_removes_the_marker_and_keeps_to_its_scanner_folder(folders, tmp_path, monkeypatch):
+    scanner, shared, out = folders
+    a_source, _, _ = held_copy(folders, "a.svs", b"a")
+    c_source, _, _ = held_copy(folders, "c.svs", b"c", qc="")
+    ours = min(record_file(out, a_source).name, record_file(out, c_source).name)
+    # another scanner's record read first (records are read in the order of their file names): passed over
+    other = next(folder for n in range(1000) if record_file(out, (folder := tmp_path / f"scanner {n}") / "b.svs").name
+                 < ours)
+    b_source, _, b = held_copy(folders, "b.svs", b"b", scanner=other)
     make(scanner / "a.svs.done", b"")
     monkeypatch.chdir(tmp_path)
     outcomes = intake.release_sources(out, 0, ".done", now=5000.0, scanner_dir="scanner")
@@ -1333,8 +1329,8 @@ def test_the_intake_table(tmp_path):
 # --- check_options: each bad option named, nothing touched ------------------------------
 
 
-def options(dirs, **changes) -> SimpleNamespace:
-    scanner, shared, out = dirs
+def options(folders, **changes) -> SimpleNamespace:
+    scanner, shared, out = folders
     values = dict(scanner_dir=str(scanner), shared_dir=str(shared), output_dir=str(out), keep_source=False,
                   interval=None, max_cycles=None, once=True, run_name=None, overwrite=False, settle_seconds=5.0,
                   retain_seconds=600.0, bwlimit=0.0, copy_retries=3, retry_delay=5.0, marker=None, file_type="svs",
@@ -1350,8 +1346,8 @@ def check(args) -> str | None:
     return None
 
 
-def test_good_options_pass_and_touch_nothing(dirs, tmp_path):
-    scanner, shared, out = dirs
+def test_good_options_pass_and_touch_nothing(folders, tmp_path):
+    scanner, shared, out = folders
     before = names(tmp_path)
     for changes in [{}, dict(output_dir=str(tmp_path / "a" / "b" / "c")), dict(interval=0.5, once=False),
                     dict(interval=60.0, once=False, max_cycles=1), dict(interval=60.0, once=False, max_cycles=1,
@@ -1359,23 +1355,23 @@ def test_good_options_pass_and_touch_nothing(dirs, tmp_path):
                     dict(run_name="run-1.a_b"), dict(settle_seconds=0, retain_seconds=0, bwlimit=0, copy_retries=0,
                                                     retry_delay=0), dict(marker=".done"), dict(file_type=".svs"),
                     dict(file_type="tif"), dict(file_type="X"), dict(workers=2), dict(keep_source=True)]:
-        assert check(options(dirs, **changes)) is None, changes
+        assert check(options(folders, **changes)) is None, changes
     assert names(tmp_path) == before  # nothing made
     out.mkdir()
     (out / "pass1").mkdir()
-    assert check(options(dirs, run_name="pass1", overwrite=True)) is None
-    assert check(options(dirs, output_dir=str(out))) is None
+    assert check(options(folders, run_name="pass1", overwrite=True)) is None
+    assert check(options(folders, output_dir=str(out))) is None
 
 
-def test_folders_that_are_not_there_or_the_same(dirs, tmp_path):
-    scanner, shared, out = dirs
+def test_folders_that_are_not_there_or_the_same(folders, tmp_path):
+    scanner, shared, out = folders
     missing, a_file = tmp_path / "unmounted", make(tmp_path / "a_file", b"x")
-    assert check(options(dirs, scanner_dir=str(missing))) == f"--scanner-dir: {missing} is not a folder"
-    assert check(options(dirs, scanner_dir=str(a_file))) == f"--scanner-dir: {a_file} is not a folder"
-    assert check(options(dirs, shared_dir=str(missing))) == f"--shared-dir: {missing} is not a folder"
-    assert check(options(dirs, shared_dir=str(a_file))) == f"--shared-dir: {a_file} is not a folder"
+    assert check(options(folders, scanner_dir=str(missing))) == f"--scanner-dir: {missing} is not a folder"
+    assert check(options(folders, scanner_dir=str(a_file))) == f"--scanner-dir: {a_file} is not a folder"
+    assert check(options(folders, shared_dir=str(missing))) == f"--shared-dir: {missing} is not a folder"
+    assert check(options(folders, shared_dir=str(a_file))) == f"--shared-dir: {a_file} is not a folder"
     (tmp_path / "link").symlink_to(scanner)
-    assert check(options(dirs, shared_dir=str(tmp_path / "link"))) == "--shared-dir: must not be the scanner folder"
+    assert check(options(folders, shared_dir=str(tmp_path / "link"))) == "--shared-dir: must not be the scanner folder"
     assert not missing.exists()
 
 
@@ -1392,70 +1388,70 @@ def deny(monkeypatch, folder: Path, denied: int):
 
 
 @pytest.mark.parametrize("denied", [os.W_OK, os.X_OK], ids=["not writable", "not searchable"])
-def test_folders_that_cannot_be_written(dirs, tmp_path, monkeypatch, denied):
-    scanner, shared, out = dirs
+def test_folders_that_cannot_be_written(folders, tmp_path, monkeypatch, denied):
+    scanner, shared, out = folders
     deny(monkeypatch, shared, denied)
-    assert check(options(dirs)) == f"--shared-dir: {shared} is not writable"
+    assert check(options(folders)) == f"--shared-dir: {shared} is not writable"
     monkeypatch.undo()
     deny(monkeypatch, scanner, denied)
-    assert check(options(dirs)) == (f"--scanner-dir: {scanner} is not writable (its slides are removed once safe; "
+    assert check(options(folders)) == (f"--scanner-dir: {scanner} is not writable (its slides are removed once safe; "
                                     "or pass --keep-source)")
-    assert check(options(dirs, keep_source=True)) is None
+    assert check(options(folders, keep_source=True)) is None
     monkeypatch.undo()
     deny(monkeypatch, tmp_path, denied)
-    assert check(options(dirs, output_dir=str(out / "deeper"))) == (
+    assert check(options(folders, output_dir=str(out / "deeper"))) == (
         f"--output-dir: {out / 'deeper'} cannot be made ({tmp_path} is not a writable folder)")
 
 
-def test_an_output_folder_that_is_a_file(dirs, tmp_path, monkeypatch):
+def test_an_output_folder_that_is_a_file(folders, tmp_path, monkeypatch):
     a_file = make(tmp_path / "a_file", b"x")
-    assert check(options(dirs, output_dir=str(a_file))) == f"--output-dir: {a_file} is not a folder"
-    assert check(options(dirs, output_dir=str(a_file / "out"))) == (
+    assert check(options(folders, output_dir=str(a_file))) == f"--output-dir: {a_file} is not a folder"
+    assert check(options(folders, output_dir=str(a_file / "out"))) == (
         f"--output-dir: {a_file / 'out'} cannot be made ({a_file} is not a writable folder)")
     monkeypatch.chdir(tmp_path)
-    assert check(options(dirs, output_dir="a_file/out")) == (
+    assert check(options(folders, output_dir="a_file/out")) == (
         f"--output-dir: a_file/out cannot be made ({a_file} is not a writable folder)")
-    assert check(options(dirs, output_dir="fresh/out")) is None
+    assert check(options(folders, output_dir="fresh/out")) is None
 
 
 @pytest.mark.parametrize("value", [0.0, -1.0, float("inf"), float("nan")])
-def test_interval(dirs, value):
-    assert check(options(dirs, interval=value, once=False)) == f"--interval: must be a number > 0, got {value}"
+def test_interval(folders, value):
+    assert check(options(folders, interval=value, once=False)) == f"--interval: must be a number > 0, got {value}"
 
 
-def test_max_cycles_and_run_name(dirs):
-    scanner, shared, out = dirs
+def test_max_cycles_and_run_name(folders):
+    scanner, shared, out = folders
     cycles = "--max-cycles: must be >= 1, and goes with --interval"
-    assert check(options(dirs, interval=1.0, once=False, max_cycles=0)) == cycles
-    assert check(options(dirs, max_cycles=1)) == cycles  # with --once
+    assert check(options(folders, interval=1.0, once=False, max_cycles=0)) == cycles
+    assert check(options(folders, max_cycles=1)) == cycles  # with --once
     once_only = "--run-name: each pass makes its own run folder; use it with --once"
-    assert check(options(dirs, interval=1.0, once=False, run_name="x")) == once_only
-    assert check(options(dirs, interval=1.0, once=False, max_cycles=2, run_name="x")) == once_only
-    assert check(options(dirs, run_name="../x")) == ("--run-name: '../x' must be a plain folder name "
+    assert check(options(folders, interval=1.0, once=False, run_name="x")) == once_only
+    assert check(options(folders, interval=1.0, once=False, max_cycles=2, run_name="x")) == once_only
+    assert check(options(folders, run_name="../x")) == ("--run-name: '../x' must be a plain folder name "
                                                      "(letters, digits, '-', '_', '.'; not starting with '.')")
     (out / "x").mkdir(parents=True)
-    assert check(options(dirs, run_name="x")) == (f"--run-name: {out / 'x'}: an earlier run is there; "
+    assert check(options(folders, run_name="x")) == (f"--run-name: {out / 'x'}: an earlier run is there; "
                                                   "pass --overwrite to replace it")
-    assert check(options(dirs, run_name="")) is None  # no name: a new folder each time
+    assert check(options(folders, run_name="")) is None  # no name: a new folder each time
 
 
 @pytest.mark.parametrize("option", ["settle_seconds", "retain_seconds", "bwlimit", "copy_retries", "retry_delay"])
 @pytest.mark.parametrize("value", [-1, -0.001, float("nan"), float("inf")])
-def test_numbers_that_must_be_zero_or_more(dirs, option, value):
+def test_numbers_that_must_be_zero_or_more(folders, option, value):
     flag = "--" + option.replace("_", "-")
-    assert check(options(dirs, **{option: value})) == f"{flag}: must be a number >= 0, got {value}"
+    assert check(options(folders, **{option: value})) == f"{flag}: must be a number >= 0, got {value}"
 
 
 @pytest.mark.parametrize("marker", ["", "  ", "a/b", "/done"])
-def test_marker(dirs, marker):
-    assert check(options(dirs, marker=marker)) == f"--marker: {marker!r} must be a file name suffix such as .done"
+def test_marker(folders, marker):
+    assert check(options(folders, marker=marker)) == f"--marker: {marker!r} must be a file name suffix such as .done"
 
 
 @pytest.mark.parametrize("file_type", ["", ".", " ", ". .", "svs/x"])
-def test_file_type(dirs, file_type):
-    assert check(options(dirs, file_type=file_type)) == f"--file-type: {file_type!r} must be an extension such as svs"
+def test_file_type(folders, file_type):
+    assert check(options(folders, file_type=file_type)) == f"--file-type: {file_type!r} must be an extension such as svs"
 
 
 @pytest.mark.parametrize("workers", [0, -1])
-def test_workers(dirs, workers):
-    assert check(options(dirs, workers=workers)) == f"--workers: must be >= 1, got {workers}"
+def test_workers(folders, workers):
+    assert check(options(folders, workers=workers)) == f"--workers: must be >= 1, got {workers}"
