@@ -1218,7 +1218,7 @@ def test_release_removes_the_marker_and_keeps_to_its_scanner_folder(folders, tmp
     c_source, _, _ = held_copy(folders, "c.svs", b"c", qc="")
     ours = min(record_file(out, a_source).name, record_file(out, c_source).name)
     # another scanner's record read first (records are read in the order of their file names): passed over
-    other = next(folder for n in range(1000) if record_file(out, (folder := tmp_path / f"scanner {n}") / "b.svs").name
+    other = next(folder for n in range(100_000) if record_file(out, (folder := tmp_path / f"scanner {n}") / "b.svs").name
                  < ours)
     b_source, _, b = held_copy(folders, "b.svs", b"b", scanner=other)
     make(scanner / "a.svs.done", b"")
