@@ -39,3 +39,12 @@ def demo_copy(tmp_path: Path, demo_dir: Path) -> Path:
     folder = tmp_path / "data"
     shutil.copytree(demo_dir, folder)
     return folder
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The intake's folders: a scanner folder and a shared folder (made), an output folder (not made yet)."""
+    scanner, shared, out = tmp_path / "scanner", tmp_path / "shared", tmp_path / "out"
+    scanner.mkdir()
+    shared.mkdir()
+    return scanner, shared, out

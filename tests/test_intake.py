@@ -43,14 +43,6 @@ def partials(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.name.endswith(".partial")]
 
 
-@pytest.fixture
-def folders(tmp_path):
-    scanner, shared, out = tmp_path / "scanner", tmp_path / "shared", tmp_path / "out"
-    scanner.mkdir()
-    shared.mkdir()
-    return scanner, shared, out
-
-
 @pytest.fixture(scope="module")
 def module():
     return load_solution("extras/pipeline_intake.py")
