@@ -17,7 +17,8 @@ one that waits longer than 15 s is marked Late, which SQLite refuses under load
 (`database is locked`). 128 runs of a slide, made at once, took 5 s a slide.
 
 Exit codes: 0, 1 and 2 as every script; 3 when no Prefect server answers at
-PREFECT_API_URL or it has no such deployment (nothing is written then).
+PREFECT_API_URL, it cannot reach its database, or it has no such deployment
+(one error line; nothing is written then).
 """
 
 import sys

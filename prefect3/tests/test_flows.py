@@ -56,6 +56,20 @@ def test_bad_parameter_is_a_usage_error(data_dir, tmp_path):
     assert proc.stderr.strip().startswith("error: --blur-max")
 
 
+@pytest.mark.parametrize("option", ["--batch-size", "--limit"])
+def test_server_options_below_one_are_usage_errors(option, data_dir, tmp_path):
+    proc = run_script("prefect3/run_deployments.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
+                      option, "0")
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {option}: must be >= 1, got 0", proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("option", ["--limit", "--workers", "--poll-seconds"])
+def test_serve_options_below_one_are_refused(option):
+    proc = run_script("prefect3/serve.py", option, "0")
+    assert proc.returncode == 2 and f"{option}: must be >= 1, got 0" in proc.stderr, proc.stderr
+
+
 def test_flow_parameters_are_typed():
     from prefect3.qc_flow import qc_slide
     from prefect3.qc_flow_parallel import qc_slides
