@@ -57,7 +57,6 @@ os.environ.update({
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "PREFECT_UI_ENABLED": "true",
-    "PREFECT_RUNNER_POLL_FREQUENCY": "2",  # the serving process looks for new runs every 2 s (default 10)
     # This process runs tasks outside flows (tests of the load task) and outlives the server:
     # its logs stay local. The scripts and servers it starts send theirs to the server (CHILD_ENV).
     "PREFECT_LOGGING_TO_API_ENABLED": "false",

@@ -24,7 +24,10 @@ INSTALL = "apt-get install postgresql (make test installs it when run as root)"
 
 def bin_dir() -> Path:
     """The newest PostgreSQL's programs: Debian's folder, else wherever initdb is on PATH."""
-    folders = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name))
+    def version(folder: str) -> tuple:  # 9.6 < 15
+        return tuple(int(part) for part in Path(folder).parent.name.split(".") if part.isdigit())
+
+    folders = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version)
     if folders:
         return Path(folders[-1])
     initdb = shutil.which("initdb")
