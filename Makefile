@@ -72,7 +72,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/run_benchmark.py
 
 # The Prefect 3 edition's venv (VENV3 above) and its own tests.
-.PHONY: install-prefect3 test-prefect3
+.PHONY: install-prefect3 test-prefect3 benchmark-prefect3-server
 
 $(STAMP3): requirements-qc.txt prefect3/requirements.txt prefect3/requirements-dev.txt pyproject.toml | venv-version
 	$(PYTHON) -m venv $(VENV3)
@@ -85,6 +85,12 @@ install-prefect3: venv-version $(STAMP3)
 
 test-prefect3: venv-version system-deps $(STAMP3)
 	$(BIN3)/python -m pytest prefect3/tests
+
+# The Prefect 3 server path with 128 slides, on SQLite and on PostgreSQL (system-deps installs it):
+# about 10 minutes on 2 cores. Rewrites its section of docs/benchmark.md.
+benchmark-prefect3-server: venv-version system-deps $(STAMP3)
+	$(BIN3)/python benchmarks/prefect3_server_scale.py --database sqlite
+	$(BIN3)/python benchmarks/prefect3_server_scale.py --database postgresql
 
 clean:
 	rm -rf output .pytest_cache

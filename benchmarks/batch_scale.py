@@ -161,14 +161,15 @@ def render(rows: list[tuple[str, int, rb.Measurement]], names: dict[str, str], s
     return "\n".join(lines) + "\n"
 
 
-def write_section(out: Path, text: str) -> None:
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
+def write_section(out: Path, text: str, section: str = SECTION, heading: str = "## Cost as the batch grows") -> None:
+    """Replace the part of ``out`` between the section's markers (or add it, under ``heading``)."""
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
     current = out.read_text() if out.exists() else ""
     if start in current and end in current:
         head, rest = current.split(start, 1)
         new = f"{head}{start}\n{text}{end}{rest.split(end, 1)[1]}"
     else:
-        new = f"{current.rstrip()}\n\n## Cost as the batch grows\n\n{start}\n{text}{end}\n"
+        new = f"{current.rstrip()}\n\n{heading}\n\n{start}\n{text}{end}\n"
     files.atomic_write_bytes(out, new.encode())
 
 

@@ -52,9 +52,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MB = 1024 * 1024
 POLL_SECONDS = 0.05
-KEPT_SECTIONS = ("notes", "big-slides", "batch-scale")
+KEPT_SECTIONS = ("notes", "big-slides", "batch-scale", "prefect3-server")
 KEPT_HEADINGS = {"notes": "## What the numbers say", "big-slides": "## Real-size slides",
-                 "batch-scale": "## Cost as the batch grows"}
+                 "batch-scale": "## Cost as the batch grows",
+                 "prefect3-server": "## The Prefect 3 server path at lab scale"}
 
 
 @dataclass(frozen=True)
@@ -152,15 +153,17 @@ def _sample_memory(pids: list[int], stop: threading.Event, peaks: list[float]) -
         stop.wait(POLL_SECONDS)
 
 
-def run_config(config: Config, slides: list[Path], scratch: Path, also: list[int] = ()) -> Measurement:
+def run_config(config: Config, slides: list[Path], scratch: Path, also: list[int] = (),
+               env: dict | None = None) -> Measurement:
     """One run of ``config`` on ``slides`` in a fresh subprocess, with nothing cached.
 
-    ``also``: processes (a Dask cluster's) whose trees count in the memory peaks.
+    ``also``: processes (a Dask cluster's) whose trees count in the memory peaks; ``env``: the
+    subprocess's environment (default: this process's).
     """
     out = Path(tempfile.mkdtemp(prefix=f"{config.name}-", dir=scratch))
     command = [sys.executable, str(ROOT / config.script), "--files", *map(str, slides),
                "--output-dir", str(out / "output"), "--log-level", "WARNING", *config.args]
-    env = dict(os.environ)
+    env = dict(os.environ if env is None else env)
     log_path = out / "log.txt"
     peaks = [0.0, 0.0]
     stop = threading.Event()

@@ -94,6 +94,14 @@ def row_from_state(file_name, state) -> results.SlideResult:
     return results.error_result(file_name, _error_text(file_name, state))
 
 
+def rows_from_batch_state(file_names: list, state) -> list[results.SlideResult]:
+    """The rows of a mapped flow run (qc_slides) from its final state; if the run itself failed
+    (a task runner that could not start, a crashed process), every slide of it gets that error."""
+    if state is not None and state.is_completed():
+        return [results.SlideResult(**row) for row in state.result()]
+    return [row_from_state(name, state) for name in file_names]
+
+
 def row_from_futures(file_name, futures: list) -> results.SlideResult:
     """A slide's row from its mapped steps' futures: the saved row, or the first step's real error.
 

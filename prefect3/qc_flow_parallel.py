@@ -26,12 +26,11 @@ from prefect3.qc_flow import (
     warn_rescan,
 )
 from slideqc import cli
-from slideqc.output import results
 from slideqc.output.cache import default_cache_dir
 from slideqc.settings import DEFAULTS, QCSettings
 
 
-@flow(name="Image QC (mapped)")
+@flow(name="Image QC (mapped)", persist_result=True)  # served: its rows are read back
 def qc_slides(file_names: list[str], image_work_size: str = DEFAULTS.image_work_size,
               blur_work_size: str = DEFAULTS.blur_work_size, blur_radius: float = DEFAULTS.blur_radius,
               blur_threshold: float = DEFAULTS.blur_threshold, blur_max: float = DEFAULTS.blur_max,
@@ -74,11 +73,7 @@ def main(argv=None) -> int:
         state = qc_slides.with_options(task_runner=runner)(
             file_names=[common.path_parameter(name) for name in qc_run.file_names], run_dir=str(qc_run.folder),
             redo=args.redo, tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict(), return_state=True)
-    if state.is_completed():
-        rows = [results.SlideResult(**row) for row in state.result()]
-    else:  # the flow itself failed (a task runner that could not start): every slide gets its error
-        rows = [common.row_from_state(name, state) for name in qc_run.file_names]
-    qc_run.add_all(rows)
+    qc_run.add_all(common.rows_from_batch_state(qc_run.file_names, state))
 
     return qc_run.finish()
 

@@ -6,6 +6,7 @@ stand-in programs on PATH where a real one would install or change the machine.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -82,3 +83,4 @@ def test_programs_present_pass_silently():
     proc = subprocess.run(["bash", str(ROOT / "tools" / "system_deps.sh")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout == proc.stderr == ""
     assert shutil.which("dot") and (shutil.which("chromium") or shutil.which("chromium-browser"))
+    assert glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb")

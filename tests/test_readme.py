@@ -20,6 +20,8 @@ from tests.helpers import ROOT, wait_for_dask
 SKIP_MARK = "<!-- not run by the tests"
 CLUSTER_MARK = "<!-- dask-cluster"  # long-running servers: run by test_readme_dask_cluster_commands
 SERVER_CHECK_MARK = "<!-- server-check"  # needs a server, or its absence: tests/test_prefect_server.py
+POSTGRES_MARK = "<!-- postgres-server"  # PostgreSQL and a Prefect 3 server: prefect3/tests/test_postgres.py
+NOT_HERE = (SKIP_MARK, CLUSTER_MARK, SERVER_CHECK_MARK, POSTGRES_MARK)
 # Commands run elsewhere: `make test` is this very suite.
 ALREADY_RUNNING = {"make test"}
 BLOCK = re.compile(r"(?P<before>[^\n]*)\n```bash\n(?P<body>.*?)```", re.S)
@@ -31,7 +33,7 @@ def readme_blocks() -> list[tuple[bool, list[str]]]:
     blocks = []
     for match in BLOCK.finditer(text):
         before = text[: match.start("body")].rstrip().rsplit("\n", 2)
-        runnable = not any(line.strip().startswith((SKIP_MARK, CLUSTER_MARK, SERVER_CHECK_MARK)) for line in before[-2:])
+        runnable = not any(line.strip().startswith(NOT_HERE) for line in before[-2:])
         commands = [line.split(" #")[0].strip() for line in match.group("body").splitlines()]
         blocks.append((runnable, [c for c in commands if c and not c.startswith("#")]))
     return blocks

@@ -20,10 +20,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from prefect3.tests.postgres import Postgres
 from slideqc import synthetic
 from slideqc.output import results
 
@@ -55,7 +57,6 @@ os.environ.update({
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "PREFECT_UI_ENABLED": "true",
-    "PREFECT_RUNNER_POLL_FREQUENCY": "2",  # the serving process looks for new runs every 2 s (default 10)
     # This process runs tasks outside flows (tests of the load task) and outlives the server:
     # its logs stay local. The scripts and servers it starts send theirs to the server (CHILD_ENV).
     "PREFECT_LOGGING_TO_API_ENABLED": "false",
@@ -70,11 +71,11 @@ def pytest_sessionfinish(session, exitstatus):
 # --- processes ----------------------------------------------------------------------------
 
 
-def start(args: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
+def start(args: list[str], log: Path, cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
     """A background process in its own session (so it and its children stop together), logging to ``log``."""
     handle = open(log, "wb")
     try:
-        return subprocess.Popen(args, cwd=cwd or ROOT, env=CHILD_ENV, stdout=handle, stderr=subprocess.STDOUT,
+        return subprocess.Popen(args, cwd=cwd or ROOT, env=env or CHILD_ENV, stdout=handle, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     finally:
         handle.close()
@@ -99,10 +100,10 @@ def tail(log: Path, chars: int = 3000) -> str:
     return log.read_text(errors="replace")[-chars:] if log.exists() else ""
 
 
-def api(method: str, path: str, body: dict | None = None, timeout: float = 30):
-    """Call the test server's REST API; returns the decoded JSON (None for 404)."""
+def api(method: str, path: str, body: dict | None = None, timeout: float = 30, base: str = API_URL):
+    """Call the test server's REST API (or the one at ``base``); returns the decoded JSON (None for 404)."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(API_URL + path, data=data, method=method,
+    request = urllib.request.Request(base + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -178,33 +179,79 @@ def reference(data_dir: Path, tmp_path_factory) -> dict:
     return per_slide(results.read_results(only_run_dir(out) / "results.tsv"))
 
 
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
-    """`prefect server start` on 127.0.0.1 (SQLite in the throwaway PREFECT_HOME); stopped at the end."""
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    proc = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(PORT)], log)
+@contextmanager
+def server(port: int, log: Path, env: dict | None = None):
+    """`prefect server start` on 127.0.0.1:``port``, stopped on leaving; gives its UI's URL."""
+    proc = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], log, env=env)
+    base = f"http://127.0.0.1:{port}/api"
     try:
-        wait_until(lambda: api("GET", "/health", timeout=5) is True, SERVER_START_SECONDS, proc, log,
+        wait_until(lambda: api("GET", "/health", timeout=5, base=base) is True, SERVER_START_SECONDS, proc, log,
                    "prefect server start")
-        yield API_URL.removesuffix("/api")
+        yield base.removesuffix("/api")
     finally:
         stop(proc)
 
 
-def read_deployment(flow_name: str, deployment_name: str) -> dict | None:
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """`prefect server start` on 127.0.0.1 (SQLite in the throwaway PREFECT_HOME); stopped at the end."""
+    with server(PORT, tmp_path_factory.mktemp("server") / "server.log") as url:
+        yield url
+
+
+def read_deployment(flow_name: str, deployment_name: str, base: str = API_URL) -> dict | None:
     quoted = f"{urllib.parse.quote(flow_name)}/{urllib.parse.quote(deployment_name)}"
-    return api("GET", f"/deployments/name/{quoted}", timeout=5)
+    return api("GET", f"/deployments/name/{quoted}", timeout=5, base=base)
+
+
+@contextmanager
+def serve(folder: Path, env: dict | None = None, base: str = API_URL):
+    """prefect3/serve.py serving both deployments from ``folder``, stopped on leaving."""
+    log = folder / "serve.log"
+    proc = start([sys.executable, str(ROOT / "prefect3" / "serve.py"), "--limit", "2"], log, cwd=folder, env=env)
+    try:
+        deployments = {name: wait_until(lambda f=flow, n=name: read_deployment(f, n, base), 120, proc, log,
+                                        "prefect3/serve.py")
+                       for flow, name in (("Image QC", "qc-slide"), ("Image QC (mapped)", "qc-batch"))}
+        yield {"deployment": deployments["qc-slide"], "batch": deployments["qc-batch"], "log": log, "proc": proc}
+    finally:
+        stop(proc)
 
 
 @pytest.fixture(scope="module")
 def served_deployment(prefect_server, tmp_path_factory) -> dict:
-    """prefect3/serve.py serving "Image QC/qc-slide" from another folder; stopped before the server."""
-    folder = tmp_path_factory.mktemp("serve")
-    log = folder / "serve.log"
-    proc = start([sys.executable, str(ROOT / "prefect3" / "serve.py"), "--limit", "2"], log, cwd=folder)
-    try:
-        deployment = wait_until(lambda: read_deployment("Image QC", "qc-slide"), 120, proc, log,
-                                "prefect3/serve.py")
-        yield {"deployment": deployment, "log": log, "proc": proc}
-    finally:
-        stop(proc)
+    """prefect3/serve.py serving "Image QC/qc-slide" and "Image QC (mapped)/qc-batch"; stopped before the server."""
+    with serve(tmp_path_factory.mktemp("serve")) as served:
+        yield served
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL on 127.0.0.1 (tests/postgres.py). Not installed, this errors: never a skip."""
+    with Postgres(_free_port()) as database:
+        yield database
+
+
+def server_env(port: int, database_url: str) -> dict:
+    """The environment of another Prefect server, on 127.0.0.1:``port`` and that database, and of its clients."""
+    return {**CHILD_ENV, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_API_DATABASE_CONNECTION_URL": database_url}
+
+
+@pytest.fixture(scope="module")
+def postgres_env(postgres) -> dict:
+    """The environment of a second Prefect server, on ``postgres``, and of the scripts that use it."""
+    return server_env(_free_port(), postgres.url)
+
+
+@pytest.fixture(scope="module")
+def postgres_served(postgres_env, tmp_path_factory) -> dict:
+    """`prefect server start` on PostgreSQL and serve.py serving to it; both stopped at the module's end."""
+    folder = tmp_path_factory.mktemp("postgres-server")
+    base = postgres_env["PREFECT_API_URL"]
+    port = int(postgres_env["PREFECT_SERVER_API_PORT"])
+    with server(port, folder / "server.log", postgres_env) as url, serve(folder, postgres_env, base) as served:
+        yield {**served, "url": url, "server_log": folder / "server.log"}

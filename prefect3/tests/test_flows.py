@@ -56,6 +56,38 @@ def test_bad_parameter_is_a_usage_error(data_dir, tmp_path):
     assert proc.stderr.strip().startswith("error: --blur-max")
 
 
+@pytest.mark.parametrize("option", ["--batch-size", "--limit"])
+def test_server_options_below_one_are_usage_errors(option, data_dir, tmp_path):
+    proc = run_script("prefect3/run_deployments.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
+                      option, "0")
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {option}: must be >= 1, got 0", proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("option", ["--limit", "--workers", "--poll-seconds"])
+def test_serve_options_below_one_are_refused(option):
+    proc = run_script("prefect3/serve.py", option, "0")
+    assert proc.returncode == 2 and f"{option}: must be >= 1, got 0" in proc.stderr, proc.stderr
+
+
+def test_run_deployments_help_names_the_batch_options():
+    proc = run_script("prefect3/run_deployments.py", "--help")
+    assert "--batch-size" in proc.stdout and "--limit" in proc.stdout and "qc-batch" in proc.stdout
+
+
+def test_a_failed_batch_run_gives_each_of_its_slides_an_error_row():
+    """A batch run that failed as a whole (its process crashed): every slide of it gets that error."""
+    from prefect.states import Completed, Crashed
+
+    from prefect3 import common
+
+    rows = common.rows_from_batch_state(["/data/a.svs", "/data/b.svs"], Crashed(message="process exited with -9"))
+    assert [(r.file_name, r.status) for r in rows] == [("a.svs", "error"), ("b.svs", "error")]
+    assert all("process exited with -9" in r.error for r in rows), rows
+    done = common.rows_from_batch_state(["/data/a.svs"], Completed(data=[{"file_name": "a.svs", "status": "ok"}]))
+    assert [(r.file_name, r.status) for r in done] == [("a.svs", "ok")]
+
+
 def test_flow_parameters_are_typed():
     from prefect3.qc_flow import qc_slide
     from prefect3.qc_flow_parallel import qc_slides

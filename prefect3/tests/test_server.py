@@ -7,6 +7,7 @@ API; the UI, served by the same server, is opened in headless Chromium.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -14,27 +15,42 @@ from pathlib import Path
 
 import pytest
 
-from prefect3.tests.conftest import api, per_slide, run_script, tail
+from prefect3.tests.conftest import API_URL, api, per_slide, run_script, tail
 from slideqc.output import results
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+def drive(deployment: dict, data_dir: Path, out: Path, *args: str, env: dict | None = None,
+          base: str = API_URL) -> dict:
+    """One run of the driver on ``data_dir``, waited for, results written; and the deployment's flow runs."""
+    proc = run_script("prefect3/run_deployments.py", "--data-dir", str(data_dir), "--output-dir", str(out),
+                      "--timeout", "600", *args, env=env)
+    flow_runs = api("POST", "/flow_runs/filter", {
+        "flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}, "limit": 50}, base=base)
+    return {"proc": proc, "out": out, "flow_runs": flow_runs}
+
+
 @pytest.fixture(scope="module")
 def served_runs(served_deployment, data_dir, tmp_path_factory) -> dict:
-    """One run of the driver: a flow run per slide of ``data_dir``, waited for, results written."""
-    out = tmp_path_factory.mktemp("served")
-    proc = run_script("prefect3/run_deployments.py", "--data-dir", str(data_dir), "--output-dir", str(out),
-                      "--timeout", "600")
-    flow_runs = api("POST", "/flow_runs/filter", {
-        "flow_runs": {"deployment_id": {"any_": [served_deployment["deployment"]["id"]]}}, "limit": 50})
-    return {"proc": proc, "out": out, "flow_runs": flow_runs, "serve_log": served_deployment["log"]}
+    """A flow run per slide of ``data_dir`` (--batch-size 1)."""
+    runs = drive(served_deployment["deployment"], data_dir, tmp_path_factory.mktemp("served"), "--batch-size", "1")
+    return {**runs, "serve_log": served_deployment["log"]}
 
 
-def test_results_equal_pipeline(served_runs, reference):
-    proc = served_runs["proc"]
-    assert proc.returncode == 1, (proc.stdout[-3000:] + proc.stderr[-3000:] + tail(served_runs["serve_log"]))
-    [run_dir] = [p for p in served_runs["out"].iterdir() if p.is_dir()]
+@pytest.fixture(scope="module")
+def served_batches(served_deployment, data_dir, tmp_path_factory) -> dict:
+    """The four files of ``data_dir`` in flow runs of three slides: two runs of the batch deployment."""
+    runs = drive(served_deployment["batch"], data_dir, tmp_path_factory.mktemp("batches"), "--batch-size", "3")
+    return {**runs, "serve_log": served_deployment["log"]}
+
+
+def check_run_folder(runs: dict, reference: dict) -> list[dict]:
+    """The driver's exit code (1: the broken file), its rows equal to pipeline.py's, the pictures, the report."""
+    proc = runs["proc"]
+    assert proc.returncode == 1, (proc.stdout[-3000:] + proc.stderr[-3000:] + tail(runs["serve_log"]))
+    [run_dir] = [p for p in runs["out"].iterdir() if p.is_dir()]
+    assert json.loads((run_dir / "run.json").read_text()) == {"status": "complete", "slides": 4, "rows": 4}
     rows = results.read_results(run_dir / "results.tsv")
     assert per_slide(rows) == reference
     for row in rows:
@@ -43,6 +59,22 @@ def test_results_equal_pipeline(served_runs, reference):
                 assert (run_dir / row["outputs"] / picture).is_file()
     report = (run_dir / "report.html").read_text(encoding="utf-8")
     assert all(name in report for name in reference)
+    return rows
+
+
+def test_results_equal_pipeline(served_runs, reference):
+    check_run_folder(served_runs, reference)
+
+
+def test_batches_equal_pipeline(served_batches, reference, data_dir):
+    check_run_folder(served_batches, reference)
+    # The mapped flow runs end Completed, a broken slide inside them too: its row says why.
+    runs = {run["name"]: run for run in served_batches["flow_runs"]}
+    assert sorted(runs) == ["qc-batch-1-of-2", "qc-batch-2-of-2"]
+    assert all(run["state"]["type"] == "COMPLETED" for run in runs.values()), runs
+    slides = sorted(str(p.resolve()) for p in data_dir.glob("*.svs"))
+    assert runs["qc-batch-1-of-2"]["parameters"]["file_names"] == slides[:3]
+    assert runs["qc-batch-2-of-2"]["parameters"]["file_names"] == slides[3:]
 
 
 def test_flow_run_states_from_the_api(served_runs, data_dir):
