@@ -73,7 +73,8 @@ DEFAULT_THRESHOLDS = {"laplacian": 0.05, "normalized": 0.05}
 REFERENCE_CONTRAST = 0.07
 # The local contrast is floored here (gray level, 0 to 1: 1/40 of an 8-bit level) so that flat
 # regions give 0 / floor = 0 (blurry), not 0 / 0: bare glass at 10x is often one gray level.
-# In-focus H&E at 10x has ~0.08 (median), 800x more.
+# In-focus H&E at 10x has ~0.08 (median), 800x more. Applied to the contrast's integer box sum
+# (see _normalized_response), rounded up to a whole sum: 1.000006e-4 with the default 25 px box.
 CONTRAST_FLOOR = 1e-4
 
 
@@ -132,9 +133,11 @@ def _normalized_response(gray: np.ndarray, width: int) -> np.ndarray:
     fine = cv2.boxFilter(np.abs(laplacian, out=laplacian).view(np.uint16), depth, box, normalize=False,
                          borderType=border)
     sums = cv2.boxFilter(gray, depth, box, normalize=False, borderType=border)
-    deviation = cv2.absdiff(cv2.multiply(gray, n, dtype=depth), sums)
+    # numpy's and OpenCV's cheapest forms, measured: numpy for uint8 times a number into int32,
+    # OpenCV for the floor (a whole sum: the contrast floor rounded up) and the division.
+    deviation = cv2.absdiff(np.multiply(gray, n, dtype=sums.dtype), sums)
     spread = cv2.boxFilter(deviation, depth, box, dst=sums, normalize=False, borderType=border)
-    contrast = np.maximum(spread, CONTRAST_FLOOR * 255 * n * n, dtype=np.float32)
+    contrast = cv2.max(spread, math.ceil(CONTRAST_FLOOR * 255 * n * n))
     return cv2.divide(fine, contrast, scale=REFERENCE_CONTRAST * n, dtype=cv2.CV_32F)
 
 
@@ -260,20 +263,22 @@ def blurry_fraction(blurry: np.ndarray, tissue: np.ndarray, blur_radius: float) 
     return BlurCounts.of(blurry, tissue, measurable_tissue(tissue, blur_radius)).fraction
 
 
-# Erosion by a disk is done as repeated erosions by OpenCV's disk of radius 2 (its 5 x 5 ellipse), one
-# 3 x 3 cross for an odd radius: k small erosions compose to an octagon of radius 2k with the disk's
-# extent along the axes and ~6 % more along the diagonals (at radius 14: 72 of 641 pixels differ
-# from the 29 x 29 ellipse, all at its corners), at ~1/4 of the one big erosion's cost.
-_DISK_2 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-_CROSS = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+# The erosion of measurable_tissue is by a disk of radius 14 at the defaults. One erosion by OpenCV's
+# 29 x 29 ellipse was ~15 % of the QC; k erosions by a radius-2 disk in one call (OpenCV repeats
+# them itself) cost a quarter of it. This 5 x 5 disk is the square without its corners, not
+# OpenCV's 5 x 5 ellipse, which is 3 rows tall at its sides: k of it erode by the octagon
+# |x|, |y| <= 2k, |x| + |y| <= 3k, which holds the disk of radius 2k (and OpenCV's ellipse of that
+# radius) and reaches beyond it by 6 % along the diagonals, 12 % at most (at 27 degrees).
+_DISK_2 = np.array([[0, 1, 1, 1, 0]] + [[1] * 5] * 3 + [[0, 1, 1, 1, 0]], np.uint8)
+_SQUARE_1 = np.ones((3, 3), np.uint8)  # for an odd radius: the octagon grows by one on every side
 
 
 def erode(mask: np.ndarray, radius: int) -> np.ndarray:
     """A bool mask eroded by a disk of ``radius`` pixels (>= 0); outside the array counts as False.
 
-    The disk is an octagon: ``radius // 2`` erosions by a 5 x 5 disk, and one by a 3 x 3 cross when
-    ``radius`` is odd. It reaches ``radius`` along the rows and columns and up to 6 % further
-    along the diagonals; a rectangle shrinks by exactly ``radius`` on every side.
+    The disk is an octagon that holds the Euclidean disk of ``radius``: its extent is exactly
+    ``radius`` along the rows and the columns (a rectangle shrinks by ``radius`` on every side)
+    and at most 12 % more in between (see ``_DISK_2``).
     """
     if radius <= 0 or not mask.any():
         return mask
@@ -282,7 +287,7 @@ def erode(mask: np.ndarray, radius: int) -> np.ndarray:
         inner[radius:-radius, radius:-radius] = True
         return inner
     eroded = mask.view(np.uint8)  # 0 and 1 in and out: viewed as bool again without a copy
-    for kernel, times in ((_DISK_2, radius // 2), (_CROSS, radius % 2)):
+    for kernel, times in ((_DISK_2, radius // 2), (_SQUARE_1, radius % 2)):
         if times:
             eroded = cv2.erode(eroded, kernel, iterations=times, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     return eroded.view(bool)
@@ -328,10 +333,12 @@ def bin_sums(mask: np.ndarray, row_bins: np.ndarray, col_bins: np.ndarray) -> np
     non-decreasing int array whose steps are 0 or 1. Returns int32 counts of
     shape (number of row bins, number of column bins), starting at the first bin.
     """
-    return _sum_bins(_sum_bins(mask.view(np.uint8), row_bins, axis=0), col_bins, axis=1)
+    # A row bin counts at most the mask's rows: uint16 sums there cost ~half of int32 ones from uint8.
+    rows_dtype = np.uint16 if mask.shape[0] < 2 ** 16 else np.int32
+    return _sum_bins(_sum_bins(mask.view(np.uint8), row_bins, axis=0, dtype=rows_dtype), col_bins, axis=1)
 
 
-def _sum_bins(values: np.ndarray, bins: np.ndarray, axis: int) -> np.ndarray:
+def _sum_bins(values: np.ndarray, bins: np.ndarray, axis: int, dtype=np.int32) -> np.ndarray:
     starts = np.flatnonzero(np.diff(bins, prepend=bins[0] - 1))
     sizes = np.diff(starts, append=len(bins))
     size = int(sizes[0])
@@ -340,9 +347,9 @@ def _sum_bins(values: np.ndarray, bins: np.ndarray, axis: int) -> np.ndarray:
         cut = (len(sizes) - 1) * size
         whole, last = (values[(slice(None),) * axis + (part,)] for part in (slice(0, cut), slice(cut, None)))
         shape = values.shape[:axis] + (len(sizes) - 1, size) + values.shape[axis + 1:]
-        return np.concatenate([whole.reshape(shape).sum(axis=axis + 1, dtype=np.int32),
-                               last.sum(axis=axis, keepdims=True, dtype=np.int32)], axis=axis)
-    return np.add.reduceat(values, starts, axis=axis, dtype=np.int32)
+        return np.concatenate([whole.reshape(shape).sum(axis=axis + 1, dtype=dtype),
+                               last.sum(axis=axis, keepdims=True, dtype=dtype)], axis=axis)
+    return np.add.reduceat(values, starts, axis=axis, dtype=dtype)
 
 
 def area_fraction(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
