@@ -263,12 +263,12 @@ def blurry_fraction(blurry: np.ndarray, tissue: np.ndarray, blur_radius: float) 
     return BlurCounts.of(blurry, tissue, measurable_tissue(tissue, blur_radius)).fraction
 
 
-# The erosion of measurable_tissue is by a disk of radius 14 at the defaults. One erosion by OpenCV's
-# 29 x 29 ellipse was ~15 % of the QC; erosions by a disk of radius 2, repeated, cost a quarter of
-# it. OpenCV's 5 x 5 ellipse is 5 pixels wide but 3 tall at its sides, so it alternates with its
-# transpose: the sum holds the Euclidean disk of the radius, reaches exactly the radius along the
-# rows and columns and ~6 % beyond it at most in between (at radius 14: 665 pixels against the
-# ellipse's 641, all of the ellipse among them).
+# The erosion of measurable_tissue is by a disk of radius 14 at the defaults. One erosion by
+# OpenCV's 29 x 29 ellipse was 11 to 15 % of the QC; erosions by a disk of radius 2, repeated, cost
+# a quarter of it. OpenCV's 5 x 5 ellipse is 5 pixels wide but 3 tall at its sides, so it
+# alternates with its transpose: the sum holds the Euclidean disk of the radius, reaches exactly
+# the radius along the rows and columns and ~6 % beyond it at most in between (at radius 14: 665
+# pixels against the ellipse's 641, all of the ellipse among them).
 _DISK_2 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 _DISK_2_TURNED = np.ascontiguousarray(_DISK_2.T)
 _CROSS = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))  # the disk of radius 1, for an odd radius

@@ -52,19 +52,21 @@ TILE_SIZE = 512
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 KEEP_FREED_BYTES = 64 * 1024 * 1024
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's largest on 64-bit
-_malloc_tuned = False
+_malloc_tuned: bool | None = None  # not tried yet
 
 
 def keep_freed_memory() -> bool:
-    """Let glibc's malloc keep freed memory for the next tile (see above); once per process.
+    """Let glibc's malloc keep freed memory for the next tile (see above); tried once per process.
 
     Returns whether the settings are in force: False where the C library is not glibc.
     """
     global _malloc_tuned
-    if not _malloc_tuned and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        libc = ctypes.CDLL(None)
-        _malloc_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-                             and libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+    if _malloc_tuned is None:
+        _malloc_tuned = False
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            libc = ctypes.CDLL(None)
+            _malloc_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+                                 and libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
     return _malloc_tuned
 
 
