@@ -25,7 +25,9 @@ checks several slides side by side passes each its share of the cores
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +41,33 @@ from slideqc import algorithms
 # +24 % at 512, +12 % at 1024); on the mostly-glass big slides 512 measured fastest (1.2 to 1.9x
 # faster than 2048, benchmarks/big_slides.py). ~1 MB of RGB, ~6 MB in flight per tile.
 TILE_SIZE = 512
+
+
+# glibc's malloc settings (mallopt(3)) for the tile loop. By default it hands a freed block of more
+# than ~2.6 MB at the top of the heap back to the system, and each tile's arrays (~1.3 MB each, a
+# dozen) then come back as fresh pages the kernel must fault in and zero: profiled, that was half
+# the blur step's compute. Kept instead, up to these sizes; blocks above the mmap threshold (a
+# whole work image) are still returned at once. Fixing either setting turns off glibc's own
+# adjustment of both, so both are set.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+KEEP_FREED_BYTES = 64 * 1024 * 1024
+MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's largest on 64-bit
+_malloc_tuned: bool | None = None  # not tried yet
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed memory for the next tile (see above); tried once per process.
+
+    Returns whether the settings are in force: False where the C library is not glibc.
+    """
+    global _malloc_tuned
+    if _malloc_tuned is None:
+        _malloc_tuned = False
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            libc = ctypes.CDLL(None)
+            _malloc_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+                                 and libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+    return _malloc_tuned
 
 
 def threads_per_slide(slides_at_once: int = 1, cpus: int | None = None) -> int:
@@ -119,6 +148,7 @@ def measure_blur(s: BaseImage, work_size: str | WorkSize, tissue: np.ndarray, bl
     """
     if tile_size < 1:
         raise ValueError(f"tile_size must be >= 1, got {tile_size}")
+    keep_freed_memory()
     work_size = WorkSize.parse(work_size) if not isinstance(work_size, WorkSize) else work_size  # once, not per tile
     shape = s.work_shape(work_size)
     # Counted blurry pixels are binned to the tissue mask's pixels (or to the blur pixels

@@ -176,6 +176,22 @@ def test_erosion_by_hand():
     assert (algorithms.erode(mask, 3) == expected).all()
 
 
+@pytest.mark.parametrize("radius", [1, 2, 3, 7, 14, 15])
+def test_erosion_holds_the_disk_and_reaches_the_radius_along_the_axes(radius):
+    """One glass pixel in tissue: the erosion takes away a disk around it that holds every pixel within
+    ``radius`` (Euclidean), reaches exactly ``radius`` along the rows and columns, and not much more."""
+    size = 4 * radius + 3
+    c = size // 2
+    mask = np.ones((size, size), bool)
+    mask[c, c] = False
+    removed = ~algorithms.erode(mask, radius)[c - radius - 1:c + radius + 2, c - radius - 1:c + radius + 2]
+    y, x = np.mgrid[-radius - 1:radius + 2, -radius - 1:radius + 2]
+    assert removed[x ** 2 + y ** 2 <= radius ** 2].all()
+    assert not removed[(np.abs(x) > radius) | (np.abs(y) > radius)].any()
+    if radius >= 7:  # small digital disks are coarse; large ones stay close to the true area
+        assert removed.sum() <= 1.1 * np.pi * radius ** 2
+
+
 def test_erosion_treats_outside_the_array_as_glass():
     mask = np.zeros((30, 30), bool)
     mask[:, :20] = True  # touches the top, bottom and left edges

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import platform
 import sys
 
 import numpy as np
@@ -167,3 +168,10 @@ def test_big_slide_in_bounded_memory():
     assert int(reads) > 1
     print(f"big slide: {percent} % blurry (truth {truth.percent_blurry:.1f}), peak {child.max_rss / 2**20:.0f} MB")
     assert 0 < child.max_rss < BIG_SLIDE_MEMORY, f"{child.max_rss / 2**20:.0f} MB"
+
+
+def test_freed_memory_is_kept_where_the_c_library_is_glibc():
+    """The malloc settings of the tile loop: in force on glibc, refused quietly elsewhere, asked once."""
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert tiled.keep_freed_memory() is expected
+    assert tiled.keep_freed_memory() is expected
