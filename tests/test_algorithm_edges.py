@@ -133,6 +133,49 @@ def test_the_normalized_window_is_the_documented_box(radius, width):
     assert np.count_nonzero(response[50] > 1e-6) == width + 2
 
 
+
+@pytest.mark.parametrize("radius, measure, context", [
+    (0.85, "normalized", 2),  # box 3 (round(1.47) = 1): two half-widths of 1
+    (2.0, "normalized", 6),  # box 7: 2 x 3
+    (7.0, "normalized", 24),  # box 25: 2 x 12
+    (0.85, "laplacian", 5),  # Gaussian reach round(7.8) | 1 = 9 -> 4, the Laplacian 1 more
+    (2.0, "laplacian", 9),  # round(17) | 1 = 17 -> 8, + 1
+])
+def test_the_context_by_hand(radius, measure, context):
+    """The documented reach of each measure; the erosion's 2 r (round(1.7) = 2 at 0.85) never needs more."""
+    assert algorithms.blur_context(radius, measure) == context
+
+
+def checkerboard(size: int) -> np.ndarray:
+    return gray_image(255 * (np.add.outer(np.arange(size), np.arange(size)) % 2))
+
+
+@pytest.mark.parametrize("radius", [0.5, 2.0, 18.5])
+def test_the_normalized_response_of_a_checkerboard_by_hand(radius):
+    """Black and white pixels alternating: |Laplacian| = 4 (gray 0 to 1) at every pixel; an odd box of
+    n pixels centred on either colour holds (n + 1) / 2 of it, so every pixel is (n - 1) / (2 n) from its
+    box mean, and that is the contrast: the response is 4 * 2 n / (n - 1) * REFERENCE_CONTRAST everywhere,
+    up to the float32 result. At 18.5 px the box is 65 px wide and the contrast's sums pass 2 ** 31."""
+    width = 2 * round(np.sqrt(3) * radius) + 1
+    n = width * width
+    assert radius != 18.5 or 255 * n * (n - 1) / 2 > 2 ** 31
+    response = algorithms.blur_response(checkerboard(80), radius, measure="normalized")
+    expected = 8 * n / (n - 1) * algorithms.REFERENCE_CONTRAST
+    np.testing.assert_allclose(response, expected, rtol=1e-6)
+
+
+def test_nearly_flat_glass_is_measured_against_the_contrast_floor():
+    """One pixel a gray level above flat glass: far below the floor of contrast (1e-4 of the gray range), so
+    the response at the pixel is its mean |Laplacian| over the box (4 + 4 x 1 levels: 8 / 255 / n) divided by
+    the floor, times REFERENCE_CONTRAST. With a box of 25 px (r = 7) the true contrast there is
+    2 (n - 1) / n ** 2 / 255 = 1.25e-5."""
+    values = np.full((60, 60), 128)
+    values[30, 30] = 129
+    n = 25 * 25
+    response = algorithms.blur_response(gray_image(values), 7.0, measure="normalized")
+    expected = 8 / 255 / n / algorithms.CONTRAST_FLOOR * algorithms.REFERENCE_CONTRAST
+    assert response[30, 30] == pytest.approx(expected, rel=1e-4)  # the floor is rounded up by 6e-6
+
 @pytest.mark.parametrize("radius", [0, -1.0])
 def test_a_radius_must_be_positive(radius):
     for call in (lambda: algorithms.blur_response(texture((20, 20)), radius),
@@ -252,6 +295,14 @@ def test_bin_sums_by_hand(row_sizes, col_sizes):
     assert found.dtype == np.int32
     assert (found == naive_bin_sums(mask, row_bins, col_bins)).all()
 
+
+
+@pytest.mark.parametrize("row_sizes", [(2 ** 16 - 1,), (2 ** 16,), (2 ** 16, 2 ** 16), (3, 2 ** 17)])
+def test_bin_sums_of_a_bin_taller_than_a_uint16_count(row_sizes):
+    """A row bin of 65,536 or more True pixels is counted in full (a 16-bit count would wrap to 0)."""
+    row_bins, col_bins = bins(*row_sizes), bins(1, 2)
+    found = algorithms.bin_sums(np.ones((len(row_bins), 3), bool), row_bins, col_bins)
+    assert found.tolist() == [[size, 2 * size] for size in row_sizes]
 
 def test_fraction_of_counts_a_pixel_half_covered():
     within = np.ones((1, 2), bool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import platform
+import subprocess
 import sys
 
 import numpy as np
@@ -170,8 +171,108 @@ def test_big_slide_in_bounded_memory():
     assert 0 < child.max_rss < BIG_SLIDE_MEMORY, f"{child.max_rss / 2**20:.0f} MB"
 
 
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+# mallopt(3)'s parameter numbers, from glibc's <malloc.h>.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+class FakeLibc:
+    """A C library whose mallopt records its calls and answers ``answers[param]`` (1: accepted, 0: refused)."""
+
+    def __init__(self, answers=None):
+        self.calls: list[tuple[int, int]] = []
+        self.answers = answers or {}
+
+    def mallopt(self, param, value):
+        self.calls.append((param, value))
+        return self.answers.get(param, 1)
+
+
+@pytest.fixture
+def fake_libc(monkeypatch):
+    """keep_freed_memory as in a fresh process, on a glibc Linux whose C library is a FakeLibc."""
+    libc = FakeLibc()
+    monkeypatch.setattr(tiled, "_malloc_tuned", None)
+    monkeypatch.setattr(tiled.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(tiled.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.setattr(tiled.ctypes, "CDLL", lambda name: libc)
+    return libc
+
+
 def test_freed_memory_is_kept_where_the_c_library_is_glibc():
-    """The malloc settings of the tile loop: in force on glibc, refused quietly elsewhere, asked once."""
-    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
-    assert tiled.keep_freed_memory() is expected
-    assert tiled.keep_freed_memory() is expected
+    """The tile loop's malloc settings: in force on this machine's C library when it is glibc."""
+    assert tiled.keep_freed_memory() is GLIBC
+    assert tiled.keep_freed_memory() is GLIBC
+
+
+def test_the_malloc_settings_are_asked_for_once(fake_libc):
+    """mmap threshold 32 MiB and trim threshold 64 MiB (the tile loop's comment), asked once per process."""
+    assert tiled.keep_freed_memory() is True
+    assert tiled.keep_freed_memory() is True
+    assert fake_libc.calls == [(M_MMAP_THRESHOLD, 32 * 2**20), (M_TRIM_THRESHOLD, 64 * 2**20)]
+
+
+@pytest.mark.parametrize("refused", [M_MMAP_THRESHOLD, M_TRIM_THRESHOLD])
+def test_a_refused_malloc_setting_is_not_in_force(fake_libc, refused):
+    fake_libc.answers[refused] = 0
+    assert tiled.keep_freed_memory() is False
+    assert tiled.keep_freed_memory() is False
+    assert len(fake_libc.calls) <= 2  # not asked again
+
+
+@pytest.mark.parametrize("system, libc", [("Linux", ("", "")), ("Linux", ("musl", "1.2")),
+                                          ("Darwin", ("", "")), ("Darwin", ("glibc", "2.36"))])
+def test_without_glibc_on_linux_malloc_is_left_alone(fake_libc, monkeypatch, system, libc):
+    """musl (an empty libc_ver on Alpine), macOS: no mallopt to call, the settings are not in force."""
+    monkeypatch.setattr(tiled.platform, "system", lambda: system)
+    monkeypatch.setattr(tiled.platform, "libc_ver", lambda: libc)
+    assert tiled.keep_freed_memory() is False
+    assert tiled.keep_freed_memory() is False
+    assert fake_libc.calls == []
+
+
+MALLOC_PROBE = """
+import ctypes, sys
+from slideqc import tiled
+
+class MallInfo2(ctypes.Structure):  # glibc >= 2.33, mallinfo2(3)
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+MB = 2 ** 20
+
+def mapped(size):
+    before = libc.mallinfo2().hblkhd
+    block = libc.malloc(size)
+    grew = libc.mallinfo2().hblkhd - before
+    libc.free(block)
+    return grew >= size
+
+def kept(count, size):
+    blocks = [libc.malloc(size) for _ in range(count)]
+    in_use = libc.mallinfo2().arena
+    for block in blocks:
+        libc.free(block)
+    return libc.mallinfo2().arena > in_use - size
+
+first = mapped(20 * MB)
+tuned = tiled.keep_freed_memory() if sys.argv[1] == "tuned" else None
+print(first, tuned, mapped(40 * MB), mapped(24 * MB), kept(4, 14 * MB))
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc settings")
+@pytest.mark.parametrize("run, expected", [("tuned", "True True True False True"),
+                                           ("stock", "True None True True False")])
+def test_a_block_below_the_mmap_threshold_is_kept_for_the_next_tile(run, expected):
+    """In a fresh process, as mallopt(3) documents it. A 20 MiB block is mapped, and handed back when freed
+    (stock glibc then raises its thresholds to 20 and 40 MiB); a 40 MiB one, above 32 MiB, is mapped either
+    way. With the settings a 24 MiB block comes from the heap, and four 14 MiB ones freed together (56
+    MiB) stay there for the next tile; stock glibc maps the 24 MiB block (its thresholds rise to 24 and
+    48 MiB) and gives the 56 MiB back."""
+    child = subprocess.run([sys.executable, "-c", MALLOC_PROBE, run], capture_output=True, text=True, cwd=ROOT)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split() == expected.split()
