@@ -461,7 +461,7 @@ def test_persisted_results_on_a_full_disk_leave_nothing_unreadable(demo_dir, tmp
     out = tmp_path / "out"
     clean = persisted("--data-dir", str(demo_dir), "--output-dir", str(out), "--cache-dir", str(tmp_path / "c0"),
                       "--run-name", "clean", env=env)
-    with tiny_disk(tmp_path / "disk", size="24k") as disk:  # room for the results of one slide or two (small: masks packed)
+    with tiny_disk(tmp_path / "disk", size="24k") as disk:  # room for the results of one slide or two (small: masks packed, deflated)
         full = persisted("--data-dir", str(demo_dir), "--output-dir", str(out), "--cache-dir", str(disk),
                          "--run-name", "full", env=env)
         log = full.stdout + full.stderr

@@ -44,7 +44,7 @@ def slide_thumbnail(s: BaseImage) -> np.ndarray:
     """The slide's overview, from the image the tissue was found on, at most :data:`THUMBNAIL_SIDE` pixels.
 
     Read again rather than carried from the tissue step: the slide object that travels
-    between a flow's tasks stays small (masks packed, no pixels).
+    between a flow's tasks stays small (masks packed and deflated, no pixels).
     """
     s.get_image(s.image_work_size)
     return s.thumbnail(THUMBNAIL_SIDE)
