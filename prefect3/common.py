@@ -137,22 +137,38 @@ def add_prefect_arguments(parser, parallel: bool = False, cache_dir: bool = True
         cli.add_executor_arguments(parser)
 
 
+# Seconds Prefect may take to start its temporary server. Its first start in a new PREFECT_HOME
+# creates and migrates the database: 24 to 26 s measured on a 2-core machine, past Prefect's 20 s.
+TEMPORARY_SERVER_START_SECONDS = 120
+
+
 @contextmanager
-def results_in(cache_dir: str | Path):
-    """Flow runs inside keep their tasks' cached results in ``cache_dir`` (--cache-dir).
+def flow_runs(cache_dir: str | Path):
+    """Where the script's flow runs happen: their tasks' cached results in ``cache_dir`` (--cache-dir).
 
     Prefect 3 writes results to its local storage path (``~/.prefect/storage`` by
     default); a task cannot be handed an unsaved storage block of its own, so the
     setting is changed for the runs started inside (their task runners pass it on).
+    A temporary server that does not start ends the run in one line (exit code 3).
     """
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: Path(cache_dir).resolve()}):
-        yield
+        try:
+            yield
+        except RuntimeError as error:
+            if "ephemeral Prefect API server" not in str(error):
+                raise
+            seconds = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "20")
+            raise cli.NoService(
+                f"Prefect's temporary server did not start within {seconds} s. Give it longer "
+                "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=300), or start one yourself: "
+                "prefect server start, then PREFECT_API_URL=http://127.0.0.1:4200/api") from None
 
 
-def offline_defaults() -> None:
-    """Prefect 3 settings for a lab without internet, unless already set: no usage telemetry.
+def local_run_defaults() -> None:
+    """Prefect 3 settings for runs on this machine, unless already set: no usage telemetry, and
+    :data:`TEMPORARY_SERVER_START_SECONDS` for the temporary server to start.
 
     Prefect's server sends anonymous usage data by default; offline, every run then logs
     ``Failed to send telemetry``. Set before the first flow run starts the temporary server,
@@ -160,6 +176,7 @@ def offline_defaults() -> None:
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(TEMPORARY_SERVER_START_SECONDS))
 
 
 def make_task_runner(kind: str = "threads", workers: int | None = None, address: str | None = None):

@@ -84,10 +84,10 @@ def main(argv=None) -> int:
     common.add_prefect_arguments(parser)
     args = parser.parse_args(argv)
     cli.setup_logging(args.log_level)
-    common.offline_defaults()
+    common.local_run_defaults()
     qc_run = cli.start_run(args)
 
-    with common.results_in(args.cache_dir or default_cache_dir(args.output_dir)):
+    with common.flow_runs(args.cache_dir or default_cache_dir(args.output_dir)):
         for name in qc_run.file_names:
             state = qc_slide(file_name=common.path_parameter(name), run_dir=str(qc_run.folder), redo=args.redo,
                              tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict(), return_state=True)

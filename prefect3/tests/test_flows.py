@@ -56,6 +56,23 @@ def test_bad_parameter_is_a_usage_error(data_dir, tmp_path):
     assert proc.stderr.strip().startswith("error: --blur-max")
 
 
+
+@pytest.mark.parametrize("script", ["prefect3/qc_flow.py", "prefect3/qc_flow_parallel.py"])
+def test_a_temporary_server_that_does_not_start_ends_in_one_line(script, data_dir, tmp_path):
+    """No PREFECT_API_URL, a new PREFECT_HOME and 1 s to start: the server (creating its database first) cannot."""
+    env = {k: v for k, v in CHILD_ENV.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1")
+    proc = run_script(script, "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out"), env=env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 3, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [  # then Prefect's own "Stopping temporary server" line, at exit
+        "error: Prefect's temporary server did not start within 1 s. Give it longer "
+        "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=300), or start one yourself: "
+        "prefect server start, then PREFECT_API_URL=http://127.0.0.1:4200/api"], proc.stderr[-3000:]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # no empty run folder left
+
 @pytest.mark.parametrize("option", ["--batch-size", "--limit"])
 def test_server_options_below_one_are_usage_errors(option, data_dir, tmp_path):
     proc = run_script("prefect3/run_deployments.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
@@ -130,7 +147,7 @@ def test_mapped_flow_same_as_pipeline(runner, prefect_server, data_dir, referenc
     check_run(proc, tmp_path, reference)
     log = proc.stdout + proc.stderr
     assert "Flow run" in log and "Image QC (mapped)" in log
-    assert "failed to send telemetry" not in log.lower()  # analytics off, whatever the environment says (common.offline_defaults)
+    assert "failed to send telemetry" not in log.lower()  # analytics off, whatever the environment says (common.local_run_defaults)
     assert "distributed.worker" not in log  # Dask's INFO lines stay out
 
 
