@@ -124,6 +124,12 @@ class PackedMasks(MutableMapping):
     def __delitem__(self, name: str) -> None:
         del self._packed[name]
 
+    def __setstate__(self, state: dict) -> None:
+        # A slide object persisted before the masks were deflated holds (packed array, shape) per mask:
+        # still read, so a persisted-results cache from then stays usable.
+        self._packed = {name: entry if len(entry) == 3 else (entry[0].tobytes(), False, tuple(entry[1]))
+                        for name, entry in state["_packed"].items()}
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._packed)
 
