@@ -38,7 +38,7 @@ class Request:
     path: str
     range: str | None
     status: int
-    sent: int  # body bytes written
+    sent: int  # body bytes sent
 
 
 @dataclass
@@ -97,9 +97,10 @@ class RangeHandler(BaseHTTPRequestHandler):
         name = self.path.lstrip("/")
         limit = state.drop_after.pop(name, None) if status in (200, 206) else None
         sent = body if limit is None else body[:limit]
+        # Recorded before the body goes out: a client that has read all of it finds its request listed.
+        state.requests.append(Request(self.path, range_header, status, len(sent)))
         self.wfile.write(sent)
         self.wfile.flush()
-        state.requests.append(Request(self.path, range_header, status, len(sent)))
         if limit is not None:  # promised more than it sent: the client sees a broken transfer
             self.close_connection = True
             self.connection.shutdown(2)
