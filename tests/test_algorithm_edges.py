@@ -133,7 +133,6 @@ def test_the_normalized_window_is_the_documented_box(radius, width):
     assert np.count_nonzero(response[50] > 1e-6) == width + 2
 
 
-
 @pytest.mark.parametrize("radius, measure, context", [
     (0.85, "normalized", 2),  # box 3 (round(1.47) = 1): two half-widths of 1
     (2.0, "normalized", 6),  # box 7: 2 x 3
@@ -175,6 +174,7 @@ def test_nearly_flat_glass_is_measured_against_the_contrast_floor():
     response = algorithms.blur_response(gray_image(values), 7.0, measure="normalized")
     expected = 8 / 255 / n / algorithms.CONTRAST_FLOOR * algorithms.REFERENCE_CONTRAST
     assert response[30, 30] == pytest.approx(expected, rel=1e-4)  # the floor is rounded up by 6e-6
+
 
 @pytest.mark.parametrize("radius", [0, -1.0])
 def test_a_radius_must_be_positive(radius):
@@ -296,13 +296,13 @@ def test_bin_sums_by_hand(row_sizes, col_sizes):
     assert (found == naive_bin_sums(mask, row_bins, col_bins)).all()
 
 
-
 @pytest.mark.parametrize("row_sizes", [(2 ** 16 - 1,), (2 ** 16,), (2 ** 16, 2 ** 16), (3, 2 ** 17)])
 def test_bin_sums_of_a_bin_taller_than_a_uint16_count(row_sizes):
     """A row bin of 65,536 or more True pixels is counted in full (a 16-bit count would wrap to 0)."""
     row_bins, col_bins = bins(*row_sizes), bins(1, 2)
     found = algorithms.bin_sums(np.ones((len(row_bins), 3), bool), row_bins, col_bins)
     assert found.tolist() == [[size, 2 * size] for size in row_sizes]
+
 
 def test_fraction_of_counts_a_pixel_half_covered():
     within = np.ones((1, 2), bool)

@@ -138,7 +138,6 @@ def test_masks_are_kept_exactly(shape):
         masks["n"] = mask.astype(np.uint8)
 
 
-
 def test_masks_persisted_before_they_were_deflated_are_still_read():
     """A persisted-results cache written before the deflating: each mask as (np.packbits array, shape)."""
     import pickle
@@ -150,6 +149,7 @@ def test_masks_persisted_before_they_were_deflated_are_still_read():
     assert np.array_equal(back["tissue"], mask) and back.nbytes() == 8  # ceil(63 / 8)
     back["blur"] = ~mask
     assert np.array_equal(pickle.loads(pickle.dumps(back))["blur"], ~mask)
+
 
 def test_a_mask_of_large_regions_is_kept_small():
     """A disk of tissue on glass, 640 x 480 (38,400 bytes packed): deflated well under a tenth, and exact."""

@@ -56,7 +56,6 @@ def test_bad_parameter_is_a_usage_error(data_dir, tmp_path):
     assert proc.stderr.strip().startswith("error: --blur-max")
 
 
-
 @pytest.mark.parametrize("script", ["prefect3/qc_flow.py", "prefect3/qc_flow_parallel.py"])
 def test_a_temporary_server_that_does_not_start_ends_in_one_line(script, data_dir, tmp_path):
     """No PREFECT_API_URL, a new PREFECT_HOME and 1 s to start: the server (creating its database first) cannot."""
@@ -72,6 +71,7 @@ def test_a_temporary_server_that_does_not_start_ends_in_one_line(script, data_di
         "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=300), or start one yourself: "
         "prefect server start, then PREFECT_API_URL=http://127.0.0.1:4200/api"], proc.stderr[-3000:]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # no empty run folder left
+
 
 @pytest.mark.parametrize("option", ["--batch-size", "--limit"])
 def test_server_options_below_one_are_usage_errors(option, data_dir, tmp_path):
