@@ -29,7 +29,8 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Iterator, MutableMapping
+from array import array
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,38 @@ class LevelRead:
     location: tuple[int, int]
     size: tuple[int, int]
     seconds: float
+
+
+class ReadLog(Sequence):
+    """Every pixel read of a slide, in order, as :class:`LevelRead` items.
+
+    Kept as six 32-bit integers per read in one array (24 bytes a read) instead of a
+    list of LevelRead objects (~400 bytes a read): a flow keeps every slide object
+    until its run ends, and a 20480 x 15360 slide is read ~50 times.
+    """
+
+    FIELDS = 6  # level, x, y, width, height (pixels, below 2**31), microseconds (up to 35 minutes)
+
+    def __init__(self) -> None:
+        self._values = array("i")
+
+    def add(self, level: int, location: tuple[int, int], size: tuple[int, int], seconds: float) -> None:
+        # One in-place concatenation is one C call under the GIL: rows from tile threads never interleave.
+        microseconds = min(round(seconds * 1e6), 2**31 - 1)
+        self._values += array("i", (level, *location, *size, microseconds))
+
+    def __len__(self) -> int:
+        return len(self._values) // self.FIELDS
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"read {index} of {len(self)}")
+        level, x, y, width, height, microseconds = self._values[index * self.FIELDS:(index + 1) * self.FIELDS]
+        return LevelRead(level, (x, y), (width, height), microseconds / 1e6)
 
 
 @dataclass
@@ -160,7 +193,7 @@ class BaseImage:
         self.rescan: bool | None = None
         self.cannot_judge: str | None = None  # why the QC cannot judge the slide ("" when it can)
         self.timings: dict[str, float] = {}  # seconds per step
-        self.reads: list[LevelRead] = []
+        self.reads = ReadLog()
         self._images: dict[str, np.ndarray] = {}
         self._slide: openslide.OpenSlide | None = None
         self._open()
@@ -211,6 +244,15 @@ class BaseImage:
         state["_slide"] = None  # an OpenSlide handle cannot cross processes
         state["_images"] = {}  # nor should large pixel arrays: they are re-read on demand
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        # A slide object persisted before the read log was compact holds a list of LevelRead.
+        if isinstance(state.get("reads"), list):
+            log = ReadLog()
+            for read in state["reads"]:
+                log.add(read.level, read.location, read.size, read.seconds)
+            state["reads"] = log
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return f"BaseImage({self.name!r}, {self.dimensions[0]}x{self.dimensions[1]}, masks={list(self.masks)})"
@@ -325,7 +367,7 @@ class BaseImage:
             rgba = np.asarray(self.slide.read_region(location, level, size))
         except openslide.OpenSlideError as error:
             raise self.read_failed(level, error) from None
-        self.reads.append(LevelRead(level, tuple(location), tuple(size), time.perf_counter() - started))
+        self.reads.add(level, location, size, time.perf_counter() - started)
         rgb = cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)  # ~15x faster than slicing and copying
         alpha = cv2.extractChannel(rgba, 3)
         if cv2.countNonZero(alpha) < alpha.size:  # rare: only outside the scanned region

@@ -1,11 +1,12 @@
 """The QC against the synthetic slides' ground truth, at the default settings."""
 
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from BaseImage import BaseImage, PackedMasks
+from BaseImage import BaseImage, LevelRead, PackedMasks, ReadLog
 from slideqc import algorithms, qc, synthetic
 from slideqc.settings import QCSettings
 
@@ -149,6 +150,44 @@ def test_masks_persisted_before_they_were_deflated_are_still_read():
     assert np.array_equal(back["tissue"], mask) and back.nbytes() == 8  # ceil(63 / 8)
     back["blur"] = ~mask
     assert np.array_equal(pickle.loads(pickle.dumps(back))["blur"], ~mask)
+
+
+def test_read_log_keeps_every_read_whole_across_threads():
+    """Tile threads record their reads at once: every read comes back with its own six numbers, none lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    log = ReadLog()
+
+    def record(thread: int) -> None:
+        for i in range(2_000):  # each read's numbers all derive from (thread, i): a torn row would not
+            log.add(thread, (i, 3 * i), (i + thread, 2**30 + i), i / 4)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(record, range(4)))
+    assert len(log) == 8_000
+    seen = set()
+    for read in log:
+        level, (x, y), (width, height) = read.level, read.location, read.size
+        assert (y, width, height, read.seconds) == (3 * x, x + level, 2**30 + x, x / 4)
+        seen.add((level, x))
+    assert seen == {(thread, i) for thread in range(4) for i in range(2_000)}
+    assert log[-1] == log[len(log) - 1] and log[2:4] == [log[2], log[3]]
+    with pytest.raises(IndexError):
+        log[8_000]
+    assert len(pickle.dumps(log)) < 8_000 * 6 * 4 + 200  # six 32-bit integers a read, pickled as raw bytes
+
+
+def test_slide_objects_persisted_with_a_list_of_reads_are_still_read(demo_slides):
+    """A persisted-results cache written when the reads were a list of LevelRead: read, and the next read adds."""
+    s = qc.load_slide(demo_slides[0])
+    state = s.__getstate__()
+    state["reads"] = [LevelRead(2, (0, 0), (256, 192), 0.01)]
+    old = BaseImage.__new__(BaseImage)
+    old.__dict__.update(state)
+    back = pickle.loads(pickle.dumps(old))
+    assert list(back.reads) == [LevelRead(2, (0, 0), (256, 192), 0.01)]
+    back.get_image("1.25x")
+    assert len(back.reads) == 2 and back.reads[1].level == 2
 
 
 def test_a_mask_of_large_regions_is_kept_small():
