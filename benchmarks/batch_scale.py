@@ -40,6 +40,7 @@ import run_benchmark as rb  # the sibling script: its subprocess runner and memo
 
 from slideqc import qc, synthetic
 from slideqc.output import files, results
+from slideqc.settings import BATCH_SIZE
 
 ROOT = rb.ROOT
 SECTION = "batch-scale"
@@ -49,6 +50,7 @@ SLIDE_KINDS = 6
 def configs(workers: int) -> dict[str, tuple[str, tuple[str, ...], str]]:
     w = ("--workers", str(workers))
     mapped = "solutions/pipeline_prefect_parallel.py"
+    batches = "extras/pipeline_prefect_batches.py"  # --batch-size left at its default
     return {
         "plain-serial": ("pipeline.py", (), "Python, serial"),
         "plain-parallel": ("pipeline_parallel.py", w, f"Python, process pool of {workers}"),
@@ -57,6 +59,11 @@ def configs(workers: int) -> dict[str, tuple[str, tuple[str, ...], str]]:
         "prefect-processes": (mapped, ("--executor", "processes", *w),
                               f"Prefect, mapped, LocalDaskExecutor, {workers} processes"),
         "prefect-cluster": (mapped, (), f"Prefect, mapped, Dask cluster of {workers} workers (README commands)"),
+        "prefect-batches": (batches, ("--executor", "threads", *w),
+                            f"Prefect, mapped, flow runs of {BATCH_SIZE} slides, LocalDaskExecutor, {workers} threads"),
+        "prefect-batches-processes": (batches, ("--executor", "processes", *w),
+                                      f"Prefect, mapped, flow runs of {BATCH_SIZE} slides, LocalDaskExecutor, "
+                                      f"{workers} processes"),
     }
 
 

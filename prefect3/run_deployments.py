@@ -32,9 +32,9 @@ from BaseImage import display_name
 from prefect3 import common
 from prefect3.serve import BATCH_DEPLOYMENT, DEPLOYMENT
 from slideqc import cli
+from slideqc.settings import BATCH_SIZE
 
 POLL_SECONDS = 1.0
-BATCH_SIZE = 32
 EXIT_NO_SERVER = 3
 HOW_TO_START = ("    prefect server start --host 127.0.0.1 --port 4200\n"
                 "    export PREFECT_API_URL=http://127.0.0.1:4200/api   # here and where serve.py runs\n"
@@ -67,10 +67,6 @@ def server_problem(deployment: str, timeout: float = 3.0) -> str | None:
         except (ObjectNotFound, ValueError):  # ValueError: a name that is not FLOW/DEPLOYMENT
             return f"the server at {url} has no deployment {deployment!r}: is prefect3/serve.py running?"
     return None
-
-
-def chunks(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def run_in_turn(batches: list[list], start, limit: int, timeout: float, on_final) -> None:
@@ -134,7 +130,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return EXIT_NO_SERVER
     qc_run = cli.start_run(args)
-    batches = chunks(qc_run.file_names, args.batch_size)
+    batches = cli.chunks(qc_run.file_names, args.batch_size)
     cli.log.info("%d flow run(s) of %s for %d slide(s), %d at a time", len(batches), deployment,
                  len(qc_run.file_names), args.limit)
 

@@ -32,7 +32,7 @@ from slideqc import qc
 from slideqc.output.files import RESULTS_FILE, RUN_FILE, RunExistsError, create_run_dir
 from slideqc.output.results import SlideResult
 from slideqc.output.run import RunWriter
-from slideqc.settings import QCSettings
+from slideqc.settings import BATCH_SIZE, QCSettings
 
 EXIT_OK, EXIT_SLIDES_FAILED, EXIT_USAGE, EXIT_NO_SERVER, EXIT_CANNOT_WRITE, EXIT_UNJUDGED = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
@@ -104,14 +104,29 @@ def add_persisted_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cache-dir", help="where results persist between runs (default: <output-dir>/.qc-cache)")
 
 
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The batch size of a script that checks its slides as several flow runs (extras/pipeline_prefect_batches.py)."""
+    group = parser.add_argument_group("batches")
+    group.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                       help="slides per flow run: the slides are checked as flow runs of this many, one after "
+                            "the other, so a run holds one batch's task states, not every slide's")
+
+
+def chunks(items: list, size: int) -> list[list]:
+    """``items`` in consecutive lists of ``size`` (the last may be shorter)."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 def parse_args(doc: str, argv: list[str] | None = None, parallel: bool = False, executor: bool = False,
-               persisted: bool = False) -> argparse.Namespace:
+               persisted: bool = False, batches: bool = False) -> argparse.Namespace:
     """Parse a script's command line (its description: the first line of ``doc``) and set up logging."""
     parser = build_parser(doc.strip().splitlines()[0], parallel=parallel)
     if executor:
         add_executor_arguments(parser)
     if persisted:
         add_persisted_arguments(parser)
+    if batches:
+        add_batch_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     return args
@@ -246,8 +261,9 @@ def dask_setup(worker=None) -> None:
 def check_usage(args: argparse.Namespace) -> tuple[QCSettings, list[Path], int]:
     """Everything about the command line that can be wrong, checked before anything is written."""
     settings = settings_from_args(args)
-    if getattr(args, "workers", 1) < 1:
-        raise UsageError(f"--workers: must be >= 1, got {args.workers}")
+    for option in ("workers", "batch_size"):
+        if getattr(args, option, 1) < 1:
+            raise UsageError(f"--{option.replace('_', '-')}: must be >= 1, got {getattr(args, option)}")
     threads = tile_threads(args)
     return settings, slide_paths(args), threads
 
@@ -313,7 +329,7 @@ class Run:
         self._stop_on_full_disk([row])
 
     def add_all(self, rows: list[SlideResult]) -> None:
-        self.writer.rows.extend(rows)
+        self.writer.add_all(rows)
         self.progress.update(rows)
         self._stop_on_full_disk(rows)
 

@@ -63,6 +63,12 @@ class QCSettings:
 
 DEFAULTS = QCSettings()
 
+# Slides per flow run for the scripts that check a folder as several flow runs (the Prefect 1
+# extra pipeline_prefect_batches.py, the Prefect 3 server path): a flow run keeps its task runs'
+# states until it ends (~50 KB a slide in Prefect 1's mapped flow), so a batch bounds that, and
+# 32 slides keep each flow run's start-up cost (a second or two) small against its QC.
+BATCH_SIZE = 32
+
 
 def rescan_needed(blurry_fraction: float, blur_max: float) -> bool:
     """The rescan rule, the one place it is written: more than ``blur_max`` of the tissue is blurry.

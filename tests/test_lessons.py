@@ -26,6 +26,8 @@ LESSONS = [
     ("solutions/pipeline_prefect.py", "extras/pipeline_prefect_retries.py", ["Extra: retries"], 12),
     ("solutions/pipeline_prefect.py", "extras/pipeline_prefect_persisted.py", ["Extra: persisted results"], 28),
     ("solutions/pipeline_prefect.py", "extras/pipeline_prefect_fast_context.py", ["Extra: Prefect's own cost"], 14),
+    ("solutions/pipeline_prefect_parallel.py", "extras/pipeline_prefect_batches.py",
+     ["Extra: a folder of hundreds of slides"], 66),
     ("solutions/pipeline_prefect_server.py", "extras/pipeline_prefect_server_rows.py",
      ["Extra: a results row per server flow run"], 26),
 ]

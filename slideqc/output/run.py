@@ -34,6 +34,10 @@ class RunWriter:
         write_results(self.run_dir, self.rows)  # rewritten each time: a killed batch keeps its rows
         return row
 
+    def add_all(self, rows: list[SlideResult]) -> None:
+        self.rows.extend(rows)
+        write_results(self.run_dir, self.rows)
+
     def finish(self, complete: bool | None = None) -> Path:
         """Write results.tsv, the report and run.json; ``complete`` None: complete once every slide has its row.
 
