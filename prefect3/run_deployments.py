@@ -118,9 +118,6 @@ def main(argv=None) -> int:
                        help="seconds to wait for the flow runs; unfinished ones become error rows")
     args = parser.parse_args(argv)
     cli.setup_logging(args.log_level)
-    for option in ("batch_size", "limit"):
-        if getattr(args, option) < 1:
-            raise cli.UsageError(f"--{option.replace('_', '-')}: must be >= 1, got {getattr(args, option)}")
     one_each = args.batch_size == 1
     deployment = args.deployment or (f"Image QC/{DEPLOYMENT}" if one_each else f"Image QC (mapped)/{BATCH_DEPLOYMENT}")
     cli.check_usage(args)  # usage errors first (exit code 2), then the server (3)

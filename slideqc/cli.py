@@ -261,7 +261,7 @@ def dask_setup(worker=None) -> None:
 def check_usage(args: argparse.Namespace) -> tuple[QCSettings, list[Path], int]:
     """Everything about the command line that can be wrong, checked before anything is written."""
     settings = settings_from_args(args)
-    for option in ("workers", "batch_size"):
+    for option in ("workers", "batch_size", "limit"):  # counts, where the script has them
         if getattr(args, option, 1) < 1:
             raise UsageError(f"--{option.replace('_', '-')}: must be >= 1, got {getattr(args, option)}")
     threads = tile_threads(args)
