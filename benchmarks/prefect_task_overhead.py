@@ -2,11 +2,19 @@
 
     python benchmarks/prefect_task_overhead.py [--runs 20]
 
-Runs a flow of one Parameter and five trivial tasks ``--runs`` times in two
-fresh processes: one with stock Prefect, one after calling
+Runs two flows of trivial tasks ``--runs`` times each, in fresh processes: one
+with stock Prefect, one after calling
 :func:`slideqc.prefect1.skip_identical_config_merge` (the opt-in of
-extras/pipeline_prefect_fast_context.py). Prints milliseconds per flow run and
-per task run for each, and their ratio.
+extras/pipeline_prefect_fast_context.py and benchmarks/with_fast_context.py).
+
+- *serial*: a Parameter and five tasks in a chain, on the LocalExecutor, as
+  exercise 1 runs its flow;
+- *mapped, 2 threads*: a Parameter and five mapped tasks in a chain over 8
+  items, on a LocalDaskExecutor of 2 threads, as exercises 3 and 4 run theirs
+  (each worker thread has its own Prefect context, so its config is a copy).
+
+Prints milliseconds per flow run and per task run for each, and the ratio of
+stock to fixed.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, logging, sys, time
 from prefect import Flow, Parameter, task
+from prefect.executors import LocalDaskExecutor, LocalExecutor
 if sys.argv[2] == "fixed":
     from slideqc import prefect1
     prefect1.skip_identical_config_merge()
@@ -31,38 +40,48 @@ if sys.argv[2] == "fixed":
 def same(x):
     return x
 
-with Flow("overhead") as flow:
+with Flow("serial") as serial:
     value = Parameter("value", default=1)
     same(same(same(same(same(value)))))
+with Flow("mapped") as mapped:
+    values = Parameter("values", default=list(range(8)))
+    same.map(same.map(same.map(same.map(same.map(values)))))
 logging.getLogger("prefect").setLevel("WARNING")
-flow.run()  # the first run pays one-off costs
 runs = int(sys.argv[1])
-started = time.perf_counter()
-for _ in range(runs):
-    flow.run()
-print(json.dumps((time.perf_counter() - started) / runs))
+seconds = {}
+for name, flow, executor in (("serial", serial, LocalExecutor), ("mapped", mapped, LocalDaskExecutor)):
+    flow.run(executor=executor())  # the first run pays one-off costs
+    started = time.perf_counter()
+    for _ in range(runs):
+        flow.run(executor=executor(scheduler="threads", num_workers=2) if name == "mapped" else executor())
+    seconds[name] = (time.perf_counter() - started) / runs
+print(json.dumps(seconds))
 """
-TASKS_PER_RUN = 6  # the Parameter and five tasks
+# Task runs per flow run: the Parameter and five tasks; mapped, the Parameter, five parents, 5 x 8 children.
+TASKS_PER_RUN = {"serial": 6, "mapped": 1 + 5 + 5 * 8}
+LABELS = {"serial": "serial", "mapped": "mapped, 2 threads"}
 
 
-def measure(variant: str, runs: int) -> float:
-    """Seconds per flow run in a fresh process."""
-    env = dict(os.environ)
-    done = subprocess.run([sys.executable, "-c", CHILD, str(runs), variant], env=env, cwd=ROOT,
+def measure(variant: str, runs: int) -> dict[str, float]:
+    """Seconds per flow run of each flow, in a fresh process."""
+    done = subprocess.run([sys.executable, "-c", CHILD, str(runs), variant], env=dict(os.environ), cwd=ROOT,
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20, help="flow runs timed in each process")
+    parser.add_argument("--runs", type=int, default=20, help="flow runs of each flow timed in each process")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error(f"--runs must be at least 1, got {args.runs}")
     seconds = {variant: measure(variant, args.runs) for variant in ("stock", "fixed")}
-    for variant, value in seconds.items():
-        print(f"{variant:13s} {1000 * value:7.1f} ms per flow run, {1000 * value / TASKS_PER_RUN:6.1f} ms per task run")
-    print(f"ratio {seconds['stock'] / seconds['fixed']:.1f}x")
+    for flow in ("serial", "mapped"):
+        for variant in ("stock", "fixed"):
+            value = seconds[variant][flow]
+            print(f"{LABELS[flow] + ',':18s} {variant}  {1000 * value:7.1f} ms per flow run, "
+                  f"{1000 * value / TASKS_PER_RUN[flow]:6.2f} ms per task run")
+        print(f"{LABELS[flow] + ',':18s} ratio  {seconds['stock'][flow] / seconds['fixed'][flow]:.1f}x")
     return 0
 
 

@@ -9,7 +9,8 @@ import re
 
 from tests.helpers import run_script
 
-CONFIGS = ["plain-serial", "plain-serial-1-core", "plain-parallel", "prefect-serial", "prefect-threads"]
+CONFIGS = ["plain-serial", "plain-serial-1-core", "plain-parallel", "prefect-serial", "prefect-threads",
+           "prefect-threads-fixed"]
 
 
 def _table(text: str, heading: str) -> list[list[str]]:
@@ -45,9 +46,13 @@ def test_benchmark_smoke(tmp_path):
     assert table[0][4] == "1.00" and table[2][4] == "1.00"  # each baseline against itself
 
     targets = _table(text, "## Targets")
-    assert len(targets) == 5  # both serial and parallel ratios, speed-up, decode, memory
+    # serial, threads, threads with the opt-in fix (its stock bound), speed-up, decode, memory
+    assert [row[0].split(" ≤")[0] for row in targets[:3]] == [
+        "Prefect serial / plain serial", "prefect-threads / plain parallel",
+        "(opt-in fix) prefect-threads-fixed / plain parallel"]
+    assert len(targets) == 6
     assert all(row[2] == "met" or re.fullmatch(r"missed by \d+ %", row[2]) for row in targets)
-    assert "over plain-serial-1-core" in targets[2][0]
+    assert "over plain-serial-1-core" in targets[3][0]
 
     slides = _table(text, "## Per slide")
     assert [row[0] for row in slides] == ["tiny_01_blur00.svs", "tiny_02_blur30.svs"]
@@ -71,7 +76,8 @@ def test_prefect_task_overhead_script_reports_both_variants():
     proc = run_script("benchmarks/prefect_task_overhead.py", "--runs", "2", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert len(lines) == 3, proc.stdout
-    for variant, line in zip(("stock", "fixed"), lines[:2], strict=True):
-        assert re.fullmatch(rf"{variant}\s+[\d.]+ ms per flow run,\s+[\d.]+ ms per task run", line)
-    assert re.fullmatch(r"ratio [\d.]+x", lines[2])
+    assert len(lines) == 6, proc.stdout
+    for flow, block in zip(("serial", "mapped, 2 threads"), (lines[:3], lines[3:]), strict=True):
+        for variant, line in zip(("stock", "fixed"), block[:2], strict=True):
+            assert re.fullmatch(rf"{flow},\s+{variant}\s+[\d.]+ ms per flow run,\s+[\d.]+ ms per task run", line)
+        assert re.fullmatch(rf"{flow},\s+ratio\s+[\d.]+x", block[2])

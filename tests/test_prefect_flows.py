@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -46,6 +47,22 @@ def test_same_results_as_pipeline(script, extra, demo_dir, tmp_path, reference):
     for row in rows:
         assert (run_dir / row["outputs"] / "overlay.png").is_file()
     assert (run_dir / "report.html").is_file()
+
+
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_mapped_flow_with_the_opt_in_fix_gives_the_same_rows(executor, demo_dir, tmp_path, reference):
+    """benchmarks/with_fast_context.py (the benchmark's fixed rows): the same rows as pipeline.py, and the
+    script's own exit code; without a script, one usage line and exit 2."""
+    out = tmp_path / "out"
+    proc = run_script("benchmarks/with_fast_context.py", "solutions/pipeline_prefect_parallel.py",
+                      "--data-dir", str(demo_dir), "--output-dir", str(out), "--executor", executor, "--workers", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert per_slide(results.read_results(only_run_dir(out) / "results.tsv")) == reference
+    proc = run_script("benchmarks/with_fast_context.py", "solutions/pipeline_prefect_parallel.py", "--workers", "0")
+    assert proc.returncode == 2 and "--workers" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_script("benchmarks/with_fast_context.py", "no_such_script.py")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "no_such_script.py is not a file; usage: python benchmarks/with_fast_context.py SCRIPT [ARGS...]"]
 
 
 def test_one_command_line_vocabulary():
@@ -354,6 +371,8 @@ prefect1.skip_identical_config_merge()
 config = prefect.context.config
 with prefect.context(config=config) as inner:
     assert inner.config is config  # the same config: nothing copied
+with prefect.context(config=prefect.context.to_dict()["config"]) as inner:
+    assert inner.config is config  # an equal copy (as another thread or process gives): nothing copied
 with prefect.context(config={"flows": {"checkpointing": True}}, extra=1) as inner:
     # A different config is still merged into the current one, not put in its place.
     assert inner.config.flows.checkpointing is True
@@ -375,6 +394,70 @@ assert state.is_successful()
 assert state.result[seen].result == (0.2, 0.2, prefect.context.config.flows.checkpointing)
 print("ok")
 """
+
+
+CONTEXT_FIX_REACHES_WORKERS = """
+import json
+import sys
+import prefect
+from prefect import Flow, Parameter, task, unmapped
+from prefect.configuration import Config
+from prefect.executors import LocalDaskExecutor
+from slideqc import prefect1
+
+copies = [0]  # every Config.copy in this process: a merge of the configuration copies it whole
+stock_copy = Config.copy
+def counting_copy(self):
+    copies[0] += 1
+    return stock_copy(self)
+Config.copy = counting_copy
+copies[0] = 0
+prefect.context.config.copy()
+one_config = copies[0]  # the copies one whole configuration takes
+
+@task
+def scaled(x, factor):
+    return x * factor, getattr(type(prefect.context).__call__, "skips_identical_config", False)
+
+with Flow("mapped") as flow:
+    factor = Parameter("factor", default=2)
+    items = Parameter("items", default=[])
+    out = scaled.map(items, unmapped(factor))
+
+def copies_for(n, scheduler):
+    copies[0] = 0
+    state = flow.run(parameters={"items": list(range(n))},
+                     executor=LocalDaskExecutor(scheduler=scheduler, num_workers=2))
+    assert [r for r, _ in state.result[out].result] == [2 * i for i in range(n)]
+    return copies[0], {fixed for _, fixed in state.result[out].result}
+
+if sys.argv[1] == "fixed":
+    prefect1.skip_identical_config_merge()
+few, _ = copies_for(4, "threads")
+many, seen = copies_for(16, "threads")
+_, seen_in_processes = copies_for(4, "processes")
+print(json.dumps([one_config, few, many, sorted(seen), sorted(seen_in_processes)]))
+"""
+
+
+def test_opt_in_context_fix_reaches_worker_threads_and_processes():
+    """Prefect's context is one per thread, and comes pickled to a process: its config there is an equal
+    copy, not the same object. With the opt-in, 12 more mapped task runs on threads copy the configuration
+    no more often (each worker thread still copies it once to start its context); stock, each run copies it
+    several times. Forked worker processes run the opt-in too."""
+    counts = {}
+    for variant in ("stock", "fixed"):
+        proc = subprocess.run([sys.executable, "-c", CONTEXT_FIX_REACHES_WORKERS, variant],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        counts[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+    one_config, few, many, seen, seen_in_processes = counts["stock"]
+    assert one_config >= 10  # the configuration is a tree of Config objects: a copy is many
+    assert many - few >= 12 * 2 * one_config  # stock: at least two whole copies per added task run
+    assert seen == seen_in_processes == [False]
+    one_config, few, many, seen, seen_in_processes = counts["fixed"]
+    assert abs(many - few) <= 2 * one_config  # at most the worker threads' own starts differ
+    assert seen == seen_in_processes == [True]
 
 
 def test_opt_in_context_fix_keeps_prefect_semantics():
