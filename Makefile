@@ -67,7 +67,7 @@ mutation: $(STAMP)
 	$(BIN)/mutmut run --max-children 2
 	$(BIN)/python tools/mutation_summary.py
 
-# Every script on 8 synthetic 20k x 15k slides, 3 rounds: about 5 minutes on 2 cores. Rewrites docs/benchmark.md.
+# Every script on 8 synthetic 20k x 15k slides, 3 rounds: about 6 minutes on 2 cores. Rewrites docs/benchmark.md.
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/run_benchmark.py
 

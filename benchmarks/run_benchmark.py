@@ -94,13 +94,15 @@ def configs(workers: int) -> list[Config]:
                f"Prefect, mapped, LocalDaskExecutor, {workers} threads, config copy skipped (opt-in)", True),
         Config("prefect-processes-fixed", mapped, ("--executor", "processes", *w), True,
                f"Prefect, mapped, LocalDaskExecutor, {workers} processes, config copy skipped (opt-in)", True),
+        Config("prefect-dask-fixed", mapped, ("--executor", "dask", *w), True,
+               f"Prefect, mapped, DaskExecutor, local cluster of {workers}, config copy skipped (opt-in)", True),
     ]
 
 
 CONFIG_NAMES = [c.name for c in configs(2)]
 # Issue 19's bounds per executor, against the plain process pool; the fixed rows against the stock bound.
 EXECUTOR_TARGETS = {"prefect-threads": 1.10, "prefect-processes": 1.20, "prefect-dask": 1.30,
-                    "prefect-threads-fixed": 1.10, "prefect-processes-fixed": 1.20}
+                    "prefect-threads-fixed": 1.10, "prefect-processes-fixed": 1.20, "prefect-dask-fixed": 1.30}
 
 
 @dataclass
@@ -243,6 +245,10 @@ def _ratio(value: float, target: float) -> str:
     return "met" if value <= target else f"missed by {100 * (value / target - 1):.0f} %"
 
 
+def _speedup(value: float, target: float) -> str:
+    return "met" if value >= target else f"missed by {100 * (1 - value / target):.0f} %"
+
+
 def _marginal(all_runs: list[Measurement], few_runs: list[Measurement], n_all: int, n_few: int) -> float | None:
     """Seconds each slide beyond the first ``n_few`` adds: the difference of the two runs' medians."""
     if not few_runs or n_all <= n_few:
@@ -302,40 +308,42 @@ def render(measured: dict[str, list[Measurement]], few: dict[str, list[Measureme
             f"| {shown(ratio(per_slide_s, name))} "
             f"| {max(m.peak_process_mb for m in runs):.0f} | {max(m.peak_tree_mb for m in runs):.0f} |")
 
-    targets = []  # (target, whole run, verdict, per further slide)
+    # (target, whole run, its verdict, per further slide, its verdict): issue 19 states the Prefect
+    # bounds per further slide (start-up taken out); the whole run, start-up included, is judged too.
+    targets = []
+
+    def ratio_target(label: str, name: str, base: str, bound: float) -> None:
+        whole, further = ratio(median, name, base), ratio(per_slide_s, name, base)
+        targets.append((f"{label} ≤ {bound:.2f}", f"{whole:.2f}", _ratio(whole, bound), shown(further),
+                        _ratio(further, bound) if further and further > 0 else "–"))
+
     if {"prefect-serial", "plain-serial"} <= median.keys():
-        value = ratio(median, "prefect-serial")
-        targets.append(("Prefect serial / plain serial ≤ 1.10", f"{value:.2f}", _ratio(value, 1.10),
-                        shown(ratio(per_slide_s, "prefect-serial"))))
+        ratio_target("Prefect serial / plain serial", "prefect-serial", "plain-serial", 1.10)
     if {"prefect-serial-fixed", "plain-serial"} <= median.keys():
-        value = ratio(median, "prefect-serial-fixed")
-        targets.append(("(opt-in fix) prefect-serial-fixed / plain serial ≤ 1.10", f"{value:.2f}",
-                        _ratio(value, 1.10), shown(ratio(per_slide_s, "prefect-serial-fixed"))))
+        ratio_target("(opt-in fix) prefect-serial-fixed / plain serial", "prefect-serial-fixed", "plain-serial", 1.10)
     for name, bound in EXECUTOR_TARGETS.items():
         if {name, "plain-parallel"} <= median.keys():
-            value = ratio(median, name)
             label = f"(opt-in fix) {name}" if by_name[name].fast_context else name
-            targets.append((f"{label} / plain parallel ≤ {bound:.2f}", f"{value:.2f}", _ratio(value, bound),
-                            shown(ratio(per_slide_s, name))))
+            ratio_target(f"{label} / plain parallel", name, "plain-parallel", bound)
     single = "plain-serial-1-core" if "plain-serial-1-core" in median else "plain-serial"
     if {single, "plain-parallel"} <= median.keys():
         value = median[single] / median["plain-parallel"]
         further = ratio(per_slide_s, single, "plain-parallel")
         targets.append((f"plain parallel speed-up over {single}, {args.workers} workers ≥ 1.8×", f"{value:.2f}×",
-                        "met" if value >= 1.8 else f"missed by {100 * (1 - value / 1.8):.0f} %",
-                        shown(further, "{:.2f}×")))
+                        _speedup(value, 1.8), shown(further, "{:.2f}×"),
+                        _speedup(further, 1.8) if further and further > 0 else "–"))
     worst = max(slides, key=lambda r: r["qc"] / r["decode"])
     value = worst["qc"] / worst["decode"]
     targets.append(("QC per slide ≤ 1.5 × its decode time (worst slide)", f"{value:.2f} ({worst['name']})",
-                    _ratio(value, 1.5), "–"))
+                    _ratio(value, 1.5), "–", "–"))
     blur_mb = max(r["blur_level_mb"] for r in slides)
     memory_bound = 3 * blur_mb + 300
     parallel_runs = [m for name, runs in measured.items() if by_name[name].parallel for m in runs]
     peak = max(m.peak_process_mb for m in (parallel_runs or [m for runs in measured.values() for m in runs]))
     targets.append((f"peak memory per worker ≤ 3 × the blur work level ({blur_mb:.0f} MB) + 300 MB"
-                    f" = {memory_bound:.0f} MB", f"{peak:.0f} MB", _ratio(peak, memory_bound), "–"))
-    lines += ["", "## Targets", "", "| target | whole run | | per further slide |", "|---|---:|---|---:|"]
-    lines += [f"| {t} | {v} | {verdict} | {further} |" for t, v, verdict, further in targets]
+                    f" = {memory_bound:.0f} MB", f"{peak:.0f} MB", _ratio(peak, memory_bound), "–", "–"))
+    lines += ["", "## Targets", "", "| target | whole run | | per further slide | |", "|---|---:|---|---:|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in targets]
 
     lines += [
         "", "## Per slide: the QC against decoding its pixels", "",

@@ -65,6 +65,44 @@ def test_mapped_flow_with_the_opt_in_fix_gives_the_same_rows(executor, demo_dir,
         "no_such_script.py is not a file; usage: python benchmarks/with_fast_context.py SCRIPT [ARGS...]"]
 
 
+FIX_PROBE = """
+import json
+import os
+
+import prefect
+from prefect import Flow, task
+from prefect.executors import DaskExecutor
+
+
+@task
+def fix_here(i):
+    return os.getpid(), getattr(type(prefect.context).__call__, "skips_identical_config", False)
+
+
+with Flow("probe") as flow:
+    seen = fix_here.map([1, 2, 3, 4])
+
+if __name__ == "__main__":
+    state = flow.run(executor=DaskExecutor(cluster_kwargs=dict(n_workers=2, threads_per_worker=1),
+                                           watch_worker_status=False))
+    print(json.dumps([os.getpid(), state.result[seen].result]))
+"""
+
+
+def test_opt_in_fix_reaches_a_local_dask_clusters_workers(tmp_path):
+    """A Dask cluster's workers are spawned: the wrapper's worker preload turns the fix on in each of them.
+    Stock, the same script's workers run Prefect as installed."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(FIX_PROBE, encoding="utf-8")
+    for wrapped, expected in ((True, True), (False, False)):
+        command = ["benchmarks/with_fast_context.py", str(probe)] if wrapped else [str(probe)]
+        proc = run_script(*command, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        client, seen = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert client not in {pid for pid, _ in seen}  # every task ran in one of the cluster's workers
+        assert [fixed for _, fixed in seen] == [expected] * 4
+
+
 def test_one_command_line_vocabulary():
     shared = ["--data-dir", "--file-type", "--files", "--image-work-size", "--blur-work-size", "--blur-radius",
               "--blur-threshold", "--blur-max", "--output-dir", "--run-name", "--overwrite", "--log-level",
