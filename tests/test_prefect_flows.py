@@ -52,7 +52,7 @@ def test_same_results_as_pipeline(script, extra, demo_dir, tmp_path, reference):
 @pytest.mark.parametrize("executor", ["threads", "processes"])
 def test_mapped_flow_with_the_opt_in_fix_gives_the_same_rows(executor, demo_dir, tmp_path, reference):
     """benchmarks/with_fast_context.py (the benchmark's fixed rows): the same rows as pipeline.py, and the
-    script's own exit code; without a script, one usage line and exit 2."""
+    script's own exit code; for a script that is not there, one usage line and exit 2."""
     out = tmp_path / "out"
     proc = run_script("benchmarks/with_fast_context.py", "solutions/pipeline_prefect_parallel.py",
                       "--data-dir", str(demo_dir), "--output-dir", str(out), "--executor", executor, "--workers", "2")
