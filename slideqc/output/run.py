@@ -30,13 +30,12 @@ class RunWriter:
         write_run_status(self.run_dir, RUNNING, self.slides, 0)
 
     def add(self, row: SlideResult) -> SlideResult:
-        self.rows.append(row)
-        write_results(self.run_dir, self.rows)  # rewritten each time: a killed batch keeps its rows
+        self.add_all([row])
         return row
 
     def add_all(self, rows: list[SlideResult]) -> None:
         self.rows.extend(rows)
-        write_results(self.run_dir, self.rows)
+        write_results(self.run_dir, self.rows)  # rewritten each time: a killed batch keeps its rows
 
     def finish(self, complete: bool | None = None) -> Path:
         """Write results.tsv, the report and run.json; ``complete`` None: complete once every slide has its row.
