@@ -74,7 +74,8 @@ class WorkSize:
             return cls(text=str(value), longest_side=value)
         raise ValueError(
             f"{parameter}: {raw!r} is not a work size; use a magnification like '1.25x' "
-            "or a longest side in pixels like '1000'")
+            "or a longest side in pixels like '1000'"
+        )
 
 
 @dataclass
@@ -115,7 +116,7 @@ class ReadLog(Sequence):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"read {index} of {len(self)}")
-        level, x, y, width, height, microseconds = self._values[index * self.FIELDS:(index + 1) * self.FIELDS]
+        level, x, y, width, height, microseconds = self._values[index * self.FIELDS : (index + 1) * self.FIELDS]
         return LevelRead(level, (x, y), (width, height), microseconds / 1e6)
 
 
@@ -160,8 +161,10 @@ class PackedMasks(MutableMapping):
     def __setstate__(self, state: dict) -> None:
         # A slide object persisted before the masks were deflated holds (packed array, shape) per mask:
         # still read, so a persisted-results cache from then stays usable.
-        self._packed = {name: entry if len(entry) == 3 else (entry[0].tobytes(), False, tuple(entry[1]))
-                        for name, entry in state["_packed"].items()}
+        self._packed = {
+            name: entry if len(entry) == 3 else (entry[0].tobytes(), False, tuple(entry[1]))
+            for name, entry in state["_packed"].items()
+        }
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._packed)
@@ -277,7 +280,8 @@ class BaseImage:
         if base is None:
             raise SlideError(
                 f"{self.name}: no objective power or microns per pixel in the slide, so work size "
-                f"{size.text!r} cannot be used; pass a pixel work size such as '2000' instead")
+                f"{size.text!r} cannot be used; pass a pixel work size such as '2000' instead"
+            )
         return base / size.magnification
 
     def work_shape(self, work_size: str | WorkSize) -> tuple[int, int]:
@@ -314,8 +318,9 @@ class BaseImage:
         rows, cols = self.work_shape(size)
         return self.read_work_region(size, (0, 0, rows, cols))
 
-    def level_region(self, work_size: str | WorkSize,
-                     window: tuple[int, int, int, int]) -> tuple[int, tuple[int, int], tuple[int, int]]:
+    def level_region(
+        self, work_size: str | WorkSize, window: tuple[int, int, int, int]
+    ) -> tuple[int, tuple[int, int], tuple[int, int]]:
         """Where ``window`` = (top, left, rows, cols) at ``work_size`` is read from: (level, location, size).
 
         As :meth:`read_region` takes them: the location in level-0 pixels, the
@@ -350,7 +355,8 @@ class BaseImage:
             whole = "read whole" if (width, height) == (level_width, level_height) else f"{width}x{height} px at once"
             raise SlideError(
                 f"{self.name}: work size {size.text!r} needs level {level} ({level_width}x{level_height} px) "
-                f"{whole}; choose a smaller work size")
+                f"{whole}; choose a smaller work size"
+            )
         rgb = self.read_region(location, level, (width, height))
         rows, cols = window[2:]
         if (rows, cols) != rgb.shape[:2]:
@@ -443,11 +449,22 @@ def _one_line(error: BaseException) -> str:
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # TIFF and BigTIFF, both byte orders
 # TIFF compression codes OpenSlide cannot decode that scanners and converters write.
 _COMPRESSIONS = {
-    "34712": "JPEG 2000", "34887": "LERC", "34925": "LZMA", "34933": "PNG",
-    "34934": "JPEG XR", "50000": "Zstandard", "50001": "WebP", "50002": "JPEG XL",
+    "34712": "JPEG 2000",
+    "34887": "LERC",
+    "34925": "LZMA",
+    "34933": "PNG",
+    "34934": "JPEG XR",
+    "50000": "Zstandard",
+    "50001": "WebP",
+    "50002": "JPEG XL",
 }
-_OTHER_FORMATS = ((b"\x89PNG", "a PNG picture"), (b"\xff\xd8\xff", "a JPEG picture"), (b"GIF8", "a GIF picture"),
-                  (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"))
+_OTHER_FORMATS = (
+    (b"\x89PNG", "a PNG picture"),
+    (b"\xff\xd8\xff", "a JPEG picture"),
+    (b"GIF8", "a GIF picture"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive"),
+)
 _UNSUPPORTED_COMPRESSION = re.compile(r"Unsupported TIFF compression: (\d+)")
 
 
@@ -474,8 +491,10 @@ def why_unreadable(path: str | Path, error: BaseException | None = None) -> str:
     if match := _UNSUPPORTED_COMPRESSION.search(detail):
         code = match.group(1)
         name = _COMPRESSIONS.get(code, "a method")
-        return (f"compressed with {name} (TIFF compression {code}), which OpenSlide cannot decode; "
-                "export the slide again with JPEG compression")
+        return (
+            f"compressed with {name} (TIFF compression {code}), which OpenSlide cannot decode; "
+            "export the slide again with JPEG compression"
+        )
     truncated = _truncation(path)
     if truncated:
         return truncated
@@ -527,6 +546,7 @@ def _truncation(path: Path) -> str | None:
     if end == 0:
         return "damaged file: no image data in its TIFF structure (truncated copy?); copy it again"
     if end > size:
-        return (f"truncated file: {size:,} bytes, but its image data runs to byte {end:,}; "
-                "copy it again from the scanner")
+        return (
+            f"truncated file: {size:,} bytes, but its image data runs to byte {end:,}; copy it again from the scanner"
+        )
     return None

@@ -124,8 +124,9 @@ def read_manifest(path: Path) -> list[Entry]:
             raise UsageError(f"{path}:{number}: size {size!r} is not a number of bytes or '-'")
         if sha256 != UNKNOWN and not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise UsageError(f"{path}:{number}: sha256 {sha256!r} is not 64 lowercase hex digits or '-'")
-        entries.append(Entry(name, url, None if size == UNKNOWN else int(size),
-                             None if sha256 == UNKNOWN else sha256, source))
+        entries.append(
+            Entry(name, url, None if size == UNKNOWN else int(size), None if sha256 == UNKNOWN else sha256, source)
+        )
     if len({entry.name for entry in entries}) != len(entries):
         raise UsageError(f"{path}: a slide name appears twice")
     return entries
@@ -174,8 +175,10 @@ def verify(path: Path, entry: Entry, server_size: int | None = None, downloaded:
         raise Mismatch(f"size {size} bytes, expected {expected_size}")
     if entry.sha256 is None:
         if expected_size is None and downloaded:
-            raise Unverifiable("the manifest gives neither its size nor its sha256 and the server sent no "
-                               "Content-Length: a transfer cut short could not be told from a whole one")
+            raise Unverifiable(
+                "the manifest gives neither its size nor its sha256 and the server sent no "
+                "Content-Length: a transfer cut short could not be told from a whole one"
+            )
         checked = "size checked" if expected_size is not None else "nothing to check it against"
         return f"{checked}; could not verify a checksum (none published)"
     digest = sha256_of(path)
@@ -218,8 +221,16 @@ def is_dns_failure(error: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, (socket.gaierror, NameResolutionError)):
             return True
-        todo += [e for e in (current.__cause__, current.__context__, getattr(current, "reason", None),
-                             *getattr(current, "args", ())) if isinstance(e, BaseException)]
+        todo += [
+            e
+            for e in (
+                current.__cause__,
+                current.__context__,
+                getattr(current, "reason", None),
+                *getattr(current, "args", ()),
+            )
+            if isinstance(e, BaseException)
+        ]
     return False
 
 
@@ -246,8 +257,10 @@ def fetch(entry: Entry, partial: Path, session) -> int | None:
     from tqdm import tqdm
 
     if partial.is_symlink():
-        raise SlideFailed(f"{entry.name}: {partial} is a symbolic link; a download is never written through "
-                          "one: remove it and run again")
+        raise SlideFailed(
+            f"{entry.name}: {partial} is a symbolic link; a download is never written through "
+            "one: remove it and run again"
+        )
     have = partial.stat().st_size if partial.exists() else 0
     if entry.size is not None and have > entry.size:  # not a prefix of this file: start again
         partial.unlink()
@@ -281,13 +294,25 @@ def fetch(entry: Entry, partial: Path, session) -> int | None:
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
             if entry.size is not None and total is not None and total != entry.size:
-                raise SlideFailed(f"{entry.name}: the server's file is {total} bytes, the manifest says "
-                                  f"{entry.size}; check --base-url")
+                raise SlideFailed(
+                    f"{entry.name}: the server's file is {total} bytes, the manifest says "
+                    f"{entry.size}; check --base-url"
+                )
             check_free_space(partial.parent, None if total is None else total - have, entry.name)
             # disable=None: a bar on a terminal, nothing in logs and captured output
-            with open_partial(partial, mode) as out, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                    desc=entry.name, disable=None, leave=False) as bar:
+            with (
+                open_partial(partial, mode) as out,
+                tqdm(
+                    total=total,
+                    initial=have,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=entry.name,
+                    disable=None,
+                    leave=False,
+                ) as bar,
+            ):
                 for chunk in response.iter_content(CHUNK_BYTES):
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -296,15 +321,18 @@ def fetch(entry: Entry, partial: Path, session) -> int | None:
         raise TransientError(f"the transfer broke off ({type(error).__name__})") from None
     except (requests.ConnectionError, requests.Timeout) as error:
         if is_dns_failure(error):
-            raise NoNetworkError(f"cannot reach {urlsplit(entry.url).hostname}: DNS lookup failed "
-                                 f"(no network?); {SYNTHETIC_HINT}") from None
+            raise NoNetworkError(
+                f"cannot reach {urlsplit(entry.url).hostname}: DNS lookup failed (no network?); {SYNTHETIC_HINT}"
+            ) from None
         reached = partial.exists() and partial.stat().st_size > have
-        raise TransientError(f"{type(error).__name__} talking to {urlsplit(entry.url).netloc}",
-                             network=not reached) from None
+        raise TransientError(
+            f"{type(error).__name__} talking to {urlsplit(entry.url).netloc}", network=not reached
+        ) from None
     except OSError as error:  # after the requests errors, which are OSErrors too: the local file
         if error.errno == errno.ENOSPC:
-            raise DiskError(f"{entry.name}: disk full writing {partial}; free some space and run again "
-                            "to resume, or use --dest") from None
+            raise DiskError(
+                f"{entry.name}: disk full writing {partial}; free some space and run again to resume, or use --dest"
+            ) from None
         raise DiskError(f"{entry.name}: cannot write {partial}: {error.strerror or error}") from None
 
 
@@ -326,17 +354,20 @@ def download(entry: Entry, dest: Path, session, retries: int, backoff: float) ->
         except TransientError as error:
             if attempt == retries:
                 if error.network:
-                    raise NoNetworkError(f"cannot reach {urlsplit(entry.url).netloc} ({error}, "
-                                         f"{retries} retries); {SYNTHETIC_HINT}") from None
+                    raise NoNetworkError(
+                        f"cannot reach {urlsplit(entry.url).netloc} ({error}, {retries} retries); {SYNTHETIC_HINT}"
+                    ) from None
                 raise SlideFailed(f"{entry.name}: {error}, {retries} retries; run again to resume") from None
-            wait = backoff * 2 ** attempt
+            wait = backoff * 2**attempt
             print(f"{entry.name}: {error}; retry {attempt + 1} of {retries} in {wait:.1f} s", file=sys.stderr)
             time.sleep(wait)
     try:
         how = verify(partial, entry, server_size, downloaded=True)
     except Unverifiable as error:
-        raise SlideFailed(f"{entry.name}: {error}; kept as {partial}, not taken as the slide (add its size "
-                          "or sha256 to the manifest to accept it)") from None
+        raise SlideFailed(
+            f"{entry.name}: {error}; kept as {partial}, not taken as the slide (add its size "
+            "or sha256 to the manifest to accept it)"
+        ) from None
     except Mismatch as error:
         partial.unlink()
         raise SlideFailed(f"{entry.name}: {error}; the download was removed, run again to fetch it anew") from None
@@ -360,8 +391,10 @@ def download_all(entries: list[Entry], dest: Path, retries: int, backoff: float)
             except SlideFailed as error:
                 print(f"get_data: {error}", file=sys.stderr, flush=True)
                 failed.append(entry.name)
-    print(f"{len(entries) - len(failed)} of {len(entries)} slides in {dest}"
-          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(
+        f"{len(entries) - len(failed)} of {len(entries)} slides in {dest}"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -369,17 +402,26 @@ def list_entries(entries: list[Entry], dest: Path) -> None:
     print(f"{'name':<24} {'size':>10}  {'sha256':<22} here")
     for entry in entries:
         final, partial = dest / entry.name, dest / f"{entry.name}{PARTIAL_SUFFIX}"
-        here = ("present" if final.exists()
-                else f"partial, {human(partial.stat().st_size)}" if partial.exists() else "missing")
+        here = (
+            "present"
+            if final.exists()
+            else f"partial, {human(partial.stat().st_size)}"
+            if partial.exists()
+            else "missing"
+        )
         # What a download is checked against: the published sha256, else the published size,
         # else only the server's own Content-Length (nothing published to compare with).
-        checksum = (f"{entry.sha256[:12]}..." if entry.sha256 else "none: size only" if entry.size
-                    else "none: Content-Length")
+        checksum = (
+            f"{entry.sha256[:12]}..." if entry.sha256 else "none: size only" if entry.size else "none: Content-Length"
+        )
         print(f"{entry.name:<24} {human(entry.size):>10}  {checksum:<22} {here}")
     known = sum(entry.size or 0 for entry in entries)
     unknown = sum(entry.size is None for entry in entries)
-    print(f"{len(entries)} slides, {human(known)}" + (f" plus {unknown} of unknown size" if unknown else "")
-          + f"; into {dest}")
+    print(
+        f"{len(entries)} slides, {human(known)}"
+        + (f" plus {unknown} of unknown size" if unknown else "")
+        + f"; into {dest}"
+    )
 
 
 # --- synthetic slides ----------------------------------------------------------------
@@ -398,10 +440,15 @@ def make_synthetic(count: int, dest: Path, seed: int, kind: str, overwrite: bool
         there = not overwrite and (dest / spec.name).is_file() and synthetic.read_truth(dest / spec.name) is not None
         path = synthetic.write_set([spec], dest, overwrite=overwrite)[0]
         truth = synthetic.read_truth(path)
-        done = ("already here, kept (--overwrite makes it again)" if there
-                else f"made in {time.perf_counter() - started:.1f} s")
-        print(f"{path}: {spec.width}x{spec.height} px at {spec.magnification:g}x, "
-              f"{truth.percent_blurry:.1f} % of the tissue blurred; {done}")
+        done = (
+            "already here, kept (--overwrite makes it again)"
+            if there
+            else f"made in {time.perf_counter() - started:.1f} s"
+        )
+        print(
+            f"{path}: {spec.width}x{spec.height} px at {spec.magnification:g}x, "
+            f"{truth.percent_blurry:.1f} % of the tissue blurred; {done}"
+        )
         paths.append(path)
     return paths
 
@@ -414,24 +461,35 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
-                                     formatter_class=_HelpFormatter, epilog=EXIT_CODES)
+    parser = argparse.ArgumentParser(
+        description="\n\n".join(__doc__.split("\n\n")[:2]), formatter_class=_HelpFormatter, epilog=EXIT_CODES
+    )
     parser.add_argument("--dest", type=Path, default=Path("data"), help="folder to put the slides in")
     real = parser.add_argument_group("real slides")
     real.add_argument("--list", action="store_true", help="list the manifest's slides and which are here")
     real.add_argument("--only", nargs="+", metavar="NAME", help="only these slides of the manifest")
-    real.add_argument("--base-url", metavar="URL",
-                      help="fetch every slide from URL/NAME (a mirror) instead of the manifest's URLs")
+    real.add_argument(
+        "--base-url", metavar="URL", help="fetch every slide from URL/NAME (a mirror) instead of the manifest's URLs"
+    )
     real.add_argument("--manifest", type=Path, default=MANIFEST, help="TSV of name, url, size, sha256, source")
     real.add_argument("--retries", type=int, default=5, help="retries of a transient error, per slide")
-    real.add_argument("--backoff", type=float, default=1.0, metavar="SECONDS",
-                      help="wait before the first retry; doubles each retry")
+    real.add_argument(
+        "--backoff", type=float, default=1.0, metavar="SECONDS", help="wait before the first retry; doubles each retry"
+    )
     fake = parser.add_argument_group("synthetic slides")
-    fake.add_argument("--synthetic", type=int, metavar="N",
-                      help="make N synthetic slides (0 %%, ~30 %%, ~70 %% of the tissue blurred, cycling)")
-    fake.add_argument("--kind", choices=["demo", "benchmark", "big"], default="demo",
-                      help="synthetic set: demo (8k x 6k px), benchmark (20k x 15k px) or big (real-size, "
-                           "46k x 33k at 20x and 80k x 60k at 40x; at most 2; minutes each)")
+    fake.add_argument(
+        "--synthetic",
+        type=int,
+        metavar="N",
+        help="make N synthetic slides (0 %%, ~30 %%, ~70 %% of the tissue blurred, cycling)",
+    )
+    fake.add_argument(
+        "--kind",
+        choices=["demo", "benchmark", "big"],
+        default="demo",
+        help="synthetic set: demo (8k x 6k px), benchmark (20k x 15k px) or big (real-size, "
+        "46k x 33k at 20x and 80k x 60k at 40x; at most 2; minutes each)",
+    )
     fake.add_argument("--seed", type=int, default=2021, help="seed of the synthetic slides")
     fake.add_argument("--overwrite", action="store_true", help="remake synthetic slides that exist")
     return parser
@@ -439,8 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     if args.synthetic is not None:
-        clashing = [flag for flag, value in (("--list", args.list), ("--only", args.only),
-                                             ("--base-url", args.base_url)) if value]
+        clashing = [
+            flag
+            for flag, value in (("--list", args.list), ("--only", args.only), ("--base-url", args.base_url))
+            if value
+        ]
         if clashing:
             raise UsageError(f"--synthetic: cannot be combined with {', '.join(clashing)}")
         if args.synthetic < 1:
@@ -449,8 +510,10 @@ def run(args: argparse.Namespace) -> int:
             make_synthetic(args.synthetic, args.dest, args.seed, args.kind, args.overwrite)
         except OSError as error:  # a full disk, no permission: the slide being made is not left half-written
             where = error.filename or args.dest
-            raise DiskError(f"cannot write {where}: {error.strerror or error}; free some space or choose "
-                            "another --dest, then run again (finished slides are kept)") from None
+            raise DiskError(
+                f"cannot write {where}: {error.strerror or error}; free some space or choose "
+                "another --dest, then run again (finished slides are kept)"
+            ) from None
         return EXIT_OK
     if args.retries < 0 or args.backoff < 0:
         raise UsageError("--retries and --backoff: must be >= 0")

@@ -40,8 +40,12 @@ def is_blurry(s: BaseImage, blur_max) -> bool:
 
 
 def warn_rescan(s: BaseImage, blur_max):
-    logger.warning("%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
-                   s.name, 100 * s.blurry_fraction, 100 * blur_max)
+    logger.warning(
+        "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
+        s.name,
+        100 * s.blurry_fraction,
+        100 * blur_max,
+    )
 
 
 def save_results(s: BaseImage, blur_max, run_dir) -> results.SlideResult:

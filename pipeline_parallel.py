@@ -20,7 +20,9 @@ def main(argv=None) -> int:
 
     check = partial(check_slide, settings=qc_run.settings, run_dir=qc_run.folder, tile_threads=qc_run.tile_threads)
     # The workers end with this process, even when it is killed (cli.end_with_parent).
-    with ProcessPoolExecutor(max_workers=args.workers, initializer=cli.end_with_parent, initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=args.workers, initializer=cli.end_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         for row in pool.map(check, qc_run.file_names):
             qc_run.add(row)
 

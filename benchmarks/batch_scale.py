@@ -55,15 +55,27 @@ def configs(workers: int) -> dict[str, tuple[str, tuple[str, ...], str]]:
         "plain-serial": ("pipeline.py", (), "Python, serial"),
         "plain-parallel": ("pipeline_parallel.py", w, f"Python, process pool of {workers}"),
         "prefect-serial": ("solutions/pipeline_prefect.py", (), "Prefect, a flow run per slide"),
-        "prefect-threads": (mapped, ("--executor", "threads", *w), f"Prefect, mapped, LocalDaskExecutor, {workers} threads"),
-        "prefect-processes": (mapped, ("--executor", "processes", *w),
-                              f"Prefect, mapped, LocalDaskExecutor, {workers} processes"),
+        "prefect-threads": (
+            mapped,
+            ("--executor", "threads", *w),
+            f"Prefect, mapped, LocalDaskExecutor, {workers} threads",
+        ),
+        "prefect-processes": (
+            mapped,
+            ("--executor", "processes", *w),
+            f"Prefect, mapped, LocalDaskExecutor, {workers} processes",
+        ),
         "prefect-cluster": (mapped, (), f"Prefect, mapped, Dask cluster of {workers} workers (README commands)"),
-        "prefect-batches": (batches, ("--executor", "threads", *w),
-                            f"Prefect, mapped, flow runs of {BATCH_SIZE} slides, LocalDaskExecutor, {workers} threads"),
-        "prefect-batches-processes": (batches, ("--executor", "processes", *w),
-                                      f"Prefect, mapped, flow runs of {BATCH_SIZE} slides, LocalDaskExecutor, "
-                                      f"{workers} processes"),
+        "prefect-batches": (
+            batches,
+            ("--executor", "threads", *w),
+            f"Prefect, mapped, flow runs of {BATCH_SIZE} slides, LocalDaskExecutor, {workers} threads",
+        ),
+        "prefect-batches-processes": (
+            batches,
+            ("--executor", "processes", *w),
+            f"Prefect, mapped, flow runs of {BATCH_SIZE} slides, LocalDaskExecutor, {workers} processes",
+        ),
     }
 
 
@@ -93,12 +105,22 @@ class Cluster:
         self.address = f"tcp://127.0.0.1:{self.port}"
         dask = str(Path(sys.executable).with_name("dask"))
         logs = [open(log_dir / f"dask-{i}.log", "wb") for i in range(workers + 1)]
-        self.procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-                                        "--dashboard-address", ":0"], stdout=logs[0], stderr=subprocess.STDOUT)]
+        self.procs = [
+            subprocess.Popen(
+                [dask, "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--dashboard-address", ":0"],
+                stdout=logs[0],
+                stderr=subprocess.STDOUT,
+            )
+        ]
         self._wait_for_scheduler()
-        self.procs += [subprocess.Popen([dask, "worker", self.address, "--nthreads", "1",
-                                         "--dashboard-address", ":0"], stdout=log, stderr=subprocess.STDOUT)
-                       for log in logs[1:]]
+        self.procs += [
+            subprocess.Popen(
+                [dask, "worker", self.address, "--nthreads", "1", "--dashboard-address", ":0"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            for log in logs[1:]
+        ]
         self._wait_for_workers(workers)
 
     def _wait_for_scheduler(self, timeout: float = 60) -> None:
@@ -142,29 +164,49 @@ def bytes_per_task(slide: Path) -> dict[str, int]:
     return sizes
 
 
-def render(rows: list[tuple[str, int, rb.Measurement]], names: dict[str, str], sizes: list[int],
-           moved: dict[str, int], workers: int) -> str:
+def render(
+    rows: list[tuple[str, int, rb.Measurement]],
+    names: dict[str, str],
+    sizes: list[int],
+    moved: dict[str, int],
+    workers: int,
+) -> str:
     by = {(name, size): m for name, size, m in rows}
-    lines = [f"`python benchmarks/batch_scale.py --sizes {' '.join(map(str, sizes))}` on {rb.machine_line()}: "
-             f"{SLIDE_KINDS} synthetic 8192x6144 slides under N names, one run per size, start-up included "
-             f"(so the per-slide cost falls as it is shared). Peak memory: the largest process / the whole "
-             f"tree (with the cluster's processes for the cluster row), MB.",
-             "", "| configuration | " + " | ".join(f"s per slide at {n}" for n in sizes) + " | "
-             + " | ".join(f"peak at {n}" for n in sizes) + f" | s per further slide | memory {sizes[-1]} / {sizes[0]} |",
-             "|---|" + "---:|" * (2 * len(sizes) + 2)]
+    lines = [
+        f"`python benchmarks/batch_scale.py --sizes {' '.join(map(str, sizes))}` on {rb.machine_line()}: "
+        f"{SLIDE_KINDS} synthetic 8192x6144 slides under N names, one run per size, start-up included "
+        f"(so the per-slide cost falls as it is shared). Peak memory: the largest process / the whole "
+        f"tree (with the cluster's processes for the cluster row), MB.",
+        "",
+        "| configuration | "
+        + " | ".join(f"s per slide at {n}" for n in sizes)
+        + " | "
+        + " | ".join(f"peak at {n}" for n in sizes)
+        + f" | s per further slide | memory {sizes[-1]} / {sizes[0]} |",
+        "|---|" + "---:|" * (2 * len(sizes) + 2),
+    ]
     for name, what in names.items():
         cells = [f"{by[name, n].seconds / n:.3f}" if (name, n) in by else "" for n in sizes]
-        peaks = [f"{by[name, n].peak_process_mb:.0f} / {by[name, n].peak_tree_mb:.0f}" if (name, n) in by else ""
-                 for n in sizes]
+        peaks = [
+            f"{by[name, n].peak_process_mb:.0f} / {by[name, n].peak_tree_mb:.0f}" if (name, n) in by else ""
+            for n in sizes
+        ]
         first, last = by.get((name, sizes[0])), by.get((name, sizes[-1]))
         growth = f"{last.peak_tree_mb / first.peak_tree_mb:.2f}" if first and last else ""
         # Start-up taken out: what each slide beyond the first batch added.
-        further = (f"{(last.seconds - first.seconds) / (sizes[-1] - sizes[0]):.3f}"
-                   if first and last and sizes[-1] > sizes[0] else "")
+        further = (
+            f"{(last.seconds - first.seconds) / (sizes[-1] - sizes[0]):.3f}"
+            if first and last and sizes[-1] > sizes[0]
+            else ""
+        )
         lines.append(f"| {what} | " + " | ".join(cells) + " | " + " | ".join(peaks) + f" | {further} | {growth} |")
-    lines += ["", "Bytes a slide's object takes, pickled, as a process executor hands it from task to task "
-              "(one 8192x6144 slide): " + ", ".join(f"after {k} {v / 1024:.1f} KB" for k, v in moved.items())
-              + f". {workers} workers."]
+    lines += [
+        "",
+        "Bytes a slide's object takes, pickled, as a process executor hands it from task to task "
+        "(one 8192x6144 slide): "
+        + ", ".join(f"after {k} {v / 1024:.1f} KB" for k, v in moved.items())
+        + f". {workers} workers.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -181,15 +223,26 @@ def write_section(out: Path, text: str, section: str = SECTION, heading: str = "
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32, 128], help="batch sizes, slides")
     parser.add_argument("--workers", type=int, default=2, help="workers of the parallel configurations")
     names = configs(2)
-    parser.add_argument("--configs", nargs="+", choices=list(names), default=list(names), metavar="NAME",
-                        help=f"configurations to run: {', '.join(names)}")
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "benchmarks" / "data" / "batch",
-                        help="where the 6 slides are made or reused")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        choices=list(names),
+        default=list(names),
+        metavar="NAME",
+        help=f"configurations to run: {', '.join(names)}",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=ROOT / "benchmarks" / "data" / "batch",
+        help="where the 6 slides are made or reused",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark.md")
     args = parser.parse_args(argv)
     if min(args.sizes) < 1:
@@ -211,9 +264,11 @@ def main(argv=None) -> int:
                 else:
                     measured = rb.run_config(rb.Config(name, script, extra, True, ""), slides, scratch)
                 rows.append((name, size, measured))
-                print(f"{name:18s} {size:4d} slides: {measured.seconds / size:.3f} s per slide, peak "
-                      f"{measured.peak_process_mb:.0f} MB largest process, {measured.peak_tree_mb:.0f} MB tree",
-                      flush=True)
+                print(
+                    f"{name:18s} {size:4d} slides: {measured.seconds / size:.3f} s per slide, peak "
+                    f"{measured.peak_process_mb:.0f} MB largest process, {measured.peak_tree_mb:.0f} MB tree",
+                    flush=True,
+                )
             shutil.rmtree(slides[0].parent)
     write_section(args.out, render(rows, {n: chosen[n][2] for n in chosen}, sorted(args.sizes), moved, args.workers))
     print(f"written: {args.out}")

@@ -100,8 +100,13 @@ print(json.dumps(dict(seconds=time.perf_counter() - started, fraction=fraction))
 def compare_blur(path: Path) -> list[str]:
     """Table rows: the blur step untiled, tiled serially and on threads, at a few tile sizes."""
     threads = max(2, tiled.threads_per_slide())
-    ways = [("untiled", 0, 1), ("tiled", tiled.TILE_SIZE, 1), ("tiled", tiled.TILE_SIZE, threads),
-            ("tiled", 1024, threads), ("tiled", 2048, threads)]
+    ways = [
+        ("untiled", 0, 1),
+        ("tiled", tiled.TILE_SIZE, 1),
+        ("tiled", tiled.TILE_SIZE, threads),
+        ("tiled", 1024, threads),
+        ("tiled", 2048, threads),
+    ]
     rows = []
     for mode, tile_size, workers in ways:
         child = run_measured([sys.executable, "-c", BLUR_CHILD, mode, str(tile_size), str(workers), str(path)])
@@ -114,8 +119,10 @@ def compare_blur(path: Path) -> list[str]:
         if child.returncode != 0:
             raise SystemExit(f"big_slides: blur of {path.name} ({mode}) failed:\n{child.stderr}")
         found = json.loads(child.stdout)
-        rows.append(f"| {path.name} | {how} | {found['seconds']:.1f} | {child.max_rss / 2**30:.2f} GB "
-                    f"| {100 * found['fraction']:.3f} |")
+        rows.append(
+            f"| {path.name} | {how} | {found['seconds']:.1f} | {child.max_rss / 2**30:.2f} GB "
+            f"| {100 * found['fraction']:.3f} |"
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -129,8 +136,10 @@ def make_slides(dest: Path, names: list[str] | None) -> list[tuple[Path, Child |
         path = dest / spec.name
         child = None
         if synthetic.read_truth(path) is None or not path.is_file():
-            code = (f"from pathlib import Path; from slideqc import synthetic; "
-                    f"synthetic.write_slide(synthetic.big_specs()[{index}], Path({str(path)!r}))")
+            code = (
+                f"from pathlib import Path; from slideqc import synthetic; "
+                f"synthetic.write_slide(synthetic.big_specs()[{index}], Path({str(path)!r}))"
+            )
             child = run_measured([sys.executable, "-c", code])
             if child.returncode != 0:
                 raise SystemExit(f"big_slides: generating {spec.name} failed:\n{child.stderr}")
@@ -141,8 +150,9 @@ def make_slides(dest: Path, names: list[str] | None) -> list[tuple[Path, Child |
 
 def qc_row(path: Path, generated: Child | None, params: QCSettings) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        child = run_measured([sys.executable, str(ROOT / "pipeline.py"), "--files", str(path),
-                              "--output-dir", out, "--run-name", "big"])
+        child = run_measured(
+            [sys.executable, str(ROOT / "pipeline.py"), "--files", str(path), "--output-dir", out, "--run-name", "big"]
+        )
         if child.returncode != 0:
             raise SystemExit(f"big_slides: QC of {path.name} failed:\n{child.stderr}")
         with open(Path(out) / "big" / "results.tsv", encoding="utf-8") as handle:
@@ -150,8 +160,15 @@ def qc_row(path: Path, generated: Child | None, params: QCSettings) -> dict:
     decode, read, total = decode_seconds(path, params)
     decode_threads, _, _ = decode_seconds(path, params, workers=tiled.threads_per_slide())
     qc_seconds = sum(float(row[f"seconds_{step}"]) for step in ("load", "tissue", "blur"))
-    return dict(row=row, child=child, generated=generated, decode=decode, decode_threads=decode_threads,
-                tiles=f"{read} / {total}", qc_seconds=qc_seconds)
+    return dict(
+        row=row,
+        child=child,
+        generated=generated,
+        decode=decode,
+        decode_threads=decode_threads,
+        tiles=f"{read} / {total}",
+        qc_seconds=qc_seconds,
+    )
 
 
 def markdown(rows: list[dict], command: str, comparison: list[str]) -> str:
@@ -177,7 +194,8 @@ def markdown(rows: list[dict], command: str, comparison: list[str]) -> str:
             f"| {r['decode']:.1f} / {r['decode_threads']:.1f} "
             f"| {r['qc_seconds'] / r['decode']:.2f} / {r['qc_seconds'] / r['decode_threads']:.2f} "
             f"| {child.max_rss / 2**30:.2f} GB | {float(row['percent_blurry']):.1f} "
-            f"({float(row['true_percent_blurry']):.1f}) | {generation} |")
+            f"({float(row['true_percent_blurry']):.1f}) | {generation} |"
+        )
     if comparison:
         lines += [
             "",
@@ -203,13 +221,20 @@ def write_section(doc: Path, section: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dest", type=Path, default=ROOT / "data" / "benchmark-big",
-                        help="where the big slides are made and kept (data/ is not tracked)")
+    parser.add_argument(
+        "--dest",
+        type=Path,
+        default=ROOT / "data" / "benchmark-big",
+        help="where the big slides are made and kept (data/ is not tracked)",
+    )
     parser.add_argument("--only", nargs="+", metavar="NAME", help="only these slides of synthetic.big_specs()")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark.md")
-    parser.add_argument("--compare", action="store_true",
-                        help="also time the blur step untiled (the whole 10x level: ~4 GB for 80k x 60k), "
-                             "serial and at other tile sizes")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also time the blur step untiled (the whole 10x level: ~4 GB for 80k x 60k), "
+        "serial and at other tile sizes",
+    )
     args = parser.parse_args()
     params = QCSettings()
     rows, comparison = [], []
@@ -217,11 +242,17 @@ def main() -> int:
         if args.compare:
             comparison += compare_blur(path)
         rows.append(r := qc_row(path, generated, params))
-        print(f"{path.name}: QC {r['qc_seconds']:.1f} s, peak {r['child'].max_rss / 2**30:.2f} GB, decode "
-              f"{r['decode']:.1f} s serial, {r['decode_threads']:.1f} s threads, tiles {r['tiles']}, "
-              f"{r['row']['percent_blurry']} % blurry (truth {r['row']['true_percent_blurry']})", flush=True)
-    command = ("python benchmarks/big_slides.py" + (" --compare" if args.compare else "")
-               + (f" --only {' '.join(args.only)}" if args.only else ""))
+        print(
+            f"{path.name}: QC {r['qc_seconds']:.1f} s, peak {r['child'].max_rss / 2**30:.2f} GB, decode "
+            f"{r['decode']:.1f} s serial, {r['decode_threads']:.1f} s threads, tiles {r['tiles']}, "
+            f"{r['row']['percent_blurry']} % blurry (truth {r['row']['true_percent_blurry']})",
+            flush=True,
+        )
+    command = (
+        "python benchmarks/big_slides.py"
+        + (" --compare" if args.compare else "")
+        + (f" --only {' '.join(args.only)}" if args.only else "")
+    )
     write_section(args.out, markdown(rows, command, comparison))
     print(f"wrote {args.out}")
     return 0

@@ -71,10 +71,15 @@ def specs(size: int) -> dict[str, list[synthetic.SlideSpec]]:
     stain = []
     for k in STAINS:
         stain.append(spec(f"stain{k:g}_sharp", seed=11, stain=k))
-        stain += [spec(f"stain{k:g}_sigma{s:g}", seed=11, stain=k, blurred_fraction=0.3, blur_sigma_um=(s, s))
-                  for s in STAIN_SIGMAS_UM]
-    sigma = [spec(f"sigma{s:g}_blur{round(100 * f):02d}", seed=20 + i, blurred_fraction=f, blur_sigma_um=(s, s))
-             for s in SIGMAS_UM for i, f in enumerate(FRACTIONS)]
+        stain += [
+            spec(f"stain{k:g}_sigma{s:g}", seed=11, stain=k, blurred_fraction=0.3, blur_sigma_um=(s, s))
+            for s in STAIN_SIGMAS_UM
+        ]
+    sigma = [
+        spec(f"sigma{s:g}_blur{round(100 * f):02d}", seed=20 + i, blurred_fraction=f, blur_sigma_um=(s, s))
+        for s in SIGMAS_UM
+        for i, f in enumerate(FRACTIONS)
+    ]
     return {"stain": stain, "sigma": sigma}
 
 
@@ -92,8 +97,12 @@ def measure(path: Path, submicron: bool = False, timed: bool = True) -> Row:
     truth = synthetic.read_truth(path)
     s = qc.segment_tissue(qc.load_slide(path))
     contrast = algorithms.stain_contrast(s.get_image(s.image_work_size), s.masks["tissue"])
-    row = Row(synthetic.SlideSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in truth.spec.items()}),
-              truth.percent_blurry, true_inner(s, path, "10x"), contrast)
+    row = Row(
+        synthetic.SlideSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in truth.spec.items()}),
+        truth.percent_blurry,
+        true_inner(s, path, "10x"),
+        contrast,
+    )
     runs = [(name, "10x", BLUR_RADIUS, None, name) for name in MEASURES]
     if submicron:
         runs.append(("normalized@20x", SUBMICRON_WORK_SIZE, SUBMICRON_RADIUS, SUBMICRON_THRESHOLD, "normalized"))
@@ -111,8 +120,15 @@ def measure(path: Path, submicron: bool = False, timed: bool = True) -> Row:
 
 def time_whole_qc(dest: Path, width: int) -> dict:
     """Seconds of the whole QC of one larger slide per measure (best of REPEATS, measures alternating)."""
-    spec = synthetic.SlideSpec(name="timing.svs", width=width, height=width * 3 // 4, seed=31, blurred_fraction=0.3,
-                               blur_sigma_um=(1.5, 3.0), downsamples=(1, 4, 16, 32))
+    spec = synthetic.SlideSpec(
+        name="timing.svs",
+        width=width,
+        height=width * 3 // 4,
+        seed=31,
+        blurred_fraction=0.3,
+        blur_sigma_um=(1.5, 3.0),
+        downsamples=(1, 4, 16, 32),
+    )
     path = synthetic.write_set([spec], dest / "timing")[0]
     best = {"size": width}
     for _ in range(REPEATS):
@@ -134,13 +150,20 @@ def fmt(value: float) -> str:
 
 
 def stain_table(rows: list[Row]) -> list[str]:
-    lines = ["| stain | contrast (gray levels) | too faint | blur sigma (µm) | true % | true % in measured tissue | "
-             + " | ".join(MEASURES) + " |", "|---|---|---|---|---|---|" + "---|" * len(MEASURES)]
+    lines = [
+        "| stain | contrast (gray levels) | too faint | blur sigma (µm) | true % | true % in measured tissue | "
+        + " | ".join(MEASURES)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(MEASURES),
+    ]
     for r in rows:
         sigma = "sharp" if r.spec.blurred_fraction == 0 else f"{r.spec.blur_sigma_um[0]:g}"
-        lines.append(f"| {100 * r.spec.stain:g} % | {r.contrast:.0f} | {'yes' if r.contrast < JUDGE_LIMITS.min_stain_contrast else 'no'}"
-                     f" | {sigma} | {r.truth:.1f} | {fmt(r.truth_inner)} | "
-                     + " | ".join(fmt(r.found[m]) for m in MEASURES) + " |")
+        lines.append(
+            f"| {100 * r.spec.stain:g} % | {r.contrast:.0f} | {'yes' if r.contrast < JUDGE_LIMITS.min_stain_contrast else 'no'}"
+            f" | {sigma} | {r.truth:.1f} | {fmt(r.truth_inner)} | "
+            + " | ".join(fmt(r.found[m]) for m in MEASURES)
+            + " |"
+        )
     return lines
 
 
@@ -150,10 +173,14 @@ def sigma_table(rows: list[Row]) -> list[str]:
     for sigma in SIGMAS_UM:
         cells = [r for r in rows if r.spec.blur_sigma_um[0] == sigma]
         for label, value in [("truth", lambda r: r.truth), ("truth in measured tissue", lambda r: r.truth_inner)] + [
-                (m, lambda r, m=m: r.found[m]) for m in MEASURES]:
+            (m, lambda r, m=m: r.found[m]) for m in MEASURES
+        ]:
             worst = max(abs(value(r) - r.truth) for r in cells) if label != "truth" else 0.0
-            lines.append(f"| {sigma:g} | {label} | " + " | ".join(fmt(value(r)) for r in cells)
-                         + f" | {'' if label == 'truth' else f'{worst:.1f}'} |")
+            lines.append(
+                f"| {sigma:g} | {label} | "
+                + " | ".join(fmt(value(r)) for r in cells)
+                + f" | {'' if label == 'truth' else f'{worst:.1f}'} |"
+            )
     return lines
 
 
@@ -174,11 +201,16 @@ def main() -> int:
             for path in paths:
                 row = measure(path)
                 rows[set_name].append(row)
-                print(f"{path.stem}: truth {row.truth:.1f} (measured tissue {row.truth_inner:.1f}), contrast "
-                      f"{row.contrast:.0f},", ", ".join(f"{m} {v:.1f}" for m, v in row.found.items()), flush=True)
+                print(
+                    f"{path.stem}: truth {row.truth:.1f} (measured tissue {row.truth_inner:.1f}), contrast "
+                    f"{row.contrast:.0f},",
+                    ", ".join(f"{m} {v:.1f}" for m, v in row.found.items()),
+                    flush=True,
+                )
         submicron = []
-        for path in [dest / "stain" / f"{name}.svs" for name in ("stain1_sharp", "stain0.25_sharp", "stain0.25_sigma1")
-                     ] + [dest / "sigma" / f"sigma{s:g}_blur{f:02d}.svs" for s, f in ((0.5, 5), (0.5, 30), (1, 30), (2, 30))]:
+        for path in [
+            dest / "stain" / f"{name}.svs" for name in ("stain1_sharp", "stain0.25_sharp", "stain0.25_sigma1")
+        ] + [dest / "sigma" / f"sigma{s:g}_blur{f:02d}.svs" for s, f in ((0.5, 5), (0.5, 30), (1, 30), (2, 30))]:
             row = measure(path, submicron=True, timed=False)
             submicron.append(row)
             print(f"{path.stem} at 20x:", ", ".join(f"{m} {v:.1f}" for m, v in row.found.items()), flush=True)
@@ -220,14 +252,17 @@ def main() -> int:
         "",
         "| slide | true % | laplacian 10x | normalized 10x | normalized 20x | s 10x / 20x |",
         "|---|---|---|---|---|---|",
-        *[f"| {r.spec.name} | {r.truth:.1f} | {fmt(r.found['laplacian'])} | {fmt(r.found['normalized'])} | "
-          f"{fmt(r.found['normalized@20x'])} | {r.seconds['normalized']:.3f} / {r.seconds['normalized@20x']:.3f} |"
-          for r in submicron],
+        *[
+            f"| {r.spec.name} | {r.truth:.1f} | {fmt(r.found['laplacian'])} | {fmt(r.found['normalized'])} | "
+            f"{fmt(r.found['normalized@20x'])} | {r.seconds['normalized']:.3f} / {r.seconds['normalized@20x']:.3f} |"
+            for r in submicron
+        ],
         "",
         "## Time",
         "",
         f"The blur step (`tiled.measure_blur`, {tiled.threads_per_slide()} tile threads) per slide, median over the "
-        f"{len(every)} slides, best of {REPEATS} runs each: " + ", ".join(f"{m} {seconds[m]:.3f} s" for m in MEASURES)
+        f"{len(every)} slides, best of {REPEATS} runs each: "
+        + ", ".join(f"{m} {seconds[m]:.3f} s" for m in MEASURES)
         + f"; normalized / laplacian, median of the per-slide ratios: {ratio:.2f}. These slides are small (their "
         "10x level is 1 MB): the compute alone. On a slide "
         f"{timing['size']} px wide at 40x (30 % blurred), the whole QC (open, tissue, blur; a fresh slide "
@@ -237,8 +272,11 @@ def main() -> int:
         f"(blur step {timing['normalized blur'] / timing['laplacian blur']:.2f}).",
     ]
     section = "\n".join(lines)
-    text = args.out.read_text(encoding="utf-8") if args.out.is_file() else (
-        "# Which focus measure holds on pale tissue and fine blur\n")
+    text = (
+        args.out.read_text(encoding="utf-8")
+        if args.out.is_file()
+        else ("# Which focus measure holds on pale tissue and fine blur\n")
+    )
     if START not in text or END not in text:
         text = text.rstrip("\n") + f"\n\n{START}\n{END}\n"
     head, rest = text.split(START, 1)

@@ -39,13 +39,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for sigma in SIGMAS_UM:
             spec = synthetic.SlideSpec(
-                name=f"sigma{sigma:g}.svs", width=args.size, height=args.size * 3 // 4, seed=11,
-                blurred_fraction=0.5 if sigma else 0.0, blur_sigma_um=(sigma, sigma))
+                name=f"sigma{sigma:g}.svs",
+                width=args.size,
+                height=args.size * 3 // 4,
+                seed=11,
+                blurred_fraction=0.5 if sigma else 0.0,
+                blur_sigma_um=(sigma, sigma),
+            )
             truth = synthetic.write_slide(spec, Path(tmp) / spec.name)
             found = [measure(Path(tmp) / spec.name, ws, params) for ws in WORK_SIZES]
             rows.append((sigma, truth.percent_blurry, found))
-            print(f"sigma {sigma:g} µm, truth {truth.percent_blurry:.1f} %:",
-                  " ".join(f"{ws} {f:.1f}" for ws, f in zip(WORK_SIZES, found, strict=True)), flush=True)
+            print(
+                f"sigma {sigma:g} µm, truth {truth.percent_blurry:.1f} %:",
+                " ".join(f"{ws} {f:.1f}" for ws, f in zip(WORK_SIZES, found, strict=True)),
+                flush=True,
+            )
     lines = [
         "# Which blur work size sees a scanner's blur",
         "",

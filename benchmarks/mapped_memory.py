@@ -32,8 +32,7 @@ from prefect.executors import LocalDaskExecutor
 from slideqc import synthetic
 from solutions import pipeline_prefect_parallel as lesson
 
-GROUPS = (("slide objects", ("BaseImage.py", "/slideqc/")), ("Prefect", ("/prefect/",)),
-          ("logging", ("/logging/",)))
+GROUPS = (("slide objects", ("BaseImage.py", "/slideqc/")), ("Prefect", ("/prefect/",)), ("logging", ("/logging/",)))
 
 
 def group_of(file_name: str) -> str:
@@ -43,8 +42,10 @@ def group_of(file_name: str) -> str:
 def held_after_run(slides: list[Path], run_dir: Path, workers: int) -> tuple[dict[str, int], int]:
     """Bytes held per group once the flow run has ended (its state still referenced), and the loggers."""
     tracemalloc.start()
-    state = lesson.flow.run(parameters=dict(file_names=[str(s) for s in slides], run_dir=str(run_dir)),
-                            executor=LocalDaskExecutor(scheduler="threads", num_workers=workers))
+    state = lesson.flow.run(
+        parameters=dict(file_names=[str(s) for s in slides], run_dir=str(run_dir)),
+        executor=LocalDaskExecutor(scheduler="threads", num_workers=workers),
+    )
     gc.collect()
     snapshot = tracemalloc.take_snapshot()
     tracemalloc.stop()
@@ -56,13 +57,19 @@ def held_after_run(slides: list[Path], run_dir: Path, workers: int) -> tuple[dic
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs=2, default=[8, 128], metavar=("SMALL", "LARGE"),
-                        help="the two batch sizes, slides")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes", type=int, nargs=2, default=[8, 128], metavar=("SMALL", "LARGE"), help="the two batch sizes, slides"
+    )
     parser.add_argument("--workers", type=int, default=2, help="threads of the LocalDaskExecutor")
-    parser.add_argument("--data-dir", type=Path, default=batch_scale.ROOT / "benchmarks" / "data" / "batch",
-                        help="where the 6 slides are made or reused")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=batch_scale.ROOT / "benchmarks" / "data" / "batch",
+        help="where the 6 slides are made or reused",
+    )
     args = parser.parse_args(argv)
     small, large = sorted(args.sizes)
     if small < 1 or large == small:
@@ -79,18 +86,26 @@ def main(argv=None) -> int:
             measured[size] = held_after_run(slides, scratch / f"run-{size}", args.workers)
     (held_small, loggers_small), (held_large, loggers_large) = measured[small], measured[large]
     extra = large - small
-    print(f"Held after flow.run, mapped flow, LocalDaskExecutor({args.workers} threads); "
-          f"KB per further slide = (held at {large} - held at {small}) / {extra}")
+    print(
+        f"Held after flow.run, mapped flow, LocalDaskExecutor({args.workers} threads); "
+        f"KB per further slide = (held at {large} - held at {small}) / {extra}"
+    )
     print(f"| held by | at {small} slides, KB | at {large} slides, KB | KB per further slide |")
     print("|---|---:|---:|---:|")
     for name in held_small:
-        print(f"| {name} | {held_small[name] / 1024:.0f} | {held_large[name] / 1024:.0f} | "
-              f"{(held_large[name] - held_small[name]) / 1024 / extra:.1f} |")
+        print(
+            f"| {name} | {held_small[name] / 1024:.0f} | {held_large[name] / 1024:.0f} | "
+            f"{(held_large[name] - held_small[name]) / 1024 / extra:.1f} |"
+        )
     total_small, total_large = sum(held_small.values()), sum(held_large.values())
-    print(f"| all | {total_small / 1024:.0f} | {total_large / 1024:.0f} | "
-          f"{(total_large - total_small) / 1024 / extra:.1f} |")
-    print(f"loggers kept by logging: {loggers_small} after {small} slides, {loggers_large} after {large} "
-          f"({(loggers_large - loggers_small) / extra:.1f} per further slide)")
+    print(
+        f"| all | {total_small / 1024:.0f} | {total_large / 1024:.0f} | "
+        f"{(total_large - total_small) / 1024 / extra:.1f} |"
+    )
+    print(
+        f"loggers kept by logging: {loggers_small} after {small} slides, {loggers_large} after {large} "
+        f"({(loggers_large - loggers_small) / extra:.1f} per further slide)"
+    )
     return 0
 
 

@@ -45,12 +45,14 @@ HEADING = "## The Prefect 3 server path at lab scale"
 BIN = Path(sys.executable).parent
 ROW = re.compile(r"^\| (sqlite|postgresql) \|")
 # Measured on main before the batches (one run per slide, all made at once, Prefect's 10 s poll).
-BEFORE = ("Before (main at ec1d268, SQLite, 128 slides): a flow run per slide, all 128 made at once, "
-          "serve.py polling every 10 s: 5.14 s per slide; runs ended in pairs every 10 s, the last waited "
-          "640 s to start, and the server logged 1,216 `database is locked` errors marking the waiting runs "
-          "Late. Now: runs of 32 slides of the mapped flow (--batch-size), made two at a time as the serving "
-          "slots free (--limit), serve.py polling every 2 s (--poll-seconds): no run waits long enough to be "
-          "marked Late. The row with 1 slide per flow run is the same windowing without the batches.")
+BEFORE = (
+    "Before (main at ec1d268, SQLite, 128 slides): a flow run per slide, all 128 made at once, "
+    "serve.py polling every 10 s: 5.14 s per slide; runs ended in pairs every 10 s, the last waited "
+    "640 s to start, and the server logged 1,216 `database is locked` errors marking the waiting runs "
+    "Late. Now: runs of 32 slides of the mapped flow (--batch-size), made two at a time as the serving "
+    "slots free (--limit), serve.py polling every 2 s (--poll-seconds): no run waits long enough to be "
+    "marked Late. The row with 1 slide per flow run is the same windowing without the batches."
+)
 
 
 def wait_for(check, what: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
@@ -81,8 +83,15 @@ class Background:
     def __init__(self, command: list[str], log: Path, env: dict, cwd: Path) -> None:
         self.log = log
         with open(log, "wb") as handle:
-            self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def __enter__(self) -> Background:
         return self
@@ -99,8 +108,12 @@ class Background:
 
 def environment(home: Path, port: int, database_url: str | None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api", DO_NOT_TRACK="1",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     return env
@@ -118,24 +131,45 @@ def measure(args, slides: list[Path], scratch: Path) -> dict:
             postgres = stack.enter_context(Postgres(bs.free_port()))
             database_url, also = postgres.url, [postgres.pid()]
         env = environment(home, port, database_url)
-        server = stack.enter_context(Background(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            scratch / "server.log", env, scratch))
+        server = stack.enter_context(
+            Background(
+                [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                scratch / "server.log",
+                env,
+                scratch,
+            )
+        )
         api = env["PREFECT_API_URL"]
         wait_for(lambda: get(f"{api}/health") == b"true", "prefect server start", server.proc, server.log)
         peaks, stop = [0.0, 0.0], threading.Event()
         sampler = threading.Thread(target=rb._sample_memory, args=([server.proc.pid, *also], stop, peaks), daemon=True)
         sampler.start()
-        serve = stack.enter_context(Background(
-            [sys.executable, str(ROOT / "prefect3" / "serve.py"), "--limit", str(args.limit),
-             "--workers", str(args.workers), "--poll-seconds", str(args.poll_seconds)],
-            scratch / "serve.log", env, scratch))
+        serve = stack.enter_context(
+            Background(
+                [
+                    sys.executable,
+                    str(ROOT / "prefect3" / "serve.py"),
+                    "--limit",
+                    str(args.limit),
+                    "--workers",
+                    str(args.workers),
+                    "--poll-seconds",
+                    str(args.poll_seconds),
+                ],
+                scratch / "serve.log",
+                env,
+                scratch,
+            )
+        )
         batch = urllib.parse.quote("Image QC (mapped)") + "/qc-batch"
         wait_for(lambda: get(f"{api}/deployments/name/{batch}"), "prefect3/serve.py", serve.proc, serve.log)
 
-        server_run = rb.run_config(rb.Config("server", "prefect3/run_deployments.py",
-                                             ("--batch-size", str(args.batch_size)), True, ""),
-                                   slides, scratch, env=env)
+        server_run = rb.run_config(
+            rb.Config("server", "prefect3/run_deployments.py", ("--batch-size", str(args.batch_size)), True, ""),
+            slides,
+            scratch,
+            env=env,
+        )
         during_server = server.log.read_text(errors="replace")  # its errors apart from the mapped flow's
         mapped = rb.Config("mapped", "prefect3/qc_flow_parallel.py", ("--workers", str(args.workers)), True, "")
         mapped_same = rb.run_config(mapped, slides, scratch, env=env)
@@ -144,23 +178,33 @@ def measure(args, slides: list[Path], scratch: Path) -> dict:
     # As a user runs it: no server, so its own temporary one, on SQLite (the PostgreSQL is stopped).
     own_env = {k: v for k, v in env.items() if k not in ("PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL")}
     mapped_own = rb.run_config(mapped, slides, scratch, env=own_env)
-    during_mapped = server.log.read_text(errors="replace")[len(during_server):]
-    errors = {what: [line for line in log.splitlines() if re.search(r"\bERROR\b", line)]
-              for what, log in (("server path", during_server), ("mapped flow", during_mapped))}
+    during_mapped = server.log.read_text(errors="replace")[len(during_server) :]
+    errors = {
+        what: [line for line in log.splitlines() if re.search(r"\bERROR\b", line)]
+        for what, log in (("server path", during_server), ("mapped flow", during_mapped))
+    }
     for what, lines in errors.items():
         if lines:
             print(f"server log, ERROR lines during the {what}:", *lines[:10], sep="\n  ", flush=True)
-    return dict(server=server_run.seconds, mapped_same=mapped_same.seconds, mapped_own=mapped_own.seconds,
-                errors=len(errors["server path"]), locked=during_server.count("database is locked"),
-                errors_mapped=len(errors["mapped flow"]), locked_mapped=during_mapped.count("database is locked"),
-                peak_mb=peaks[1])
+    return dict(
+        server=server_run.seconds,
+        mapped_same=mapped_same.seconds,
+        mapped_own=mapped_own.seconds,
+        errors=len(errors["server path"]),
+        locked=during_server.count("database is locked"),
+        errors_mapped=len(errors["mapped flow"]),
+        locked_mapped=during_mapped.count("database is locked"),
+        peak_mb=peaks[1],
+    )
 
 
 def render_row(args, m: dict) -> str:
     n = args.slides
-    return (f"| {args.database} | {args.batch_size} | {m['server'] / n:.3f} | {m['mapped_same'] / n:.3f} "
-            f"| {m['server'] / m['mapped_same']:.2f} | {m['mapped_own'] / n:.3f} | {m['errors']} / {m['locked']} "
-            f"| {m['errors_mapped']} / {m['locked_mapped']} | {m['peak_mb']:.0f} |")
+    return (
+        f"| {args.database} | {args.batch_size} | {m['server'] / n:.3f} | {m['mapped_same'] / n:.3f} "
+        f"| {m['server'] / m['mapped_same']:.2f} | {m['mapped_own'] / n:.3f} | {m['errors']} / {m['locked']} "
+        f"| {m['errors_mapped']} / {m['locked_mapped']} | {m['peak_mb']:.0f} |"
+    )
 
 
 def write(args, row: str) -> None:
@@ -169,37 +213,57 @@ def write(args, row: str) -> None:
     current = args.out.read_text() if args.out.exists() else ""
     rows = []
     if marker in current:
-        rows = [line for line in current.split(marker, 1)[1].split(f"<!-- {SECTION}:end -->")[0].splitlines()
-                if ROW.match(line) and not line.startswith(f"| {args.database} | {args.batch_size} |")]
+        rows = [
+            line
+            for line in current.split(marker, 1)[1].split(f"<!-- {SECTION}:end -->")[0].splitlines()
+            if ROW.match(line) and not line.startswith(f"| {args.database} | {args.batch_size} |")
+        ]
     rows = sorted([*rows, row], key=lambda line: (line.split("|")[1].strip() != "sqlite", -int(line.split("|")[2])))
-    text = "\n".join([
-        f"`.venv-prefect3/bin/python benchmarks/prefect3_server_scale.py --slides {args.slides} --database DB` on "
-        f"{rb.machine_line()}: {bs.SLIDE_KINDS} synthetic 8192x6144 slides under {args.slides} names; serve.py "
-        f"--limit {args.limit} --workers {args.workers} --poll-seconds {args.poll_seconds}. Seconds per slide: wall "
-        "time from start to exit over the slides; the mapped flow against the same running server, and as a user "
-        "starts it without one (its own temporary server). Server log lines and the server's peak memory "
-        "(with PostgreSQL's processes), MB, over both runs against it.",
-        "",
-        "| database | slides per flow run | server path, s per slide | mapped flow, same server | server / mapped "
-        "| mapped flow, own server | server log while the server path ran: ERROR lines / `database is locked` "
-        "| the same while the mapped flow ran | server peak MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *rows, "", BEFORE]) + "\n"
+    text = (
+        "\n".join(
+            [
+                f"`.venv-prefect3/bin/python benchmarks/prefect3_server_scale.py --slides {args.slides} --database DB` on "
+                f"{rb.machine_line()}: {bs.SLIDE_KINDS} synthetic 8192x6144 slides under {args.slides} names; serve.py "
+                f"--limit {args.limit} --workers {args.workers} --poll-seconds {args.poll_seconds}. Seconds per slide: wall "
+                "time from start to exit over the slides; the mapped flow against the same running server, and as a user "
+                "starts it without one (its own temporary server). Server log lines and the server's peak memory "
+                "(with PostgreSQL's processes), MB, over both runs against it.",
+                "",
+                "| database | slides per flow run | server path, s per slide | mapped flow, same server | server / mapped "
+                "| mapped flow, own server | server log while the server path ran: ERROR lines / `database is locked` "
+                "| the same while the mapped flow ran | server peak MB |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+                *rows,
+                "",
+                BEFORE,
+            ]
+        )
+        + "\n"
+    )
     bs.write_section(args.out, text, SECTION, HEADING)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--slides", type=int, default=128, help="slides in the batch")
-    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite",
-                        help="the server's database: SQLite in PREFECT_HOME, or a throwaway PostgreSQL")
+    parser.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the server's database: SQLite in PREFECT_HOME, or a throwaway PostgreSQL",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="run_deployments.py --batch-size")
     parser.add_argument("--limit", type=int, default=2, help="serve.py --limit")
     parser.add_argument("--workers", type=int, default=2, help="serve.py --workers, and the mapped flow's")
     parser.add_argument("--poll-seconds", type=int, default=2, help="serve.py --poll-seconds")
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "benchmarks" / "data" / "batch",
-                        help="where the 6 slides are made or reused")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=ROOT / "benchmarks" / "data" / "batch",
+        help="where the 6 slides are made or reused",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark.md")
     parser.add_argument("--no-write", action="store_true", help="print the row, leave --out as it is")
     parser.add_argument("--keep-logs", type=Path, help="copy the server's and serve.py's logs into this folder")

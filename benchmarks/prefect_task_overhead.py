@@ -65,8 +65,14 @@ LABELS = {"serial": "serial", "mapped": "mapped, 2 threads"}
 
 def measure(variant: str, runs: int) -> dict[str, float]:
     """Seconds per flow run of each flow, in a fresh process."""
-    done = subprocess.run([sys.executable, "-c", CHILD, str(runs), variant], env=dict(os.environ), cwd=ROOT,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(runs), variant],
+        env=dict(os.environ),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -80,8 +86,10 @@ def main(argv=None) -> int:
     for flow in ("serial", "mapped"):
         for variant in ("stock", "fixed"):
             value = seconds[variant][flow]
-            print(f"{LABELS[flow] + ',':18s} {variant}  {1000 * value:7.1f} ms per flow run, "
-                  f"{1000 * value / TASKS_PER_RUN[flow]:6.2f} ms per task run")
+            print(
+                f"{LABELS[flow] + ',':18s} {variant}  {1000 * value:7.1f} ms per flow run, "
+                f"{1000 * value / TASKS_PER_RUN[flow]:6.2f} ms per task run"
+            )
         print(f"{LABELS[flow] + ',':18s} ratio  {seconds['stock'][flow] / seconds['fixed'][flow]:.1f}x")
     return 0
 

@@ -66,6 +66,7 @@ class Timers:
                 self.seconds[step] += spent - nested
                 if self._stack:
                     self._stack[-1][1] += spent
+
         return timed
 
     def install(self) -> None:
@@ -83,8 +84,12 @@ def qc_once(path: Path, params: QCSettings) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "benchmark",
-                        help="the slides (*.svs); benchmarks/run_benchmark.py makes data/benchmark")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=ROOT / "data" / "benchmark",
+        help="the slides (*.svs); benchmarks/run_benchmark.py makes data/benchmark",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="times each slide is checked (>= 1)")
     args = parser.parse_args(argv)
     paths = sorted(args.data_dir.glob("*.svs"))
@@ -101,7 +106,9 @@ def main(argv=None) -> int:
             qc_once(path, params)
     total = time.perf_counter() - started
     timers.seconds["other"] = total - sum(timers.seconds.values())
-    print(f"{len(paths)} slides x {args.rounds} rounds: {total:.2f} s; QC / decode {total / timers.seconds['decode']:.2f}")
+    print(
+        f"{len(paths)} slides x {args.rounds} rounds: {total:.2f} s; QC / decode {total / timers.seconds['decode']:.2f}"
+    )
     print("| step | s | % of the QC |\n|---|---:|---:|")
     for step, seconds in timers.seconds.items():
         print(f"| {step} | {seconds:.2f} | {100 * seconds / total:.1f} |")

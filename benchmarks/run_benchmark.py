@@ -53,9 +53,12 @@ ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
 POLL_SECONDS = 0.05
 KEPT_SECTIONS = ("notes", "big-slides", "batch-scale", "prefect3-server")
-KEPT_HEADINGS = {"notes": "## What the numbers say", "big-slides": "## Real-size slides",
-                 "batch-scale": "## Cost as the batch grows",
-                 "prefect3-server": "## The Prefect 3 server path at lab scale"}
+KEPT_HEADINGS = {
+    "notes": "## What the numbers say",
+    "big-slides": "## Real-size slides",
+    "batch-scale": "## Cost as the batch grows",
+    "prefect3-server": "## The Prefect 3 server path at lab scale",
+}
 
 
 @dataclass(frozen=True)
@@ -75,34 +78,82 @@ def configs(workers: int) -> list[Config]:
         Config("plain-serial", "pipeline.py", (), False, "Python, serial (tile threads on every core)"),
         # The single-core reference for the speed-up: plain-serial already measures each
         # slide's tiles on threads, so it is not a one-core run.
-        Config("plain-serial-1-core", "pipeline.py", ("--tile-threads", "1"), False,
-               "Python, serial, one tile thread"),
+        Config("plain-serial-1-core", "pipeline.py", ("--tile-threads", "1"), False, "Python, serial, one tile thread"),
         Config("plain-parallel", "pipeline_parallel.py", w, True, f"Python, process pool of {workers}"),
-        Config("prefect-serial", "solutions/pipeline_prefect.py", (), False,
-               "Prefect, a flow run per slide (stock Prefect 1.4.1)"),
-        Config("prefect-serial-fixed", "extras/pipeline_prefect_fast_context.py", (), False,
-               "Prefect, a flow run per slide, config copy skipped (opt-in)"),
+        Config(
+            "prefect-serial",
+            "solutions/pipeline_prefect.py",
+            (),
+            False,
+            "Prefect, a flow run per slide (stock Prefect 1.4.1)",
+        ),
+        Config(
+            "prefect-serial-fixed",
+            "extras/pipeline_prefect_fast_context.py",
+            (),
+            False,
+            "Prefect, a flow run per slide, config copy skipped (opt-in)",
+        ),
         Config("prefect-mapped-local", mapped, ("--executor", "local"), False, "Prefect, mapped, LocalExecutor"),
-        Config("prefect-threads", mapped, ("--executor", "threads", *w), True,
-               f"Prefect, mapped, LocalDaskExecutor, {workers} threads"),
-        Config("prefect-processes", mapped, ("--executor", "processes", *w), True,
-               f"Prefect, mapped, LocalDaskExecutor, {workers} processes"),
-        Config("prefect-dask", mapped, ("--executor", "dask", *w), True,
-               f"Prefect, mapped, DaskExecutor, local cluster of {workers}"),
+        Config(
+            "prefect-threads",
+            mapped,
+            ("--executor", "threads", *w),
+            True,
+            f"Prefect, mapped, LocalDaskExecutor, {workers} threads",
+        ),
+        Config(
+            "prefect-processes",
+            mapped,
+            ("--executor", "processes", *w),
+            True,
+            f"Prefect, mapped, LocalDaskExecutor, {workers} processes",
+        ),
+        Config(
+            "prefect-dask",
+            mapped,
+            ("--executor", "dask", *w),
+            True,
+            f"Prefect, mapped, DaskExecutor, local cluster of {workers}",
+        ),
         # The same mapped flows with the opt-in fix: the rest of the gap to plain is the executor's.
-        Config("prefect-threads-fixed", mapped, ("--executor", "threads", *w), True,
-               f"Prefect, mapped, LocalDaskExecutor, {workers} threads, config copy skipped (opt-in)", True),
-        Config("prefect-processes-fixed", mapped, ("--executor", "processes", *w), True,
-               f"Prefect, mapped, LocalDaskExecutor, {workers} processes, config copy skipped (opt-in)", True),
-        Config("prefect-dask-fixed", mapped, ("--executor", "dask", *w), True,
-               f"Prefect, mapped, DaskExecutor, local cluster of {workers}, config copy skipped (opt-in)", True),
+        Config(
+            "prefect-threads-fixed",
+            mapped,
+            ("--executor", "threads", *w),
+            True,
+            f"Prefect, mapped, LocalDaskExecutor, {workers} threads, config copy skipped (opt-in)",
+            True,
+        ),
+        Config(
+            "prefect-processes-fixed",
+            mapped,
+            ("--executor", "processes", *w),
+            True,
+            f"Prefect, mapped, LocalDaskExecutor, {workers} processes, config copy skipped (opt-in)",
+            True,
+        ),
+        Config(
+            "prefect-dask-fixed",
+            mapped,
+            ("--executor", "dask", *w),
+            True,
+            f"Prefect, mapped, DaskExecutor, local cluster of {workers}, config copy skipped (opt-in)",
+            True,
+        ),
     ]
 
 
 CONFIG_NAMES = [c.name for c in configs(2)]
 # Issue 19's bounds per executor, against the plain process pool; the fixed rows against the stock bound.
-EXECUTOR_TARGETS = {"prefect-threads": 1.10, "prefect-processes": 1.20, "prefect-dask": 1.30,
-                    "prefect-threads-fixed": 1.10, "prefect-processes-fixed": 1.20, "prefect-dask-fixed": 1.30}
+EXECUTOR_TARGETS = {
+    "prefect-threads": 1.10,
+    "prefect-processes": 1.20,
+    "prefect-dask": 1.30,
+    "prefect-threads-fixed": 1.10,
+    "prefect-processes-fixed": 1.20,
+    "prefect-dask-fixed": 1.30,
+}
 
 
 @dataclass
@@ -119,8 +170,10 @@ def slide_specs(size: str, count: int) -> list[synthetic.SlideSpec]:
     if size == "benchmark":
         return synthetic.benchmark_specs(count)
     # Tiny slides for the smoke test: the same kinds of slide, a few seconds to make.
-    return [dataclasses.replace(spec, name=spec.name.replace("synthetic", "tiny"), width=2048, height=1536)
-            for spec in synthetic.demo_specs(count)]
+    return [
+        dataclasses.replace(spec, name=spec.name.replace("synthetic", "tiny"), width=2048, height=1536)
+        for spec in synthetic.demo_specs(count)
+    ]
 
 
 def make_slides(data_dir: Path, size: str, count: int) -> list[Path]:
@@ -164,8 +217,9 @@ def _sample_memory(pids: list[int], stop: threading.Event, peaks: list[float]) -
         stop.wait(POLL_SECONDS)
 
 
-def run_config(config: Config, slides: list[Path], scratch: Path, also: list[int] = (),
-               env: dict | None = None) -> Measurement:
+def run_config(
+    config: Config, slides: list[Path], scratch: Path, also: list[int] = (), env: dict | None = None
+) -> Measurement:
     """One run of ``config`` on ``slides`` in a fresh subprocess, with nothing cached.
 
     ``also``: processes (a Dask cluster's) whose trees count in the memory peaks; ``env``: the
@@ -173,8 +227,18 @@ def run_config(config: Config, slides: list[Path], scratch: Path, also: list[int
     """
     out = Path(tempfile.mkdtemp(prefix=f"{config.name}-", dir=scratch))
     launcher = [str(ROOT / "benchmarks" / "with_fast_context.py")] if config.fast_context else []
-    command = [sys.executable, *launcher, str(ROOT / config.script), "--files", *map(str, slides),
-               "--output-dir", str(out / "output"), "--log-level", "WARNING", *config.args]
+    command = [
+        sys.executable,
+        *launcher,
+        str(ROOT / config.script),
+        "--files",
+        *map(str, slides),
+        "--output-dir",
+        str(out / "output"),
+        "--log-level",
+        "WARNING",
+        *config.args,
+    ]
     env = dict(os.environ if env is None else env)
     log_path = out / "log.txt"
     peaks = [0.0, 0.0]
@@ -221,11 +285,17 @@ def per_slide(path: Path, params: QCSettings, repeats: int) -> dict:
         fresh.close()
     blur_size = WorkSize.parse(params.blur_work_size)
     rows, cols = s.work_shape(blur_size)
-    return dict(name=path.name, width=s.dimensions[0], height=s.dimensions[1],
-                levels=sorted({r.level for r in reads}), reads=len(reads),
-                pixels=sum(r.size[0] * r.size[1] for r in reads),
-                blur_level_mb=rows * cols * 3 / MB,
-                qc=min(qc_seconds), decode=min(decode_seconds))
+    return dict(
+        name=path.name,
+        width=s.dimensions[0],
+        height=s.dimensions[1],
+        levels=sorted({r.level for r in reads}),
+        reads=len(reads),
+        pixels=sum(r.size[0] * r.size[1] for r in reads),
+        blur_level_mb=rows * cols * 3 / MB,
+        qc=min(qc_seconds),
+        decode=min(decode_seconds),
+    )
 
 
 # --- the report ---------------------------------------------------------------------------
@@ -253,12 +323,19 @@ def _marginal(all_runs: list[Measurement], few_runs: list[Measurement], n_all: i
     """Seconds each slide beyond the first ``n_few`` adds: the difference of the two runs' medians."""
     if not few_runs or n_all <= n_few:
         return None
-    return (statistics.median(m.seconds for m in all_runs) - statistics.median(m.seconds for m in few_runs)) \
-        / (n_all - n_few)
+    return (statistics.median(m.seconds for m in all_runs) - statistics.median(m.seconds for m in few_runs)) / (
+        n_all - n_few
+    )
 
 
-def render(measured: dict[str, list[Measurement]], few: dict[str, list[Measurement]], slides: list[dict],
-           args, kept: dict[str, str], machine: str) -> str:
+def render(
+    measured: dict[str, list[Measurement]],
+    few: dict[str, list[Measurement]],
+    slides: list[dict],
+    args,
+    kept: dict[str, str],
+    machine: str,
+) -> str:
     by_name = {c.name: c for c in configs(args.workers)}
     median = {name: statistics.median(m.seconds for m in runs) for name, runs in measured.items()}
     n_few = min(args.workers, len(slides))
@@ -306,7 +383,8 @@ def render(measured: dict[str, list[Measurement]], few: dict[str, list[Measureme
             f"| {name} | {by_name[name].what} | {median[name]:.1f} | {min(seconds):.1f}–{max(seconds):.1f} "
             f"| {shown(ratio(median, name))} | {shown(speedup, '{:.2f}×')} | {shown(per_slide_s[name])} "
             f"| {shown(ratio(per_slide_s, name))} "
-            f"| {max(m.peak_process_mb for m in runs):.0f} | {max(m.peak_tree_mb for m in runs):.0f} |")
+            f"| {max(m.peak_process_mb for m in runs):.0f} | {max(m.peak_tree_mb for m in runs):.0f} |"
+        )
 
     # (target, whole run, its verdict, per further slide, its verdict): issue 19 states the Prefect
     # bounds per further slide (start-up taken out); the whole run, start-up included, is judged too.
@@ -314,8 +392,15 @@ def render(measured: dict[str, list[Measurement]], few: dict[str, list[Measureme
 
     def ratio_target(label: str, name: str, base: str, bound: float) -> None:
         whole, further = ratio(median, name, base), ratio(per_slide_s, name, base)
-        targets.append((f"{label} ≤ {bound:.2f}", f"{whole:.2f}", _ratio(whole, bound), shown(further),
-                        _ratio(further, bound) if further and further > 0 else "–"))
+        targets.append(
+            (
+                f"{label} ≤ {bound:.2f}",
+                f"{whole:.2f}",
+                _ratio(whole, bound),
+                shown(further),
+                _ratio(further, bound) if further and further > 0 else "–",
+            )
+        )
 
     if {"prefect-serial", "plain-serial"} <= median.keys():
         ratio_target("Prefect serial / plain serial", "prefect-serial", "plain-serial", 1.10)
@@ -329,36 +414,67 @@ def render(measured: dict[str, list[Measurement]], few: dict[str, list[Measureme
     if {single, "plain-parallel"} <= median.keys():
         value = median[single] / median["plain-parallel"]
         further = ratio(per_slide_s, single, "plain-parallel")
-        targets.append((f"plain parallel speed-up over {single}, {args.workers} workers ≥ 1.8×", f"{value:.2f}×",
-                        _speedup(value, 1.8), shown(further, "{:.2f}×"),
-                        _speedup(further, 1.8) if further and further > 0 else "–"))
+        targets.append(
+            (
+                f"plain parallel speed-up over {single}, {args.workers} workers ≥ 1.8×",
+                f"{value:.2f}×",
+                _speedup(value, 1.8),
+                shown(further, "{:.2f}×"),
+                _speedup(further, 1.8) if further and further > 0 else "–",
+            )
+        )
     worst = max(slides, key=lambda r: r["qc"] / r["decode"])
     value = worst["qc"] / worst["decode"]
-    targets.append(("QC per slide ≤ 1.5 × its decode time (worst slide)", f"{value:.2f} ({worst['name']})",
-                    _ratio(value, 1.5), "–", "–"))
+    targets.append(
+        (
+            "QC per slide ≤ 1.5 × its decode time (worst slide)",
+            f"{value:.2f} ({worst['name']})",
+            _ratio(value, 1.5),
+            "–",
+            "–",
+        )
+    )
     blur_mb = max(r["blur_level_mb"] for r in slides)
     memory_bound = 3 * blur_mb + 300
     parallel_runs = [m for name, runs in measured.items() if by_name[name].parallel for m in runs]
     peak = max(m.peak_process_mb for m in (parallel_runs or [m for runs in measured.values() for m in runs]))
-    targets.append((f"peak memory per worker ≤ 3 × the blur work level ({blur_mb:.0f} MB) + 300 MB"
-                    f" = {memory_bound:.0f} MB", f"{peak:.0f} MB", _ratio(peak, memory_bound), "–", "–"))
+    targets.append(
+        (
+            f"peak memory per worker ≤ 3 × the blur work level ({blur_mb:.0f} MB) + 300 MB = {memory_bound:.0f} MB",
+            f"{peak:.0f} MB",
+            _ratio(peak, memory_bound),
+            "–",
+            "–",
+        )
+    )
     lines += ["", "## Targets", "", "| target | whole run | | per further slide | |", "|---|---:|---|---:|---|"]
     lines += [f"| {' | '.join(row)} |" for row in targets]
 
     lines += [
-        "", "## Per slide: the QC against decoding its pixels", "",
+        "",
+        "## Per slide: the QC against decoding its pixels",
+        "",
         "The QC (load, tissue, blur; no pictures written) in this process with the default settings, and the",
         "same regions read again with OpenSlide on a fresh handle and nothing else: the decode time is the",
-        "floor the QC can approach. Best of the repetitions.", "",
+        "floor the QC can approach. Best of the repetitions.",
+        "",
         "| slide | regions read | pixels read (M) | levels | decode s | QC s | QC / decode |",
         "|---|---:|---:|---|---:|---:|---:|",
     ]
     for r in slides:
-        lines.append(f"| {r['name']} | {r['reads']} | {r['pixels'] / 1e6:.1f} | {', '.join(map(str, r['levels']))} "
-                     f"| {r['decode']:.3f} | {r['qc']:.3f} | {r['qc'] / r['decode']:.2f} |")
+        lines.append(
+            f"| {r['name']} | {r['reads']} | {r['pixels'] / 1e6:.1f} | {', '.join(map(str, r['levels']))} "
+            f"| {r['decode']:.3f} | {r['qc']:.3f} | {r['qc'] / r['decode']:.2f} |"
+        )
     for name in KEPT_SECTIONS:
-        lines += ["", KEPT_HEADINGS[name], "", f"<!-- {name}:start -->", kept[name].rstrip("\n"),
-                  f"<!-- {name}:end -->"]
+        lines += [
+            "",
+            KEPT_HEADINGS[name],
+            "",
+            f"<!-- {name}:start -->",
+            kept[name].rstrip("\n"),
+            f"<!-- {name}:end -->",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -368,23 +484,39 @@ def machine_line() -> str:
     import openslide
     import prefect
 
-    return (f"{os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()},"
-            f" prefect {prefect.__version__}, dask {dask.__version__}, numpy {numpy.__version__},"
-            f" OpenSlide {openslide.__library_version__}")
+    return (
+        f"{os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()},"
+        f" prefect {prefect.__version__}, dask {dask.__version__}, numpy {numpy.__version__},"
+        f" OpenSlide {openslide.__library_version__}"
+    )
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--size", choices=["benchmark", "small"], default="benchmark",
-                        help="benchmark: 20480x15360 slides at 40x; small: 2048x1536, for a smoke test")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--size",
+        choices=["benchmark", "small"],
+        default="benchmark",
+        help="benchmark: 20480x15360 slides at 40x; small: 2048x1536, for a smoke test",
+    )
     parser.add_argument("--slides", type=int, default=8, help="number of slides")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration")
     parser.add_argument("--workers", type=int, default=2, help="workers of the parallel configurations")
-    parser.add_argument("--configs", nargs="+", choices=CONFIG_NAMES, default=CONFIG_NAMES, metavar="NAME",
-                        help=f"configurations to run, of: {' '.join(CONFIG_NAMES)}")
-    parser.add_argument("--data-dir", type=Path, help="where the slides are made or reused "
-                        "(default: data/benchmark or data/benchmark-small)")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        choices=CONFIG_NAMES,
+        default=CONFIG_NAMES,
+        metavar="NAME",
+        help=f"configurations to run, of: {' '.join(CONFIG_NAMES)}",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where the slides are made or reused (default: data/benchmark or data/benchmark-small)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark.md", help="the report to write")
     args = parser.parse_args(argv)
     for name in ("slides", "repeats", "workers"):
@@ -403,7 +535,7 @@ def main(argv=None) -> int:
     chosen = [c for c in configs(args.workers) if c.name in args.configs]
     measured: dict[str, list[Measurement]] = {c.name: [] for c in chosen}
     few: dict[str, list[Measurement]] = {c.name: [] for c in chosen}  # runs on the first --workers slides
-    few_slides = slides[:args.workers] if len(slides) > args.workers else []
+    few_slides = slides[: args.workers] if len(slides) > args.workers else []
     with tempfile.TemporaryDirectory(prefix="slideqc-benchmark-") as scratch:
         for repeat in range(args.repeats):
             for config in chosen:
@@ -412,16 +544,19 @@ def main(argv=None) -> int:
                         continue
                     m = run_config(config, chosen_slides, Path(scratch))
                     runs[config.name].append(m)
-                    print(f"[{repeat + 1}/{args.repeats}] {config.name:22s} {len(chosen_slides)} slides "
-                          f"{m.seconds:7.1f} s peak {m.peak_process_mb:5.0f} MB / {m.peak_tree_mb:5.0f} MB",
-                          flush=True)
+                    print(
+                        f"[{repeat + 1}/{args.repeats}] {config.name:22s} {len(chosen_slides)} slides "
+                        f"{m.seconds:7.1f} s peak {m.peak_process_mb:5.0f} MB / {m.peak_tree_mb:5.0f} MB",
+                        flush=True,
+                    )
     params = QCSettings()
     per = [per_slide(path, params, args.repeats) for path in slides]
     for r in per:
         print(f"{r['name']}: decode {r['decode']:.2f} s, QC {r['qc']:.2f} s", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    files.atomic_write_bytes(args.out, render(measured, few, per, args, kept_sections(args.out),
-                                                 machine_line()).encode())
+    files.atomic_write_bytes(
+        args.out, render(measured, few, per, args, kept_sections(args.out), machine_line()).encode()
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -54,8 +54,12 @@ def overview_picture(slide: Path, out: Path, height: int = 360) -> Path:
     thumbnail = pictures.slide_thumbnail(s)
     tissue, blur = s.masks["tissue"], s.masks["blur"] & s.masks["tissue"]
     percent = 100 * s.blurry_fraction
-    panels = [("1. slide (thumbnail)", thumbnail), ("2. tissue mask", tissue), ("3. blurry tissue", blur),
-              (f"4. overlay: {percent:.0f} % blurry", pictures.overlay(thumbnail, s.masks["tissue"], s.masks["blur"]))]
+    panels = [
+        ("1. slide (thumbnail)", thumbnail),
+        ("2. tissue mask", tissue),
+        ("3. blurry tissue", blur),
+        (f"4. overlay: {percent:.0f} % blurry", pictures.overlay(thumbnail, s.masks["tissue"], s.masks["blur"])),
+    ]
     tiles = []
     for title, image in panels:
         if image.dtype == bool:
@@ -93,13 +97,38 @@ def report_picture(out: Path, count: int = 300) -> Path:
                 slide.write_text("not a slide")
             else:
                 os.link(kinds[i % len(kinds)], slide)
-        subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "--data-dir", str(data), "--output-dir",
-                        str(tmp / "out"), "--run-name", "report", "--log-level", "WARNING"], check=False)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "pipeline.py"),
+                "--data-dir",
+                str(data),
+                "--output-dir",
+                str(tmp / "out"),
+                "--run-name",
+                "report",
+                "--log-level",
+                "WARNING",
+            ],
+            check=False,
+        )
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                        "--disable-background-networking", f"--user-data-dir={tmp / 'profile'}",
-                        "--window-size=1280,1500", f"--screenshot={out}",
-                        (tmp / "out" / "report" / "report.html").as_uri()], check=True, capture_output=True)
+        subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                f"--user-data-dir={tmp / 'profile'}",
+                "--window-size=1280,1500",
+                f"--screenshot={out}",
+                (tmp / "out" / "report" / "report.html").as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+        )
     return out
 
 

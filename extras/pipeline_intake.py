@@ -61,8 +61,9 @@ from slideqc.settings import QCSettings
 from solutions import pipeline_prefect_parallel as qc_flow
 
 # The "qc" parameter: what the QC flow needs, and where its run folder goes.
-QC_DEFAULTS = dict(QCSettings().as_dict(), run_name=None, overwrite=False, executor="threads", workers=2,
-                   tile_threads=1)
+QC_DEFAULTS = dict(
+    QCSettings().as_dict(), run_name=None, overwrite=False, executor="threads", workers=2, tile_threads=1
+)
 COPY_RETRIES, COPY_RETRY_DELAY = 3, 5.0
 
 
@@ -99,8 +100,13 @@ def find_candidates(scanner_dir, output_dir, file_type, cleaned) -> list[Candida
     found = intake.find_slides(scanner_dir, file_type)
     new, changed = intake.to_copy(found, intake.held_records(output_dir))
     for now, before in changed:
-        logger().warning("%s: CHANGED after its copy (%d -> %d bytes; copied as sha256 %s): copied again once complete",
-                         now.name, before.size, now.size, before.sha256[:12])
+        logger().warning(
+            "%s: CHANGED after its copy (%d -> %d bytes; copied as sha256 %s): copied again once complete",
+            now.name,
+            before.size,
+            now.size,
+            before.sha256[:12],
+        )
     logger().info("%d *.%s slide(s) in %s, %d to copy", len(found), file_type.lstrip("."), scanner_dir, len(new))
     return new
 
@@ -119,8 +125,9 @@ def wait_until_complete(candidates: list[Candidate], settle_seconds, marker) -> 
     time.sleep(settle_seconds)
     complete, writing = intake.settled(candidates, {c.path: intake.look(c.path) for c in candidates})
     for c in writing:
-        logger().info("%s: waiting: still being written (%d bytes, changed within %.1f s)", c.name, c.size,
-                      settle_seconds)
+        logger().info(
+            "%s: waiting: still being written (%d bytes, changed within %.1f s)", c.name, c.size, settle_seconds
+        )
     return complete
 
 
@@ -135,25 +142,41 @@ def copy_and_verify(candidate: Candidate, shared_dir, output_dir, bwlimit, contr
     previous = intake.held_record(output_dir, candidate.path)
     try:
         outcome = intake.already_there(candidate, shared_dir, control.hashes) or intake.copy_and_verify(
-            candidate, shared_dir, bwlimit, control.hashes, previous=previous,
-            before_placing=lambda final: intake.add_pending(output_dir, final))
+            candidate,
+            shared_dir,
+            bwlimit,
+            control.hashes,
+            previous=previous,
+            before_placing=lambda final: intake.add_pending(output_dir, final),
+        )
     except intake.SourceChanged as error:
         log.info("%s: waiting: %s", candidate.name, error)
         return Outcome(candidate.name, intake.CHANGED, candidate.path, detail=str(error))
     except OSError as error:
-        log.warning("%s: copy failed (attempt %d): %s; the source is kept", candidate.name,
-                    prefect.context.get("task_run_count", 1), error)
+        log.warning(
+            "%s: copy failed (attempt %d): %s; the source is kept",
+            candidate.name,
+            prefect.context.get("task_run_count", 1),
+            error,
+        )
         raise
     queued = str(Path(outcome.dest).resolve()) in intake.list_pending(output_dir)
     intake.hold(output_dir, candidate, outcome, qc=intake.QC_NOT_YET if queued else intake.QC_EARLIER)
     if outcome.action == intake.DUPLICATE:
         log.info("%s: skipped: %s", candidate.name, outcome.detail)
     elif outcome.action in (intake.RENAMED, intake.REPLACED):
-        log.warning("%s: %s: %s", candidate.name, "CONFLICT" if outcome.action == intake.RENAMED else "REPLACED",
-                    outcome.detail)
+        log.warning(
+            "%s: %s: %s", candidate.name, "CONFLICT" if outcome.action == intake.RENAMED else "REPLACED", outcome.detail
+        )
     else:
-        log.info("%s: copied to %s and verified (%.1f MB, sha256 %s, %.1f s)", candidate.name, outcome.dest,
-                 outcome.size / 1e6, outcome.sha256[:12], outcome.seconds)
+        log.info(
+            "%s: copied to %s and verified (%.1f MB, sha256 %s, %.1f s)",
+            candidate.name,
+            outcome.dest,
+            outcome.size / 1e6,
+            outcome.sha256[:12],
+            outcome.seconds,
+        )
     return outcome
 
 
@@ -187,18 +210,33 @@ def qc_arrived(candidates, complete, copied, output_dir, qc: dict) -> dict:
             executor = LocalExecutor()
         else:
             executor = LocalDaskExecutor(scheduler=qc["executor"], num_workers=qc["workers"])
-        state = qc_flow.flow.run(parameters=dict(file_names=to_qc, run_dir=str(run_dir), tile_threads=qc["tile_threads"],
-                                                 **settings.as_dict()), executor=executor)
+        state = qc_flow.flow.run(
+            parameters=dict(
+                file_names=to_qc, run_dir=str(run_dir), tile_threads=qc["tile_threads"], **settings.as_dict()
+            ),
+            executor=executor,
+        )
         writer.rows = prefect1.gathered_rows(state, qc_flow.rows, to_qc)
         for row in sorted(writer.rows, key=lambda r: r.file_name):
             if not row.ok:
                 log.error("%s: QC failed: %s", row.file_name, row.error)
             else:
-                log.info("%s: QC %s: tissue %.3f, %.1f %% blurry", row.file_name, "RESCAN" if row.rescan else "ok",
-                         row.tissue_fraction, row.percent_blurry)
+                log.info(
+                    "%s: QC %s: tissue %.3f, %.1f %% blurry",
+                    row.file_name,
+                    "RESCAN" if row.rescan else "ok",
+                    row.tissue_fraction,
+                    row.percent_blurry,
+                )
         by_name = {Path(path).name: path for path in to_qc}  # the rows name the slides in the shared folder
-        intake.mark_checked(output_dir, {by_name[row.file_name]: intake.QC_OK if row.ok else intake.QC_ERROR
-                                         for row in writer.rows if row.file_name in by_name})
+        intake.mark_checked(
+            output_dir,
+            {
+                by_name[row.file_name]: intake.QC_OK if row.ok else intake.QC_ERROR
+                for row in writer.rows
+                if row.file_name in by_name
+            },
+        )
         intake.clear_pending(output_dir, to_qc)  # each has its row now, ok or error
     summary.update(rows=writer.rows, run_dir=str(run_dir), writer=writer)
     return summary
@@ -213,13 +251,26 @@ def _outcomes(candidates, complete, copied) -> list[Outcome]:
         if isinstance(copy, Outcome):
             outcomes.append(copy)
         else:
-            outcomes.append(Outcome(candidate.name, intake.ERROR, candidate.path,
-                                    detail=f"copy failed after retries: {copy}; the source is kept"))
+            outcomes.append(
+                Outcome(
+                    candidate.name,
+                    intake.ERROR,
+                    candidate.path,
+                    detail=f"copy failed after retries: {copy}; the source is kept",
+                )
+            )
     seen = {c.path for c in complete}
     for candidate in candidates if isinstance(candidates, list) else []:
         if candidate.path not in seen:
-            outcomes.append(Outcome(candidate.name, intake.WAITING, candidate.path, size=candidate.size,
-                                    detail="still being written or no completion marker: left for a later pass"))
+            outcomes.append(
+                Outcome(
+                    candidate.name,
+                    intake.WAITING,
+                    candidate.path,
+                    size=candidate.size,
+                    detail="still being written or no completion marker: left for a later pass",
+                )
+            )
     return sorted(outcomes, key=lambda o: o.name)
 
 
@@ -236,8 +287,11 @@ def release(summary, scanner_dir, output_dir, retain_seconds, keep_source, marke
             logger().error("%s: %s", outcome.name, outcome.detail)
     held = [o for o in outcomes if o.action == intake.HELD]
     if held:
-        logger().info("%d source(s) held in the scanner folder: %s", len(held),
-                      "; ".join(f"{o.name}: {o.detail}" for o in held[:5]) + ("; ..." if len(held) > 5 else ""))
+        logger().info(
+            "%d source(s) held in the scanner folder: %s",
+            len(held),
+            "; ".join(f"{o.name}: {o.detail}" for o in held[:5]) + ("; ..." if len(held) > 5 else ""),
+        )
     return outcomes
 
 
@@ -264,12 +318,19 @@ def end_pass(summary, released, output_dir, control: Control | None) -> None:
         control.failed = True
     counts[intake.HELD] = sum(1 for o in (released if isinstance(released, list) else []) if o.action == intake.HELD)
     said = ", ".join(f"{n} {action}" for action, n in sorted(counts.items()) if n) or "no slides"
-    logger().info("intake cycle %d: done: %s; %d checked (%d failed QC)%s", control.cycles, said, len(summary["rows"]),
-                  qc_failed, f"; run folder {summary['run_dir']}" if summary["run_dir"] else "")
+    logger().info(
+        "intake cycle %d: done: %s; %d checked (%d failed QC)%s",
+        control.cycles,
+        said,
+        len(summary["rows"]),
+        qc_failed,
+        f"; run folder {summary['run_dir']}" if summary["run_dir"] else "",
+    )
 
 
-def intake_flow(copy_retries: int = COPY_RETRIES, retry_delay: float = COPY_RETRY_DELAY,
-                schedule: Schedule | None = None) -> Flow:
+def intake_flow(
+    copy_retries: int = COPY_RETRIES, retry_delay: float = COPY_RETRY_DELAY, schedule: Schedule | None = None
+) -> Flow:
     """The flow "Slide intake"; the copies' retries and the schedule come from the command line."""
     with Flow("Slide intake", schedule=schedule) as flow:
         scanner_dir = Parameter("scanner_dir")
@@ -288,9 +349,14 @@ def intake_flow(copy_retries: int = COPY_RETRIES, retry_delay: float = COPY_RETR
         cleaned = clean_up(shared_dir, scanner_dir, file_type, marker, cycle)
         candidates = find_candidates(scanner_dir, output_dir, file_type, cleaned)
         complete = wait_until_complete(candidates, settle_seconds, marker)
-        copied = copy_and_verify.map(complete, unmapped(shared_dir), unmapped(output_dir), unmapped(bwlimit),
-                                     unmapped(control), task_args=dict(max_retries=copy_retries,
-                                                                       retry_delay=timedelta(seconds=retry_delay)))
+        copied = copy_and_verify.map(
+            complete,
+            unmapped(shared_dir),
+            unmapped(output_dir),
+            unmapped(bwlimit),
+            unmapped(control),
+            task_args=dict(max_retries=copy_retries, retry_delay=timedelta(seconds=retry_delay)),
+        )
         summary = qc_arrived(candidates, complete, copied, output_dir, qc)
         released = release(summary, scanner_dir, output_dir, retain_seconds, keep_source, marker)
         end_pass(summary, released, output_dir, control)
@@ -344,8 +410,12 @@ def stop_on_signals(control: Control):
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.build_parser(__doc__.splitlines()[0], parallel=True, slides=False)  # slides come from --scanner-dir
     parser.epilog = "Exit codes: 0 all slides moved and checked, 1 some slides failed (copy or QC), 2 invalid usage."
-    parser.add_argument("--executor", choices=("local", "threads", "processes"), default="threads",
-                        help="how the QC flow runs: LocalExecutor, or LocalDaskExecutor on threads or processes")
+    parser.add_argument(
+        "--executor",
+        choices=("local", "threads", "processes"),
+        default="threads",
+        help="how the QC flow runs: LocalExecutor, or LocalDaskExecutor on threads or processes",
+    )
     group = parser.add_argument_group("intake")
     group.add_argument("--scanner-dir", required=True, help="the scanner's output folder: new slides appear here")
     group.add_argument("--shared-dir", required=True, help="the shared drive's folder the slides are moved to")
@@ -353,16 +423,32 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--interval", type=float, metavar="SECONDS", help="run a pass every SECONDS until stopped")
     when.add_argument("--once", action="store_true", help="run a single pass")
     group.add_argument("--max-cycles", type=int, metavar="N", help="with --interval: stop after N passes")
-    group.add_argument("--settle-seconds", type=float, default=5.0,
-                       help="a slide is complete when its size and mtime do not change for this long")
-    group.add_argument("--marker", metavar="SUFFIX",
-                       help="instead, a slide is complete when the scanner wrote <slide>SUFFIX (e.g. .done)")
-    group.add_argument("--retain-seconds", type=float, default=600.0,
-                       help="a copied slide stays in the scanner folder until unchanged this long after its copy "
-                            "(and QC'd); longer than the scanner's longest pause")
+    group.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=5.0,
+        help="a slide is complete when its size and mtime do not change for this long",
+    )
+    group.add_argument(
+        "--marker",
+        metavar="SUFFIX",
+        help="instead, a slide is complete when the scanner wrote <slide>SUFFIX (e.g. .done)",
+    )
+    group.add_argument(
+        "--retain-seconds",
+        type=float,
+        default=600.0,
+        help="a copied slide stays in the scanner folder until unchanged this long after its copy "
+        "(and QC'd); longer than the scanner's longest pause",
+    )
     group.add_argument("--keep-source", action="store_true", help="never remove slides from the scanner folder")
-    group.add_argument("--bwlimit", type=float, default=0.0, metavar="MB_PER_S",
-                       help="copy at most this many MB per second (0: no limit)")
+    group.add_argument(
+        "--bwlimit",
+        type=float,
+        default=0.0,
+        metavar="MB_PER_S",
+        help="copy at most this many MB per second (0: no limit)",
+    )
     group.add_argument("--copy-retries", type=int, default=COPY_RETRIES, help="retries of a failed copy")
     group.add_argument("--retry-delay", type=float, default=COPY_RETRY_DELAY, help="seconds between copy retries")
     return parser
@@ -380,12 +466,26 @@ def main(argv=None) -> int:
     control = Control(max_cycles=1 if args.once else args.max_cycles)
     schedule = None if args.once else make_schedule(args.interval, control)
     intake_run = intake_flow(args.copy_retries, args.retry_delay, schedule)
-    parameters = dict(scanner_dir=str(args.scanner_dir), shared_dir=str(args.shared_dir), file_type=args.file_type,
-                      settle_seconds=args.settle_seconds, marker=args.marker, retain_seconds=args.retain_seconds,
-                      keep_source=args.keep_source, bwlimit=args.bwlimit, output_dir=str(args.output_dir),
-                      control=control, qc=dict(settings.as_dict(), run_name=args.run_name, overwrite=args.overwrite,
-                                               executor=args.executor, workers=args.workers,
-                                               tile_threads=tile_threads))
+    parameters = dict(
+        scanner_dir=str(args.scanner_dir),
+        shared_dir=str(args.shared_dir),
+        file_type=args.file_type,
+        settle_seconds=args.settle_seconds,
+        marker=args.marker,
+        retain_seconds=args.retain_seconds,
+        keep_source=args.keep_source,
+        bwlimit=args.bwlimit,
+        output_dir=str(args.output_dir),
+        control=control,
+        qc=dict(
+            settings.as_dict(),
+            run_name=args.run_name,
+            overwrite=args.overwrite,
+            executor=args.executor,
+            workers=args.workers,
+            tile_threads=tile_threads,
+        ),
+    )
     previous = stop_on_signals(control)
     try:
         intake_run.run(parameters=parameters, run_on_schedule=not args.once, executor=LocalExecutor())
@@ -395,8 +495,9 @@ def main(argv=None) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     how = "stopped on request" if control.stop_requested else "done"
-    print(f"intake {how} after {control.cycles} cycle(s)" + ("; some slides failed" if control.failed else ""),
-          flush=True)
+    print(
+        f"intake {how} after {control.cycles} cycle(s)" + ("; some slides failed" if control.failed else ""), flush=True
+    )
     return cli.EXIT_SLIDES_FAILED if control.failed else cli.EXIT_OK
 
 

@@ -59,8 +59,12 @@ def is_blurry(s: BaseImage, blur_max) -> bool:
 @task
 def warn_rescan(s: BaseImage, blur_max):
     logger = prefect.context.get("logger")
-    logger.warning("%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
-                   s.name, 100 * s.blurry_fraction, 100 * blur_max)
+    logger.warning(
+        "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
+        s.name,
+        100 * s.blurry_fraction,
+        100 * blur_max,
+    )
 
 
 def check_rescan(s, blur_max):
@@ -92,8 +96,9 @@ with Flow("Image QC parallel") as flow:
 
     s = load_image.map(file_names, unmapped(image_work_size), unmapped(blur_work_size))
     tissue = tissue_segmentation_simple.map(s)
-    blurry = identify_blurry_regions.map(tissue, unmapped(blur_radius), unmapped(blur_threshold),
-                                         unmapped(tile_threads))
+    blurry = identify_blurry_regions.map(
+        tissue, unmapped(blur_radius), unmapped(blur_threshold), unmapped(tile_threads)
+    )
     rescan = apply_map(check_rescan, blurry, unmapped(blur_max))
     saved = save_results.map(blurry, unmapped(blur_max), unmapped(run_dir), upstream_tasks=[rescan])
     rows = gather_rows(file_names, s, tissue, blurry, saved)
@@ -125,9 +130,15 @@ def main(argv=None) -> int:
     with stack:
         for batch in cli.chunks(qc_run.file_names, args.batch_size):
             # One flow run per batch: the rows go to results.tsv as each ends.
-            state = flow.run(parameters=dict(file_names=[str(f) for f in batch], run_dir=str(qc_run.folder),
-                                             tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict()),
-                             executor=new_executor())
+            state = flow.run(
+                parameters=dict(
+                    file_names=[str(f) for f in batch],
+                    run_dir=str(qc_run.folder),
+                    tile_threads=qc_run.tile_threads,
+                    **qc_run.settings.as_dict(),
+                ),
+                executor=new_executor(),
+            )
             qc_run.add_all(prefect1.gathered_rows(state, rows, batch))
             # Prefect's states hold reference cycles (a skipped task's exception, its traceback's frames),
             # which Python frees only in a full collection, now and then: free this batch's now.

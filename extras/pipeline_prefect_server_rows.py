@@ -52,8 +52,12 @@ def is_blurry(s: BaseImage, blur_max) -> bool:
 @task
 def warn_rescan(s: BaseImage, blur_max):
     logger = prefect.context.get("logger")
-    logger.warning("%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
-                   s.name, 100 * s.blurry_fraction, 100 * blur_max)
+    logger.warning(
+        "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
+        s.name,
+        100 * s.blurry_fraction,
+        100 * blur_max,
+    )
 
 
 @task(skip_on_upstream_skip=False)
@@ -63,8 +67,19 @@ def save_results(s: BaseImage, blur_max, run_dir) -> results.SlideResult:
 
 # Runs whatever happened to the slide: a failed slide gets its error row.
 @task(trigger=all_finished)
-def save_row(file_name, loaded, tissue, blurry, saved, run_dir, image_work_size, blur_work_size, blur_radius,
-             blur_threshold, blur_max) -> results.SlideResult:
+def save_row(
+    file_name,
+    loaded,
+    tissue,
+    blurry,
+    saved,
+    run_dir,
+    image_work_size,
+    blur_work_size,
+    blur_radius,
+    blur_threshold,
+    blur_max,
+) -> results.SlideResult:
     row = prefect1.row_for(file_name, loaded, tissue, blurry, saved)
     if run_dir:
         settings = QCSettings(image_work_size, blur_work_size, blur_radius, blur_threshold, blur_max)
@@ -89,8 +104,19 @@ with Flow("Image QC") as flow:
     with case(rescan, True):
         warning = warn_rescan(blurry, blur_max)
     saved = save_results(blurry, blur_max, run_dir, upstream_tasks=[warning])
-    row = save_row(file_name, s, tissue, blurry, saved, run_dir, image_work_size, blur_work_size, blur_radius,
-                   blur_threshold, blur_max)
+    row = save_row(
+        file_name,
+        s,
+        tissue,
+        blurry,
+        saved,
+        run_dir,
+        image_work_size,
+        blur_work_size,
+        blur_radius,
+        blur_threshold,
+        blur_max,
+    )
 
 
 def main(argv=None) -> int:
@@ -104,9 +130,15 @@ def main(argv=None) -> int:
     flow_id = flow.register(project_name="Image QC")
     for file_name in qc_run.file_names:
         flow_run_id = client.create_flow_run(
-            flow_id=flow_id, run_name=f"{qc_run.folder.name}/{file_name.name}",
-            parameters=dict(file_name=str(file_name.resolve()), run_dir=str(qc_run.folder.resolve()),
-                            tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict()))
+            flow_id=flow_id,
+            run_name=f"{qc_run.folder.name}/{file_name.name}",
+            parameters=dict(
+                file_name=str(file_name.resolve()),
+                run_dir=str(qc_run.folder.resolve()),
+                tile_threads=qc_run.tile_threads,
+                **qc_run.settings.as_dict(),
+            ),
+        )
         print(f"flow run {flow_run_id}: {file_name.name}  {client.get_cloud_url('flow-run', flow_run_id)}")
 
     print(f"results: {qc_run.folder / 'results.tsv'}  (each flow run adds its slide when it finishes)")

@@ -116,8 +116,10 @@ def row_from_futures(file_name, futures: list) -> results.SlideResult:
     for future in futures:
         if future.state.is_failed():
             return results.error_result(file_name, _error_text(file_name, future.state))
-    return results.error_result(file_name, f"{Path(file_name).name}: a QC step did not run "
-                                           f"({saved.state.name}) because an earlier one did not finish")
+    return results.error_result(
+        file_name,
+        f"{Path(file_name).name}: a QC step did not run ({saved.state.name}) because an earlier one did not finish",
+    )
 
 
 # --- command line ----------------------------------------------------------------------
@@ -131,8 +133,9 @@ def add_prefect_arguments(parser, parallel: bool = False, cache_dir: bool = True
     if cache_dir:
         cli.add_persisted_arguments(parser)
     else:
-        parser.add_argument("--redo", action="store_true",
-                            help="load the slides again even when the load task has a cached result")
+        parser.add_argument(
+            "--redo", action="store_true", help="load the slides again even when the load task has a cached result"
+        )
     if parallel:
         cli.add_executor_arguments(parser)
 
@@ -163,7 +166,8 @@ def flow_runs(cache_dir: str | Path):
             raise cli.NoService(
                 f"Prefect's temporary server did not start within {seconds} s. Give it longer "
                 "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=300), or start one yourself: "
-                "prefect server start, then PREFECT_API_URL=http://127.0.0.1:4200/api") from None
+                "prefect server start, then PREFECT_API_URL=http://127.0.0.1:4200/api"
+            ) from None
 
 
 def local_run_defaults() -> None:
@@ -193,8 +197,9 @@ def make_task_runner(kind: str = "threads", workers: int | None = None, address:
         if address:
             return DaskTaskRunner(address=address)
         # One thread per worker process: the QC is CPU-bound, and OpenCV brings its own threads.
-        return DaskTaskRunner(cluster_kwargs=dict(n_workers=workers, threads_per_worker=1, processes=True,
-                                                  dashboard_address=None))
+        return DaskTaskRunner(
+            cluster_kwargs=dict(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        )
     from prefect.task_runners import ThreadPoolTaskRunner
 
     if kind == "local":
@@ -205,6 +210,8 @@ def make_task_runner(kind: str = "threads", workers: int | None = None, address:
         # Prefect 3.8.8's ProcessPoolTaskRunner ran the lone slides of tests/ fine, but with one
         # unreadable slide in the batch every slide ended as an upstream error: not offered until
         # that is understood. A local Dask cluster runs the slides in processes.
-        raise cli.UsageError("--executor processes: not in the Prefect 3 edition; use --executor dask "
-                             "for worker processes (a local Dask cluster), or threads")
+        raise cli.UsageError(
+            "--executor processes: not in the Prefect 3 edition; use --executor dask "
+            "for worker processes (a local Dask cluster), or threads"
+        )
     raise cli.UsageError(f"--executor: {kind!r} is not one of {', '.join(cli.EXECUTORS)}")

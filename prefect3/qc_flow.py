@@ -37,8 +37,9 @@ def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
 
 
 @task
-def identify_blurry_regions(s: BaseImage, blur_radius: float, blur_threshold: float,
-                            tile_threads: int | None = None) -> BaseImage:
+def identify_blurry_regions(
+    s: BaseImage, blur_radius: float, blur_threshold: float, tile_threads: int | None = None
+) -> BaseImage:
     s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
     get_run_logger().info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.blurry_fraction)
     return s
@@ -51,8 +52,12 @@ def is_blurry(s: BaseImage, blur_max: float) -> bool:
 
 @task
 def warn_rescan(s: BaseImage, blur_max: float) -> None:
-    get_run_logger().warning("%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
-                             s.name, 100 * s.blurry_fraction, 100 * blur_max)
+    get_run_logger().warning(
+        "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
+        s.name,
+        100 * s.blurry_fraction,
+        100 * blur_max,
+    )
 
 
 @task
@@ -63,10 +68,17 @@ def save_results(s: BaseImage, blur_max: float, run_dir: str | None) -> results.
 
 
 @flow(name="Image QC", flow_run_name=common.slide_run_name, persist_result=True)
-def qc_slide(file_name: str, image_work_size: str = DEFAULTS.image_work_size,
-             blur_work_size: str = DEFAULTS.blur_work_size, blur_radius: float = DEFAULTS.blur_radius,
-             blur_threshold: float = DEFAULTS.blur_threshold, blur_max: float = DEFAULTS.blur_max,
-             run_dir: str | None = None, redo: bool = False, tile_threads: int | None = None) -> dict:
+def qc_slide(
+    file_name: str,
+    image_work_size: str = DEFAULTS.image_work_size,
+    blur_work_size: str = DEFAULTS.blur_work_size,
+    blur_radius: float = DEFAULTS.blur_radius,
+    blur_threshold: float = DEFAULTS.blur_threshold,
+    blur_max: float = DEFAULTS.blur_max,
+    run_dir: str | None = None,
+    redo: bool = False,
+    tile_threads: int | None = None,
+) -> dict:
     """The QC of one slide; returns its results.tsv row as a dict. A slide that fails fails the run."""
     QCSettings(image_work_size, blur_work_size, blur_radius, blur_threshold, blur_max)  # one line per bad value
     file_name = common.local_path(file_name)  # a name that is not UTF-8 arrives as a file:// URI
@@ -89,8 +101,14 @@ def main(argv=None) -> int:
 
     with common.flow_runs(args.cache_dir or default_cache_dir(args.output_dir)):
         for name in qc_run.file_names:
-            state = qc_slide(file_name=common.path_parameter(name), run_dir=str(qc_run.folder), redo=args.redo,
-                             tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict(), return_state=True)
+            state = qc_slide(
+                file_name=common.path_parameter(name),
+                run_dir=str(qc_run.folder),
+                redo=args.redo,
+                tile_threads=qc_run.tile_threads,
+                **qc_run.settings.as_dict(),
+                return_state=True,
+            )
             qc_run.add(common.row_from_state(name, state))
 
     return qc_run.finish()

@@ -31,18 +31,26 @@ from slideqc.settings import DEFAULTS, QCSettings
 
 
 @flow(name="Image QC (mapped)", persist_result=True)  # served: its rows are read back
-def qc_slides(file_names: list[str], image_work_size: str = DEFAULTS.image_work_size,
-              blur_work_size: str = DEFAULTS.blur_work_size, blur_radius: float = DEFAULTS.blur_radius,
-              blur_threshold: float = DEFAULTS.blur_threshold, blur_max: float = DEFAULTS.blur_max,
-              run_dir: str | None = None, redo: bool = False, tile_threads: int | None = None) -> list[dict]:
+def qc_slides(
+    file_names: list[str],
+    image_work_size: str = DEFAULTS.image_work_size,
+    blur_work_size: str = DEFAULTS.blur_work_size,
+    blur_radius: float = DEFAULTS.blur_radius,
+    blur_threshold: float = DEFAULTS.blur_threshold,
+    blur_max: float = DEFAULTS.blur_max,
+    run_dir: str | None = None,
+    redo: bool = False,
+    tile_threads: int | None = None,
+) -> list[dict]:
     """The QC of every slide, each step mapped over the slides; one results row (a dict) per slide."""
     QCSettings(image_work_size, blur_work_size, blur_radius, blur_threshold, blur_max)
     file_names = [common.local_path(name) for name in file_names]  # names that are not UTF-8: file:// URIs
     load = load_image.with_options(refresh_cache=True) if redo else load_image
     loaded = load.map(file_names, unmapped(image_work_size), unmapped(blur_work_size))
     tissue = tissue_segmentation_simple.map(loaded)
-    blurry = identify_blurry_regions.map(tissue, unmapped(blur_radius), unmapped(blur_threshold),
-                                         unmapped(tile_threads))
+    blurry = identify_blurry_regions.map(
+        tissue, unmapped(blur_radius), unmapped(blur_threshold), unmapped(tile_threads)
+    )
     rescan = is_blurry.map(blurry, unmapped(blur_max))
     saved = save_results.map(blurry, unmapped(blur_max), unmapped(run_dir))
 
@@ -56,8 +64,10 @@ def qc_slides(file_names: list[str], image_work_size: str = DEFAULTS.image_work_
         warning.wait()
 
     # One row per slide, whatever happened to it: a failed slide never fails the others.
-    return [asdict(common.row_from_futures(name, steps))
-            for name, *steps in zip(file_names, loaded, tissue, blurry, saved, strict=True)]
+    return [
+        asdict(common.row_from_futures(name, steps))
+        for name, *steps in zip(file_names, loaded, tissue, blurry, saved, strict=True)
+    ]
 
 
 def main(argv=None) -> int:
@@ -71,8 +81,13 @@ def main(argv=None) -> int:
 
     with common.flow_runs(args.cache_dir or default_cache_dir(args.output_dir)):
         state = qc_slides.with_options(task_runner=runner)(
-            file_names=[common.path_parameter(name) for name in qc_run.file_names], run_dir=str(qc_run.folder),
-            redo=args.redo, tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict(), return_state=True)
+            file_names=[common.path_parameter(name) for name in qc_run.file_names],
+            run_dir=str(qc_run.folder),
+            redo=args.redo,
+            tile_threads=qc_run.tile_threads,
+            **qc_run.settings.as_dict(),
+            return_state=True,
+        )
     qc_run.add_all(common.rows_from_batch_state(qc_run.file_names, state))
 
     return qc_run.finish()

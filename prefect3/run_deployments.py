@@ -36,9 +36,11 @@ from slideqc.settings import BATCH_SIZE
 
 POLL_SECONDS = 1.0
 EXIT_NO_SERVER = 3
-HOW_TO_START = ("    prefect server start --host 127.0.0.1 --port 4200\n"
-                "    export PREFECT_API_URL=http://127.0.0.1:4200/api   # here and where serve.py runs\n"
-                "    python prefect3/serve.py")
+HOW_TO_START = (
+    "    prefect server start --host 127.0.0.1 --port 4200\n"
+    "    export PREFECT_API_URL=http://127.0.0.1:4200/api   # here and where serve.py runs\n"
+    "    python prefect3/serve.py"
+)
 
 
 def server_problem(deployment: str, timeout: float = 3.0) -> str | None:
@@ -57,8 +59,10 @@ def server_problem(deployment: str, timeout: float = 3.0) -> str | None:
         # /health answers without the database; /ready asks it (a PostgreSQL that is down).
         ready = httpx.get(f"{url.rstrip('/')}/ready", timeout=timeout)
         if ready.status_code != 200:
-            return (f"the Prefect server at {url} cannot reach its database (GET /ready answered "
-                    f"{ready.status_code}): is it running? (PREFECT_API_DATABASE_CONNECTION_URL where the server runs)")
+            return (
+                f"the Prefect server at {url} cannot reach its database (GET /ready answered "
+                f"{ready.status_code}): is it running? (PREFECT_API_DATABASE_CONNECTION_URL where the server runs)"
+            )
     except (httpx.HTTPError, ValueError) as error:
         return f"no Prefect server answers at {url} ({type(error).__name__}: {error})"
     with get_client(sync_client=True) as client:
@@ -107,15 +111,30 @@ def main(argv=None) -> int:
     parser = cli.build_parser(__doc__.splitlines()[0])
     common.add_prefect_arguments(parser, cache_dir=False)
     group = parser.add_argument_group("deployment")
-    group.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                       help=f"slides per flow run: runs of 'Image QC (mapped)/{BATCH_DEPLOYMENT}', each mapped over "
-                            f"its slides; 1: a run of 'Image QC/{DEPLOYMENT}' per slide")
-    group.add_argument("--limit", type=int, default=2,
-                       help="flow runs on the server at once, the next made as one ends: serve.py's --limit")
-    group.add_argument("--deployment", help=f"the deployment, 'FLOW/DEPLOYMENT' (default: 'Image QC (mapped)/"
-                                            f"{BATCH_DEPLOYMENT}', or 'Image QC/{DEPLOYMENT}' with --batch-size 1)")
-    group.add_argument("--timeout", type=float, default=3600,
-                       help="seconds to wait for the flow runs; unfinished ones become error rows")
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        help=f"slides per flow run: runs of 'Image QC (mapped)/{BATCH_DEPLOYMENT}', each mapped over "
+        f"its slides; 1: a run of 'Image QC/{DEPLOYMENT}' per slide",
+    )
+    group.add_argument(
+        "--limit",
+        type=int,
+        default=2,
+        help="flow runs on the server at once, the next made as one ends: serve.py's --limit",
+    )
+    group.add_argument(
+        "--deployment",
+        help=f"the deployment, 'FLOW/DEPLOYMENT' (default: 'Image QC (mapped)/"
+        f"{BATCH_DEPLOYMENT}', or 'Image QC/{DEPLOYMENT}' with --batch-size 1)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=3600,
+        help="seconds to wait for the flow runs; unfinished ones become error rows",
+    )
     args = parser.parse_args(argv)
     cli.setup_logging(args.log_level)
     one_each = args.batch_size == 1
@@ -123,30 +142,50 @@ def main(argv=None) -> int:
     cli.check_usage(args)  # usage errors first (exit code 2), then the server (3)
     problem = server_problem(deployment)
     if problem:
-        print(f"error: {problem}\nStart a server and serve the flow, then run this again:\n{HOW_TO_START}",
-              file=sys.stderr)
+        print(
+            f"error: {problem}\nStart a server and serve the flow, then run this again:\n{HOW_TO_START}",
+            file=sys.stderr,
+        )
         return EXIT_NO_SERVER
     qc_run = cli.start_run(args)
     batches = cli.chunks(qc_run.file_names, args.batch_size)
-    cli.log.info("%d flow run(s) of %s for %d slide(s), %d at a time", len(batches), deployment,
-                 len(qc_run.file_names), args.limit)
+    cli.log.info(
+        "%d flow run(s) of %s for %d slide(s), %d at a time",
+        len(batches),
+        deployment,
+        len(qc_run.file_names),
+        args.limit,
+    )
 
     # The serving process has its own working folder: hand it absolute paths.
-    settings = dict(run_dir=str(qc_run.folder.resolve()), redo=args.redo, tile_threads=qc_run.tile_threads,
-                    **qc_run.settings.as_dict())
+    settings = dict(
+        run_dir=str(qc_run.folder.resolve()),
+        redo=args.redo,
+        tile_threads=qc_run.tile_threads,
+        **qc_run.settings.as_dict(),
+    )
 
     def start(number: int, names: list):
         paths = [common.path_parameter(Path(name).resolve()) for name in names]
         if one_each:
-            return run_deployment(deployment, timeout=0, flow_run_name=f"qc-{display_name(Path(names[0]).name)}",
-                                  tags=["slideqc"], parameters=dict(file_name=paths[0], **settings))
-        return run_deployment(deployment, timeout=0, flow_run_name=f"qc-batch-{number}-of-{len(batches)}",
-                              tags=["slideqc"], parameters=dict(file_names=paths, **settings))
+            return run_deployment(
+                deployment,
+                timeout=0,
+                flow_run_name=f"qc-{display_name(Path(names[0]).name)}",
+                tags=["slideqc"],
+                parameters=dict(file_name=paths[0], **settings),
+            )
+        return run_deployment(
+            deployment,
+            timeout=0,
+            flow_run_name=f"qc-batch-{number}-of-{len(batches)}",
+            tags=["slideqc"],
+            parameters=dict(file_names=paths, **settings),
+        )
 
     def add_rows(names: list, flow_run) -> None:
         state = None if flow_run is None else flow_run.state
-        rows = ([common.row_from_state(names[0], state)] if one_each
-                else common.rows_from_batch_state(names, state))
+        rows = [common.row_from_state(names[0], state)] if one_each else common.rows_from_batch_state(names, state)
         for row in rows:
             if state is None or not state.is_final():
                 row.error += f" after {args.timeout:g} s; is a process serving {deployment}? (python prefect3/serve.py)"

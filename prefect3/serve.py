@@ -28,15 +28,21 @@ BATCH_DEPLOYMENT = "qc-batch"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--name", default=DEPLOYMENT, help="the one-slide deployment; full name 'Image QC/NAME'")
-    parser.add_argument("--batch-name", default=BATCH_DEPLOYMENT,
-                        help="the batch deployment; full name 'Image QC (mapped)/NAME'")
+    parser.add_argument(
+        "--batch-name", default=BATCH_DEPLOYMENT, help="the batch deployment; full name 'Image QC (mapped)/NAME'"
+    )
     parser.add_argument("--limit", type=int, default=2, help="flow runs executed at the same time")
     parser.add_argument("--workers", type=int, default=2, help="slides a batch run checks at the same time (threads)")
-    parser.add_argument("--poll-seconds", type=int, default=2,
-                        help="how often to ask the server for runs to start (Prefect's default: 10)")
+    parser.add_argument(
+        "--poll-seconds",
+        type=int,
+        default=2,
+        help="how often to ask the server for runs to start (Prefect's default: 10)",
+    )
     args = parser.parse_args(argv)
     for option in ("limit", "workers", "poll_seconds"):
         if getattr(args, option) < 1:
@@ -44,11 +50,20 @@ def main(argv=None) -> int:
     # Each run starts in a subprocess that imports the flow from its file (its decorator's task
     # runner), so the batch's thread pool size travels as the setting that task runner reads.
     os.environ["PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS"] = str(args.workers)
-    serve(qc_slide.to_deployment(name=args.name, tags=["slideqc"],
-                                 description="QC of one slide: tissue, blur, rescan decision; PNGs into run_dir"),
-          qc_slides.to_deployment(name=args.batch_name, tags=["slideqc"],
-                                  description="QC of a list of slides, mapped; one results row per slide"),
-          limit=args.limit, query_seconds=args.poll_seconds)
+    serve(
+        qc_slide.to_deployment(
+            name=args.name,
+            tags=["slideqc"],
+            description="QC of one slide: tissue, blur, rescan decision; PNGs into run_dir",
+        ),
+        qc_slides.to_deployment(
+            name=args.batch_name,
+            tags=["slideqc"],
+            description="QC of a list of slides, mapped; one results row per slide",
+        ),
+        limit=args.limit,
+        query_seconds=args.poll_seconds,
+    )
     return 0
 
 

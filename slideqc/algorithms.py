@@ -48,8 +48,7 @@ def tissue_mask(rgb: np.ndarray, dilation_radius: int = 1) -> np.ndarray:
     inverted = 255 - cv2.cvtColor(_check_rgb(rgb), cv2.COLOR_RGB2GRAY)
     _, mask = cv2.threshold(inverted, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     darker = mask > 0
-    if darker.all() or not darker.any() or (
-            inverted[darker].mean() - inverted[~darker].mean() < MIN_TISSUE_SEPARATION):
+    if darker.all() or not darker.any() or (inverted[darker].mean() - inverted[~darker].mean() < MIN_TISSUE_SEPARATION):
         return np.zeros(inverted.shape, bool)
     if dilation_radius > 0:
         size = 2 * dilation_radius + 1
@@ -128,10 +127,11 @@ def _normalized_response(gray: np.ndarray, width: int) -> np.ndarray:
     box, border = (width, width), cv2.BORDER_REFLECT_101
     # int32 holds the contrast's sums (up to 255 n ** 2) for boxes up to 53 px; float64 sums
     # integers exactly beyond that.
-    depth = cv2.CV_32S if 255 * n * n < 2 ** 31 else cv2.CV_64F
+    depth = cv2.CV_32S if 255 * n * n < 2**31 else cv2.CV_64F
     laplacian = cv2.Laplacian(gray, cv2.CV_16S, ksize=1)  # -1020..1020, exact
-    fine = cv2.boxFilter(np.abs(laplacian, out=laplacian).view(np.uint16), depth, box, normalize=False,
-                         borderType=border)
+    fine = cv2.boxFilter(
+        np.abs(laplacian, out=laplacian).view(np.uint16), depth, box, normalize=False, borderType=border
+    )
     sums = cv2.boxFilter(gray, depth, box, normalize=False, borderType=border)
     # numpy's and OpenCV's cheapest forms, measured: numpy for uint8 times a number into int32,
     # OpenCV for the floor (a whole sum: the contrast floor rounded up) and the division.
@@ -141,8 +141,9 @@ def _normalized_response(gray: np.ndarray, width: int) -> np.ndarray:
     return cv2.divide(fine, contrast, scale=REFERENCE_CONTRAST * n, dtype=cv2.CV_32F)
 
 
-def blur_mask(rgb: np.ndarray, blur_radius: float, blur_threshold: float | None = None, *,
-              measure: str = DEFAULT_MEASURE) -> np.ndarray:
+def blur_mask(
+    rgb: np.ndarray, blur_radius: float, blur_threshold: float | None = None, *, measure: str = DEFAULT_MEASURE
+) -> np.ndarray:
     """Blurry pixels: where :func:`blur_response` is at or below ``blur_threshold``.
 
     ``blur_threshold`` is in (0, 1], in units of gray level per pixel (gray in [0, 1]);
@@ -204,7 +205,6 @@ def stain_contrast(rgb: np.ndarray, tissue: np.ndarray) -> float:
     return max(0.0, float(np.median(gray[~tissue])) - float(np.median(gray[tissue])))
 
 
-
 def measurable_tissue(tissue: np.ndarray, blur_radius: float) -> np.ndarray:
     """The tissue where blur can be measured: ``tissue`` eroded by ``2 * blur_radius`` pixels.
 
@@ -233,8 +233,12 @@ class BlurCounts:
     @classmethod
     def of(cls, blurry: np.ndarray, tissue: np.ndarray, inner: np.ndarray) -> BlurCounts:
         """Counts of bool masks of one shape: blurry pixels, tissue, measurable tissue."""
-        return cls(int(np.count_nonzero(blurry & inner)), int(np.count_nonzero(inner)),
-                   int(np.count_nonzero(blurry & tissue)), int(np.count_nonzero(tissue)))
+        return cls(
+            int(np.count_nonzero(blurry & inner)),
+            int(np.count_nonzero(inner)),
+            int(np.count_nonzero(blurry & tissue)),
+            int(np.count_nonzero(tissue)),
+        )
 
     def __add__(self, other: BlurCounts) -> BlurCounts:
         return BlurCounts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
@@ -305,8 +309,9 @@ def nearest_index(source_length: int, length: int, start: int = 0, stop: int | N
     return np.minimum(np.floor(np.arange(start, stop) * step).astype(np.int64), source_length - 1)
 
 
-def resize_mask(mask: np.ndarray, shape: tuple[int, int],
-                window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+def resize_mask(
+    mask: np.ndarray, shape: tuple[int, int], window: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
     """A bool mask resized to ``shape`` (rows, cols) by nearest neighbour.
 
     With ``window`` = (top, left, rows, cols), in pixels of ``shape``, only that
@@ -323,7 +328,7 @@ def resize_mask(mask: np.ndarray, shape: tuple[int, int],
     col_index = nearest_index(mask.shape[1], shape[1], left, left + cols)
     # The indices never decrease, so the result repeats each source row (column) as often as
     # it is picked: row copies instead of a per-pixel gather, ~10x faster on a tile.
-    source = mask[row_index[0]:row_index[-1] + 1, col_index[0]:col_index[-1] + 1]
+    source = mask[row_index[0] : row_index[-1] + 1, col_index[0] : col_index[-1] + 1]
     source = np.repeat(source, np.bincount(col_index - col_index[0]), axis=1)
     return np.repeat(source, np.bincount(row_index - row_index[0]), axis=0)
 
@@ -336,7 +341,7 @@ def bin_sums(mask: np.ndarray, row_bins: np.ndarray, col_bins: np.ndarray) -> np
     shape (number of row bins, number of column bins), starting at the first bin.
     """
     # A row bin counts at most the mask's rows: uint16 sums there cost ~half of int32 ones from uint8.
-    rows_dtype = np.uint16 if mask.shape[0] < 2 ** 16 else np.int32
+    rows_dtype = np.uint16 if mask.shape[0] < 2**16 else np.int32
     return _sum_bins(_sum_bins(mask.view(np.uint8), row_bins, axis=0, dtype=rows_dtype), col_bins, axis=1)
 
 
@@ -348,9 +353,11 @@ def _sum_bins(values: np.ndarray, bins: np.ndarray, axis: int, dtype=np.int32) -
         # Equal bins (an integer ratio), the last maybe cut short: a reshape, ~20x faster.
         cut = (len(sizes) - 1) * size
         whole, last = (values[(slice(None),) * axis + (part,)] for part in (slice(0, cut), slice(cut, None)))
-        shape = values.shape[:axis] + (len(sizes) - 1, size) + values.shape[axis + 1:]
-        return np.concatenate([whole.reshape(shape).sum(axis=axis + 1, dtype=dtype),
-                               last.sum(axis=axis, keepdims=True, dtype=dtype)], axis=axis)
+        shape = values.shape[:axis] + (len(sizes) - 1, size) + values.shape[axis + 1 :]
+        return np.concatenate(
+            [whole.reshape(shape).sum(axis=axis + 1, dtype=dtype), last.sum(axis=axis, keepdims=True, dtype=dtype)],
+            axis=axis,
+        )
     return np.add.reduceat(values, starts, axis=axis, dtype=dtype)
 
 

@@ -36,10 +36,12 @@ from slideqc.settings import BATCH_SIZE, QCSettings
 
 EXIT_OK, EXIT_SLIDES_FAILED, EXIT_USAGE, EXIT_NO_SERVER, EXIT_CANNOT_WRITE, EXIT_UNJUDGED = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
-EPILOG = ("Exit codes: 0 all slides checked and judged, 1 some slides failed, 2 invalid usage, "
-          "3 no Prefect server or Dask scheduler answers, 4 cannot write the outputs (full disk, permissions), "
-          "5 some slides cannot be judged (no tissue, too coarse a pixel size) and none failed, "
-          "130 interrupted. Runs stopped by 4 or 130 keep their rows in results.tsv; run.json says \"running\".")
+EPILOG = (
+    "Exit codes: 0 all slides checked and judged, 1 some slides failed, 2 invalid usage, "
+    "3 no Prefect server or Dask scheduler answers, 4 cannot write the outputs (full disk, permissions), "
+    "5 some slides cannot be judged (no tissue, too coarse a pixel size) and none failed, "
+    '130 interrupted. Runs stopped by 4 or 130 keep their rows in results.tsv; run.json says "running".'
+)
 EXECUTORS = ("local", "threads", "processes", "dask")
 
 log = logging.getLogger("slideqc")
@@ -59,42 +61,54 @@ def build_parser(description: str, parallel: bool = False, slides: bool = True) 
     ``slides=False`` leaves out --data-dir and --files, for a script that finds its slides elsewhere.
     """
     parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog=EPILOG)
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=EPILOG
+    )
     data = parser.add_argument_group("slides")
     if slides:
         data.add_argument("--data-dir", default="data", help="folder with the slides")
     data.add_argument("--file-type", default="svs", help="slide file extension to look for")
     if slides:
-        data.add_argument("--files", nargs="+", metavar="SLIDE",
-                          help="check these slides instead of every slide in --data-dir")
+        data.add_argument(
+            "--files", nargs="+", metavar="SLIDE", help="check these slides instead of every slide in --data-dir"
+        )
     qc = parser.add_argument_group("QC settings")
     for setting in fields(QCSettings):
-        qc.add_argument(f"--{setting.name.replace('_', '-')}", type=type(setting.default),
-                        default=setting.default, help=setting.metadata["help"])
+        qc.add_argument(
+            f"--{setting.name.replace('_', '-')}",
+            type=type(setting.default),
+            default=setting.default,
+            help=setting.metadata["help"],
+        )
     out = parser.add_argument_group("output")
     out.add_argument("--output-dir", default="output", help="each run makes a new folder in here")
     out.add_argument("--run-name", help="name of the run folder (default: run-<date>-<time>)")
     out.add_argument("--overwrite", action="store_true", help="reuse an existing --run-name folder")
     out.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     speed = parser.add_argument_group("speed")
-    speed.add_argument("--tile-threads", type=int,
-                       help="threads that measure one slide's tiles (default: CPUs // --workers)")
+    speed.add_argument(
+        "--tile-threads", type=int, help="threads that measure one slide's tiles (default: CPUs // --workers)"
+    )
     if parallel:
-        speed.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                           help="slides checked side by side")
+        speed.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="slides checked side by side")
     return parser
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     """The mapped flows' choice of executor (exercise 4); the Prefect 3 edition takes the same options."""
     group = parser.add_argument_group("Prefect executor")
-    group.add_argument("--executor", choices=EXECUTORS, default="threads",
-                       help="local: one task at a time (LocalExecutor); threads / processes: a pool of --workers "
-                            "(LocalDaskExecutor; Prefect 3: ThreadPoolTaskRunner / ProcessPoolTaskRunner); "
-                            "dask: a local Dask cluster of --workers processes (DaskExecutor; DaskTaskRunner)")
-    group.add_argument("--address", help="run on an existing Dask scheduler, e.g. tcp://127.0.0.1:8786 "
-                       "(DaskExecutor(address=...); Prefect 3: DaskTaskRunner(address=...))")
+    group.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="threads",
+        help="local: one task at a time (LocalExecutor); threads / processes: a pool of --workers "
+        "(LocalDaskExecutor; Prefect 3: ThreadPoolTaskRunner / ProcessPoolTaskRunner); "
+        "dask: a local Dask cluster of --workers processes (DaskExecutor; DaskTaskRunner)",
+    )
+    group.add_argument(
+        "--address",
+        help="run on an existing Dask scheduler, e.g. tcp://127.0.0.1:8786 "
+        "(DaskExecutor(address=...); Prefect 3: DaskTaskRunner(address=...))",
+    )
 
 
 def add_persisted_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,18 +121,28 @@ def add_persisted_arguments(parser: argparse.ArgumentParser) -> None:
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     """The batch size of a script that checks its slides as several flow runs (extras/pipeline_prefect_batches.py)."""
     group = parser.add_argument_group("batches")
-    group.add_argument("--batch-size", type=int, default=BATCH_SIZE,
-                       help="slides per flow run: the slides are checked as flow runs of this many, one after "
-                            "the other, so a run holds one batch's task states, not every slide's")
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        help="slides per flow run: the slides are checked as flow runs of this many, one after "
+        "the other, so a run holds one batch's task states, not every slide's",
+    )
 
 
 def chunks(items: list, size: int) -> list[list]:
     """``items`` in consecutive lists of ``size`` (the last may be shorter)."""
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def parse_args(doc: str, argv: list[str] | None = None, parallel: bool = False, executor: bool = False,
-               persisted: bool = False, batches: bool = False) -> argparse.Namespace:
+def parse_args(
+    doc: str,
+    argv: list[str] | None = None,
+    parallel: bool = False,
+    executor: bool = False,
+    persisted: bool = False,
+    batches: bool = False,
+) -> argparse.Namespace:
     """Parse a script's command line (its description: the first line of ``doc``) and set up logging."""
     parser = build_parser(doc.strip().splitlines()[0], parallel=parallel)
     if executor:
@@ -162,14 +186,20 @@ def slide_paths(args: argparse.Namespace) -> list[Path]:
     try:
         found = sorted(p for p in folder.iterdir() if p.suffix.lower() == suffix)
     except OSError as error:
-        raise UsageError(f"--data-dir: cannot read {folder}: {error.strerror}; check its permissions "
-                         "(the user running this needs to read and list it)") from None
+        raise UsageError(
+            f"--data-dir: cannot read {folder}: {error.strerror}; check its permissions "
+            "(the user running this needs to read and list it)"
+        ) from None
     # Hidden files (a name starting with '.': '..svs', macOS's '._slide.svs' copies) are not slides
     # to check: said in one line, so none is skipped without a word.
     hidden = [p for p in found if p.name.startswith(".")]
     if hidden:
-        log.warning("skipping %d hidden file(s) in %s (names starting with '.'; rename them to check them): %s",
-                    len(hidden), folder, ", ".join(display_name(p.name) for p in hidden))
+        log.warning(
+            "skipping %d hidden file(s) in %s (names starting with '.'; rename them to check them): %s",
+            len(hidden),
+            folder,
+            ", ".join(display_name(p.name) for p in hidden),
+        )
     paths = [p for p in found if not p.name.startswith(".")]
     if not paths:
         raise UsageError(f"--data-dir: no *{suffix} slides in {folder}")
@@ -189,14 +219,20 @@ class OneLineSlideErrors(logging.Filter):
 
     # Prefect 3 says again, for every later step and for the flow run, that a slide's step failed:
     # the first line said it (the states in the UI still show every step).
-    ECHOES = ("Finished in state NotReady(", "Encountered exception during execution: ",
-              "Finished in state Failed('Flow run encountered an exception: ")
+    ECHOES = (
+        "Finished in state NotReady(",
+        "Encountered exception during execution: ",
+        "Finished in state Failed('Flow run encountered an exception: ",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         said = record.getMessage()
-        if self.ECHOES[0] in said or self.ECHOES[2] in said or (
-                said.startswith(self.ECHOES[1]) and isinstance(error, qc.SLIDE_ERRORS)):
+        if (
+            self.ECHOES[0] in said
+            or self.ECHOES[2] in said
+            or (said.startswith(self.ECHOES[1]) and isinstance(error, qc.SLIDE_ERRORS))
+        ):
             return False
         if isinstance(error, qc.SLIDE_ERRORS):
             message = record.getMessage()
@@ -217,8 +253,11 @@ def _has_surrogates(text: str) -> bool:
 
 def quiet_slide_tracebacks(logger_prefix: str = "prefect") -> None:
     """Put OneLineSlideErrors on every handler of the loggers named ``logger_prefix``... ("": the root's; idempotent)."""
-    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-               if logger_prefix and (name == logger_prefix or name.startswith(logger_prefix + "."))]
+    loggers = [
+        logging.getLogger(name)
+        for name in list(logging.root.manager.loggerDict)
+        if logger_prefix and (name == logger_prefix or name.startswith(logger_prefix + "."))
+    ]
     for logger in [logging.getLogger(logger_prefix), *loggers]:
         for handler in logger.handlers:
             if not any(isinstance(f, OneLineSlideErrors) for f in handler.filters):
@@ -293,8 +332,15 @@ class Progress:
             return
         elapsed = time.perf_counter() - self.started
         left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
-        log.info("progress: %d of %d slide(s) done, %d failed, %d rescan, %d cannot be judged; about %.0f s left",
-                 self.done, self.total, self.counts["failed"], self.counts["rescan"], self.counts["cannot judge"], left)
+        log.info(
+            "progress: %d of %d slide(s) done, %d failed, %d rescan, %d cannot be judged; about %.0f s left",
+            self.done,
+            self.total,
+            self.counts["failed"],
+            self.counts["rescan"],
+            self.counts["cannot judge"],
+            left,
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -352,8 +398,10 @@ def finish_run(writer: RunWriter, started: float) -> int:
     """Write results.tsv, the report and run.json (complete), print a summary table, return the exit code."""
     report = writer.finish(complete=True)
     print(summary_table(writer.rows), flush=True)
-    print(f"\n{len(writer.rows)} slide(s), {len(writer.failed)} failed, {len(writer.unjudged)} cannot be judged, "
-          f"{len(writer.flagged)} flagged for rescan, in {time.perf_counter() - started:.1f} s")
+    print(
+        f"\n{len(writer.rows)} slide(s), {len(writer.failed)} failed, {len(writer.unjudged)} cannot be judged, "
+        f"{len(writer.flagged)} flagged for rescan, in {time.perf_counter() - started:.1f} s"
+    )
     print(f"results: {writer.run_dir / RESULTS_FILE}\nreport:  {report}")
     if writer.failed:
         return EXIT_SLIDES_FAILED
@@ -372,8 +420,11 @@ def summary_table(rows: list[SlideResult]) -> str:
         if row.failed:
             lines.append(f"{name:40s} {'':>8s} {'':>9s}  ERROR {row.error}")
             continue
-        verdict = f"CANNOT JUDGE {row.error.removeprefix(row.file_name + ': ')}" if row.unjudged else (
-            "RESCAN" if row.rescan else "ok")
+        verdict = (
+            f"CANNOT JUDGE {row.error.removeprefix(row.file_name + ': ')}"
+            if row.unjudged
+            else ("RESCAN" if row.rescan else "ok")
+        )
         lines.append(f"{name:40s} {100 * (row.tissue_fraction or 0):8.1f} {row.percent_blurry or 0:9.1f}  {verdict}")
     return "\n".join(lines)
 
@@ -382,8 +433,10 @@ def _rows_so_far() -> str:
     run = Run.active
     if run is None:
         return "no run folder was made yet"
-    return (f"{len(run.writer.rows)} of {len(run.file_names)} slide(s) have their row in "
-            f"{run.folder / RESULTS_FILE}; {run.folder / RUN_FILE} says the run did not finish")
+    return (
+        f"{len(run.writer.rows)} of {len(run.file_names)} slide(s) have their row in "
+        f"{run.folder / RESULTS_FILE}; {run.folder / RUN_FILE} says the run did not finish"
+    )
 
 
 def cannot_write_message(error: OSError) -> str:

@@ -270,8 +270,10 @@ def copy_file(source: Candidate, dest: Path, bwlimit: float = 0) -> tuple[int, s
         os.fsync(out.fileno())
     now = look(source.path)
     if now != source or copied != source.size:
-        raise SourceChanged(f"{source.name}: changed while it was copied ({source.size} -> "
-                            f"{now.size if now else 'gone'} bytes): still being written?")
+        raise SourceChanged(
+            f"{source.name}: changed while it was copied ({source.size} -> "
+            f"{now.size if now else 'gone'} bytes): still being written?"
+        )
     os.utime(dest, ns=(source.mtime_ns, source.mtime_ns))  # the scan time travels with the slide
     return copied, digest.hexdigest()
 
@@ -322,8 +324,14 @@ class HashCache:
         return self._known[key]
 
 
-def copy_and_verify(source: Candidate, shared_dir: str | Path, bwlimit: float = 0,
-                    hashes: HashCache | None = None, before_placing=None, previous: Held | None = None) -> Outcome:
+def copy_and_verify(
+    source: Candidate,
+    shared_dir: str | Path,
+    bwlimit: float = 0,
+    hashes: HashCache | None = None,
+    before_placing=None,
+    previous: Held | None = None,
+) -> Outcome:
     """Copy one complete slide to the shared folder and verify it; never removes the source.
 
     Returns an Outcome: COPIED or RENAMED (placed and verified), DUPLICATE (the same
@@ -344,8 +352,10 @@ def copy_and_verify(source: Candidate, shared_dir: str | Path, bwlimit: float = 
         copy_size = partial.stat().st_size
         copy_sha = sha256_file(partial, drop_cache=True)  # read back from the disk, not from memory
         if copy_size != size or copy_sha != sha:
-            raise VerifyError(f"{source.name}: the copy differs from the source "
-                              f"(size {copy_size} vs {size}, sha256 {copy_sha[:12]} vs {sha[:12]})")
+            raise VerifyError(
+                f"{source.name}: the copy differs from the source "
+                f"(size {copy_size} vs {size}, sha256 {copy_sha[:12]} vs {sha[:12]})"
+            )
         same_folder = previous is not None and Path(previous.dest).parent == shared.resolve()
         if same_folder and _extends(previous, partial, size):
             final = Path(previous.dest)
@@ -353,18 +363,32 @@ def copy_and_verify(source: Candidate, shared_dir: str | Path, bwlimit: float = 
                 before_placing(final)
             os.replace(partial, final)
             fsync_dir(final.parent)
-            return Outcome(source.name, REPLACED, source.path, str(final), size, sha,
-                           detail=f"CHANGED after its copy: the earlier copy ({previous.size} bytes, sha256 "
-                                  f"{previous.sha256[:SHORT_SHA]}) was its beginning; replaced by the whole slide",
-                           seconds=round(time.monotonic() - started, 3))
+            return Outcome(
+                source.name,
+                REPLACED,
+                source.path,
+                str(final),
+                size,
+                sha,
+                detail=f"CHANGED after its copy: the earlier copy ({previous.size} bytes, sha256 "
+                f"{previous.sha256[:SHORT_SHA]}) was its beginning; replaced by the whole slide",
+                seconds=round(time.monotonic() - started, 3),
+            )
         name, attempt = source.name, 0
         while True:
             final = shared / name
             if final.exists():
                 if final.stat().st_size == size and hashes.sha256(final) == sha:
-                    return Outcome(source.name, DUPLICATE, source.path, str(final), size, sha,
-                                   detail=f"already on the shared drive as {name} (same sha256)",
-                                   seconds=round(time.monotonic() - started, 3))
+                    return Outcome(
+                        source.name,
+                        DUPLICATE,
+                        source.path,
+                        str(final),
+                        size,
+                        sha,
+                        detail=f"already on the shared drive as {name} (same sha256)",
+                        seconds=round(time.monotonic() - started, 3),
+                    )
                 name = conflict_name(source.name, sha, attempt)
                 attempt += 1
                 continue
@@ -374,8 +398,16 @@ def copy_and_verify(source: Candidate, shared_dir: str | Path, bwlimit: float = 
                 break
         action = COPIED if name == source.name else RENAMED
         detail = "" if action == COPIED else f"{source.name} on the shared drive has other content: kept as {name}"
-        return Outcome(source.name, action, source.path, str(final), size, sha, detail=detail,
-                       seconds=round(time.monotonic() - started, 3))
+        return Outcome(
+            source.name,
+            action,
+            source.path,
+            str(final),
+            size,
+            sha,
+            detail=detail,
+            seconds=round(time.monotonic() - started, 3),
+        )
     finally:
         if partial.exists():
             partial.unlink()
@@ -398,8 +430,15 @@ def already_there(source: Candidate, shared_dir: str | Path, hashes: HashCache) 
         if not final.exists():
             return None
         if final.stat().st_size == source.size and hashes.sha256(final) == sha:
-            return Outcome(source.name, DUPLICATE, source.path, str(final), source.size, sha,
-                           detail=f"already on the shared drive as {name} (same sha256): not copied again")
+            return Outcome(
+                source.name,
+                DUPLICATE,
+                source.path,
+                str(final),
+                source.size,
+                sha,
+                detail=f"already on the shared drive as {name} (same sha256): not copied again",
+            )
     return None
 
 
@@ -409,9 +448,12 @@ def _extends(previous: Held, partial: Path, size: int) -> bool:
     if dest.name != Path(previous.source).name:  # a copy kept apart as <stem>.<sha12>: its name is its content's
         return False
     try:
-        return (size > previous.size and dest.stat().st_size == previous.size
-                and sha256_file(dest) == previous.sha256
-                and sha256_file(partial, limit=previous.size) == previous.sha256)
+        return (
+            size > previous.size
+            and dest.stat().st_size == previous.size
+            and sha256_file(dest) == previous.sha256
+            and sha256_file(partial, limit=previous.size) == previous.sha256
+        )
     except FileNotFoundError:
         return False
 
@@ -506,8 +548,15 @@ def held_dir(output_dir: str | Path) -> Path:
 
 def hold(output_dir: str | Path, source: Candidate, outcome: Outcome, qc: str = QC_NOT_YET) -> Held:
     """Record that ``source`` (as it was copied) is verified on the shared drive as ``outcome.dest``."""
-    record = Held(str(Path(source.path).resolve()), str(Path(outcome.dest).resolve()), source.size,
-                  source.mtime_ns, outcome.sha256, time.time(), qc)
+    record = Held(
+        str(Path(source.path).resolve()),
+        str(Path(outcome.dest).resolve()),
+        source.size,
+        source.mtime_ns,
+        outcome.sha256,
+        time.time(),
+        qc,
+    )
     folder = held_dir(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / f"{_key(source.path)}.json", json.dumps(asdict(record)).encode("utf-8"))
@@ -546,8 +595,9 @@ def mark_checked(output_dir: str | Path, qc_by_dest: dict[str, str]) -> None:
         status = qc_by_dest.get(record.dest)
         if status is not None and status != record.qc:
             record.qc = status
-            atomic_write_bytes(held_dir(output_dir) / f"{_key(record.source)}.json",
-                               json.dumps(asdict(record)).encode("utf-8"))
+            atomic_write_bytes(
+                held_dir(output_dir) / f"{_key(record.source)}.json", json.dumps(asdict(record)).encode("utf-8")
+            )
 
 
 def to_copy(found: list[Candidate], records: dict[str, Held]) -> tuple[list[Candidate], list[tuple[Candidate, Held]]]:
@@ -566,8 +616,13 @@ def to_copy(found: list[Candidate], records: dict[str, Held]) -> tuple[list[Cand
     return new, changed
 
 
-def release_sources(output_dir: str | Path, retain_seconds: float, marker: str | None = None,
-                    now: float | None = None, scanner_dir: str | Path | None = None) -> list[Outcome]:
+def release_sources(
+    output_dir: str | Path,
+    retain_seconds: float,
+    marker: str | None = None,
+    now: float | None = None,
+    scanner_dir: str | Path | None = None,
+) -> list[Outcome]:
     """Remove the held sources it is safe to remove; an Outcome for each held source (RELEASED, HELD or ERROR).
 
     Safe means: unchanged since its copy for ``retain_seconds``, its shared copy QC'd
@@ -607,8 +662,10 @@ def release_sources(output_dir: str | Path, retain_seconds: float, marker: str |
             else:
                 forget(output_dir, record.source)
                 outcome.action, outcome.source_removed = RELEASED, True
-                outcome.detail = (f"removed from the scanner folder: unchanged for {now - record.copied_at:.0f} s "
-                                  f"since its copy, QC {record.qc}, sha256 checked again on both sides")
+                outcome.detail = (
+                    f"removed from the scanner folder: unchanged for {now - record.copied_at:.0f} s "
+                    f"since its copy, QC {record.qc}, sha256 checked again on both sides"
+                )
         outcomes.append(outcome)
     return sorted(outcomes, key=lambda o: o.name)
 
@@ -654,6 +711,7 @@ INTAKE_FILE = "intake.tsv"
 
 def with_releases(outcomes: list[Outcome], released: list[Outcome]) -> list[Outcome]:
     """One row per slide: a release (or a failed one) joins the row of the copy made in the same pass."""
+
     def key(o: Outcome) -> tuple[str, str]:
         return o.name, str(Path(o.dest).resolve()) if o.dest else ""
 
@@ -702,8 +760,9 @@ def check_options(args) -> None:
     if not os.access(shared, os.W_OK | os.X_OK):
         raise ValueError(f"--shared-dir: {shared} is not writable")
     if not args.keep_source and not os.access(scanner, os.W_OK | os.X_OK):
-        raise ValueError(f"--scanner-dir: {scanner} is not writable (its slides are removed once safe; "
-                         "or pass --keep-source)")
+        raise ValueError(
+            f"--scanner-dir: {scanner} is not writable (its slides are removed once safe; or pass --keep-source)"
+        )
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output-dir: {output} is not a folder")
     existing = next(folder for folder in (output.absolute(), *output.absolute().parents) if folder.exists())
@@ -718,11 +777,16 @@ def check_options(args) -> None:
             raise ValueError("--run-name: each pass makes its own run folder; use it with --once")
         files.check_run_name(args.run_name)  # the same rule the run folder is made with (raises ValueError)
         if (output / args.run_name).exists() and not args.overwrite:
-            raise ValueError(f"--run-name: {output / args.run_name}: an earlier run is there; "
-                             "pass --overwrite to replace it")
-    for option, value in (("--settle-seconds", args.settle_seconds), ("--retain-seconds", args.retain_seconds),
-                          ("--bwlimit", args.bwlimit), ("--copy-retries", args.copy_retries),
-                          ("--retry-delay", args.retry_delay)):
+            raise ValueError(
+                f"--run-name: {output / args.run_name}: an earlier run is there; pass --overwrite to replace it"
+            )
+    for option, value in (
+        ("--settle-seconds", args.settle_seconds),
+        ("--retain-seconds", args.retain_seconds),
+        ("--bwlimit", args.bwlimit),
+        ("--copy-retries", args.copy_retries),
+        ("--retry-delay", args.retry_delay),
+    ):
         if not value >= 0 or value == float("inf"):  # NaN fails the first test
             raise ValueError(f"{option}: must be a number >= 0, got {value}")
     if args.marker is not None and (not args.marker.strip() or "/" in args.marker or os.sep in args.marker):

@@ -86,8 +86,10 @@ def gathered_rows(flow_state: State, gather, file_names) -> list[results.SlideRe
     if state is not None and state.is_successful() and isinstance(state.result, list):
         return state.result
     why = state.message if state is not None else flow_state.message
-    return [results.error_result(name, f"{Path(name).name}: the flow did not finish: {' '.join(str(why).split())}")
-            for name in file_names]
+    return [
+        results.error_result(name, f"{Path(name).name}: the flow did not finish: {' '.join(str(why).split())}")
+        for name in file_names
+    ]
 
 
 def run_settings() -> QCSettings:
@@ -128,8 +130,10 @@ def check_server(timeout: float = 3.0) -> str:
         if "hello" not in (answer.get("data") or {}):
             raise ValueError(answer)
     except (ValueError, AttributeError):
-        raise NoServer(f"something answers at {url}, but not a Prefect server's API "
-                       f"(HTTP {response.status_code}).\n{SERVER_COMMANDS}") from None
+        raise NoServer(
+            f"something answers at {url}, but not a Prefect server's API "
+            f"(HTTP {response.status_code}).\n{SERVER_COMMANDS}"
+        ) from None
     return url
 
 
@@ -161,17 +165,18 @@ def check_scheduler(address: str, timeout: float = 5.0) -> str:
     try:
         host, port = parts.hostname, parts.port or 8786
     except ValueError as error:
-        raise cli.NoService(f"--address {address}: not a scheduler address ({error}), "
-                            f"e.g. tcp://127.0.0.1:8786\n{SCHEDULER_COMMANDS}") from None
+        raise cli.NoService(
+            f"--address {address}: not a scheduler address ({error}), e.g. tcp://127.0.0.1:8786\n{SCHEDULER_COMMANDS}"
+        ) from None
     if parts.scheme not in ("tcp", "tls") or not host:
-        raise cli.NoService(f"--address {address}: not a scheduler address, e.g. tcp://127.0.0.1:8786\n"
-                            f"{SCHEDULER_COMMANDS}")
+        raise cli.NoService(
+            f"--address {address}: not a scheduler address, e.g. tcp://127.0.0.1:8786\n{SCHEDULER_COMMANDS}"
+        )
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as error:
         why = f"no answer in {timeout:g} s" if isinstance(error, TimeoutError) else (error.strerror or str(error))
-        raise cli.NoService(f"no Dask scheduler answers at {url} ({why}).\n"
-                            f"{SCHEDULER_COMMANDS}") from None
+        raise cli.NoService(f"no Dask scheduler answers at {url} ({why}).\n{SCHEDULER_COMMANDS}") from None
     from distributed import Client
 
     try:
@@ -180,20 +185,23 @@ def check_scheduler(address: str, timeout: float = 5.0) -> str:
                 try:
                     client.wait_for_workers(1, timeout=timeout)
                 except TimeoutError:
-                    raise cli.NoService(f"the Dask scheduler at {url} has no workers (none joined in "
-                                        f"{timeout:g} s).\n{SCHEDULER_COMMANDS}") from None
+                    raise cli.NoService(
+                        f"the Dask scheduler at {url} has no workers (none joined in "
+                        f"{timeout:g} s).\n{SCHEDULER_COMMANDS}"
+                    ) from None
             problems = client.run(worker_import_problem)
     except cli.NoService:
         raise
     except Exception as error:  # noqa: BLE001 (any failure here is the cluster's, said in one line)
         text = " ".join(f"{type(error).__name__}: {error}".split())
-        raise cli.NoService(f"the Dask scheduler at {url} cannot run the QC: {text}\n"
-                            f"{SCHEDULER_COMMANDS}") from None
+        raise cli.NoService(f"the Dask scheduler at {url} cannot run the QC: {text}\n{SCHEDULER_COMMANDS}") from None
     bad = {worker: problem for worker, problem in problems.items() if problem}
     if bad:
         worker, problem = next(iter(bad.items()))
-        raise cli.NoService(f"{len(bad)} of {len(problems)} Dask worker(s) at {url} cannot import the QC "
-                            f"(worker {worker}: {problem}).\n{SCHEDULER_COMMANDS}")
+        raise cli.NoService(
+            f"{len(bad)} of {len(problems)} Dask worker(s) at {url} cannot import the QC "
+            f"(worker {worker}: {problem}).\n{SCHEDULER_COMMANDS}"
+        )
     return url
 
 
@@ -238,8 +246,9 @@ class AtomicLocalResult(LocalResult):
         try:
             self.serializer.deserialize(path.read_bytes())
         except (EOFError, pickle.UnpicklingError, OSError, ValueError, TypeError, AttributeError) as error:
-            prefect.context.get("logger").warning("%s: cannot read this persisted result (%s): computing it again",
-                                                  path, type(error).__name__)
+            prefect.context.get("logger").warning(
+                "%s: cannot read this persisted result (%s): computing it again", path, type(error).__name__
+            )
             return False
         return True
 
@@ -287,8 +296,9 @@ def save_row(row: results.SlideResult, run_dir, settings: QCSettings) -> results
     files.atomic_write_bytes(rows_dir / f"{name}.json", json.dumps(asdict(row)).encode("utf-8"))
     with _locked(rows_dir / "lock"):
         writer = RunWriter(Path(run_dir), settings)
-        writer.rows = [results.SlideResult(**json.loads(p.read_text(encoding="utf-8")))
-                       for p in sorted(rows_dir.glob("*.json"))]
+        writer.rows = [
+            results.SlideResult(**json.loads(p.read_text(encoding="utf-8"))) for p in sorted(rows_dir.glob("*.json"))
+        ]
         writer.finish()
     return row
 
@@ -369,8 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m slideqc.prefect1", description=main.__doc__.splitlines()[0])
-    parser.add_argument("--check-server", action="store_true", required=True,
-                        help="ask the configured Prefect server to answer (3 s at most)")
+    parser.add_argument(
+        "--check-server",
+        action="store_true",
+        required=True,
+        help="ask the configured Prefect server to answer (3 s at most)",
+    )
     parser.parse_args(argv)
     try:
         url = check_server()

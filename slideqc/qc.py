@@ -37,8 +37,9 @@ def timed(s: BaseImage, step: str):
         s.timings[step] = s.timings.get(step, 0.0) + time.perf_counter() - started
 
 
-def load_slide(path: str | Path, image_work_size: str = DEFAULTS.image_work_size,
-               blur_work_size: str = DEFAULTS.blur_work_size) -> BaseImage:
+def load_slide(
+    path: str | Path, image_work_size: str = DEFAULTS.image_work_size, blur_work_size: str = DEFAULTS.blur_work_size
+) -> BaseImage:
     """Open a slide and check that both work sizes can be used on it."""
     started = time.perf_counter()
     s = BaseImage(path)
@@ -49,7 +50,8 @@ def load_slide(path: str | Path, image_work_size: str = DEFAULTS.image_work_size
     if min(rows, cols) < MIN_WORK_PIXELS:
         raise SlideError(
             f"{s.name}: too small: {s.dimensions[0]}x{s.dimensions[1]} px is {cols}x{rows} px at "
-            f"image_work_size {tissue_size.text}; at least {MIN_WORK_PIXELS} px per side are needed")
+            f"image_work_size {tissue_size.text}; at least {MIN_WORK_PIXELS} px per side are needed"
+        )
     s.image_work_size, s.blur_work_size = tissue_size, blur_size
     s.timings["load"] = time.perf_counter() - started
     return s
@@ -67,8 +69,12 @@ def segment_tissue(s: BaseImage) -> BaseImage:
     return s
 
 
-def detect_blur(s: BaseImage, blur_radius: float = DEFAULTS.blur_radius,
-                blur_threshold: float = DEFAULTS.blur_threshold, tile_threads: int | None = None) -> BaseImage:
+def detect_blur(
+    s: BaseImage,
+    blur_radius: float = DEFAULTS.blur_radius,
+    blur_threshold: float = DEFAULTS.blur_threshold,
+    tile_threads: int | None = None,
+) -> BaseImage:
     """Blur at the blur work size, tile by tile; records the fraction of the tissue that is blurry.
 
     The blur work level is never held whole (see :mod:`slideqc.tiled`): tiles
@@ -79,8 +85,9 @@ def detect_blur(s: BaseImage, blur_radius: float = DEFAULTS.blur_radius,
     if "tissue" not in s.masks:
         raise SlideError(f"{s.name}: blur detection needs the tissue mask; run segment_tissue first")
     with timed(s, "blur"):
-        found = tiled.measure_blur(s, s.blur_work_size, s.masks["tissue"], blur_radius, blur_threshold,
-                                   workers=tile_threads)
+        found = tiled.measure_blur(
+            s, s.blur_work_size, s.masks["tissue"], blur_radius, blur_threshold, workers=tile_threads
+        )
         s.blur_radius, s.blur_threshold, s.blurry_fraction = blur_radius, blur_threshold, found.fraction
         # The blurry pixels that were counted, kept at the tissue resolution: enough for
         # pictures, small to pass between processes.
@@ -111,15 +118,18 @@ def judge(s: BaseImage, limits: JudgeLimits = JUDGE_LIMITS) -> str:
     scanner's noise: such a slide's row gets the status ``cannot judge`` with this
     reason, never ``ok`` and never a confident rescan.
     """
-    s.cannot_judge = cannot_judge_reason(s.tissue_fraction, s.microns_per_pixel(s.blur_work_size), limits,
-                                         stain_contrast=s.stain_contrast)
+    s.cannot_judge = cannot_judge_reason(
+        s.tissue_fraction, s.microns_per_pixel(s.blur_work_size), limits, stain_contrast=s.stain_contrast
+    )
     return s.cannot_judge
 
 
 def describe(s: BaseImage) -> str:
     """One line for the log: what the QC found."""
-    text = (f"{s.name}: tissue {100 * s.tissue_fraction:.1f} % of the slide, "
-            f"{100 * s.blurry_fraction:.1f} % of the tissue blurry")
+    text = (
+        f"{s.name}: tissue {100 * s.tissue_fraction:.1f} % of the slide, "
+        f"{100 * s.blurry_fraction:.1f} % of the tissue blurry"
+    )
     return text + (" -> RESCAN" if s.rescan else "")
 
 

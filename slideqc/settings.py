@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, field, fields
 from BaseImage import WorkSize
 
 
-def _setting(default, help: str, unit: str = "", low: float | None = None, high: float | None = None,
-             low_open: bool = False):
+def _setting(
+    default, help: str, unit: str = "", low: float | None = None, high: float | None = None, low_open: bool = False
+):
     return field(default=default, metadata=dict(help=help, unit=unit, low=low, high=high, low_open=low_open))
 
 
@@ -34,20 +35,37 @@ class QCSettings:
     """The QC settings, with the workshop's defaults. Validated on creation (ValueError names the setting)."""
 
     image_work_size: str = _setting(
-        "1.25x", "work size for tissue segmentation: a magnification ('1.25x') or pixels ('1000')",
-        unit="magnification or pixels")
+        "1.25x",
+        "work size for tissue segmentation: a magnification ('1.25x') or pixels ('1000')",
+        unit="magnification or pixels",
+    )
     blur_work_size: str = _setting(
-        "10x", "work size for blur detection; blur is only visible at higher magnification",
-        unit="magnification or pixels")
+        "10x",
+        "work size for blur detection; blur is only visible at higher magnification",
+        unit="magnification or pixels",
+    )
     blur_radius: float = _setting(
-        7.0, "size of the window the focus measure averages over (a box of the spread of a Gaussian of this sigma), in pixels at the blur work size",
-        unit="pixels", low=0, high=100, low_open=True)
+        7.0,
+        "size of the window the focus measure averages over (a box of the spread of a Gaussian of this sigma), in pixels at the blur work size",
+        unit="pixels",
+        low=0,
+        high=100,
+        low_open=True,
+    )
     blur_threshold: float = _setting(
-        0.05, "in (0, 1]: a focus measure (|Laplacian| at the reference contrast) at or below this is blurry",
-        low=0, high=1, low_open=True)
+        0.05,
+        "in (0, 1]: a focus measure (|Laplacian| at the reference contrast) at or below this is blurry",
+        low=0,
+        high=1,
+        low_open=True,
+    )
     blur_max: float = _setting(
-        0.05, "fraction of the tissue (0.05 = 5%%) above which a slide needs a rescan",
-        unit="fraction of the tissue", low=0, high=1)
+        0.05,
+        "fraction of the tissue (0.05 = 5%%) above which a slide needs a rescan",
+        unit="fraction of the tissue",
+        low=0,
+        high=1,
+    )
 
     def __post_init__(self) -> None:
         for setting in fields(self):
@@ -99,8 +117,13 @@ class JudgeLimits:
 JUDGE_LIMITS = JudgeLimits()
 
 
-def cannot_judge_reason(tissue_fraction: float | None, blur_mpp: float | None,
-                        limits: JudgeLimits = JUDGE_LIMITS, *, stain_contrast: float | None = None) -> str:
+def cannot_judge_reason(
+    tissue_fraction: float | None,
+    blur_mpp: float | None,
+    limits: JudgeLimits = JUDGE_LIMITS,
+    *,
+    stain_contrast: float | None = None,
+) -> str:
     """Why a measured slide cannot be judged ("" when it can): the rule, written once.
 
     ``tissue_fraction`` is of the slide (0 to 1); ``blur_mpp`` is µm per pixel at the
@@ -109,12 +132,18 @@ def cannot_judge_reason(tissue_fraction: float | None, blur_mpp: float | None,
     """
     if tissue_fraction is None or tissue_fraction < limits.min_tissue_fraction:
         found = 0.0 if tissue_fraction is None else 100 * tissue_fraction
-        return (f"no tissue: {found:.2f} % of the slide is tissue (at least "
-                f"{100 * limits.min_tissue_fraction:g} % is needed); check the slide has a section on it")
+        return (
+            f"no tissue: {found:.2f} % of the slide is tissue (at least "
+            f"{100 * limits.min_tissue_fraction:g} % is needed); check the slide has a section on it"
+        )
     if blur_mpp is not None and blur_mpp > limits.max_blur_mpp:
-        return (f"cannot judge blur at {blur_mpp:g} µm per pixel (at most {limits.max_blur_mpp:g} µm is needed); "
-                "the slide states too coarse a pixel size: rescan it, or check its scanner settings")
+        return (
+            f"cannot judge blur at {blur_mpp:g} µm per pixel (at most {limits.max_blur_mpp:g} µm is needed); "
+            "the slide states too coarse a pixel size: rescan it, or check its scanner settings"
+        )
     if stain_contrast is not None and stain_contrast < limits.min_stain_contrast:
-        return (f"tissue too faint to judge its focus: the stain stands {stain_contrast:.0f} gray levels "
-                f"from the glass (at least {limits.min_stain_contrast:g} are needed); check it by eye")
+        return (
+            f"tissue too faint to judge its focus: the stain stands {stain_contrast:.0f} gray levels "
+            f"from the glass (at least {limits.min_stain_contrast:g} are needed); check it by eye"
+        )
     return ""

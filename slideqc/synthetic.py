@@ -77,8 +77,9 @@ class SlideSpec:
             raise ValueError(f"{self.name}: blurred_fraction must be in [0, 1]")
         steps = list(zip(self.downsamples, self.downsamples[1:], strict=False))
         if self.downsamples[:1] != (1,) or any(b <= a or b % a for a, b in steps):
-            raise ValueError(f"{self.name}: downsamples must start at 1 and each divide the next, "
-                             f"got {self.downsamples}")
+            raise ValueError(
+                f"{self.name}: downsamples must start at 1 and each divide the next, got {self.downsamples}"
+            )
 
 
 @dataclass
@@ -240,7 +241,13 @@ def _draw_nuclei(canvas: np.ndarray, y0: int, x0: int, spec: SlideSpec, layout: 
             canvas,
             (int(xx * scale), int(yy * scale)),
             (int(ra * scale), int(rb * scale)),
-            float(ang), 0, 360, float(dens), -1, cv2.LINE_AA, 4,
+            float(ang),
+            0,
+            360,
+            float(dens),
+            -1,
+            cv2.LINE_AA,
+            4,
         )
 
 
@@ -258,8 +265,10 @@ def _render_block(spec: SlideSpec, layout: _Layout, y0: int, x0: int, h: int, w:
     coarse = _value_noise(ry0, rx0, rh, rw, 40.0 / spec.mpp, spec.seed + 1)
     medium = _value_noise(ry0, rx0, rh, rw, 9.0 / spec.mpp, spec.seed + 2)
     # Two lattices of unrelated pitch, so no grid shows through.
-    fine = 0.5 * (_value_noise(ry0, rx0, rh, rw, 2.6 / spec.mpp, spec.seed + 3)
-                  + _value_noise(ry0 + 7, rx0 + 13, rh, rw, 4.1 / spec.mpp, spec.seed + 4))
+    fine = 0.5 * (
+        _value_noise(ry0, rx0, rh, rw, 2.6 / spec.mpp, spec.seed + 3)
+        + _value_noise(ry0 + 7, rx0 + 13, rh, rw, 4.1 / spec.mpp, spec.seed + 4)
+    )
     # Collagen fibres: bands with fairly sharp edges and pale gaps between them.
     fibres = 1.0 / (1.0 + np.exp(np.float32(-16.0) * (fine + np.float32(0.4) * medium - np.float32(0.7))))
     eosin = alpha * (0.08 + 0.25 * coarse + 0.45 * fibres)
@@ -278,9 +287,9 @@ def _render_block(spec: SlideSpec, layout: _Layout, y0: int, x0: int, h: int, w:
             blurred = cv2.GaussianBlur(rgb, (0, 0), sigma / spec.mpp, borderType=cv2.BORDER_REFLECT)
             np.copyto(rgb, blurred, where=where[..., None])
 
-    rgb = _add_sensor_noise(rgb[margin:margin + h, margin:margin + w], spec, y0, x0)
-    tissue = tissue_level[margin:margin + h, margin:margin + w] > 0
-    blurred_mask = sigma_um[margin:margin + h, margin:margin + w] > 0
+    rgb = _add_sensor_noise(rgb[margin : margin + h, margin : margin + w], spec, y0, x0)
+    tissue = tissue_level[margin : margin + h, margin : margin + w] > 0
+    blurred_mask = sigma_um[margin : margin + h, margin : margin + w] > 0
     return rgb, tissue, blurred_mask
 
 
@@ -303,10 +312,13 @@ def _is_glass(layout: _Layout, y0: int, x0: int, h: int, w: int) -> bool:
     most their maximum; below -1/80 the tissue's opacity is 0 (see _render_block).
     """
     rows, cols = layout.tissue_field.shape
-    gy0, gx0 = (max(0, min(n - 1, math.floor(c[0]))) for c, n in
-                ((_design_coords(y0, 1), rows), (_design_coords(x0, 1), cols)))
-    gy1, gx1 = (max(0, min(n - 1, math.floor(c[0]) + 1)) + 1 for c, n in
-                ((_design_coords(y0 + h - 1, 1), rows), (_design_coords(x0 + w - 1, 1), cols)))
+    gy0, gx0 = (
+        max(0, min(n - 1, math.floor(c[0]))) for c, n in ((_design_coords(y0, 1), rows), (_design_coords(x0, 1), cols))
+    )
+    gy1, gx1 = (
+        max(0, min(n - 1, math.floor(c[0]) + 1)) + 1
+        for c, n in ((_design_coords(y0 + h - 1, 1), rows), (_design_coords(x0 + w - 1, 1), cols))
+    )
     return bool(layout.tissue_field[gy0:gy1, gx0:gx1].max() <= -1.0 / 80)
 
 
@@ -323,8 +335,10 @@ def _render_glass(spec: SlideSpec, y0: int, x0: int, h: int, w: int) -> np.ndarr
 
 
 def _aperio_description(spec: SlideSpec, width: int, height: int) -> str:
-    fields = [f"Aperio Image Library v12.0.16 \r\n{width}x{height} [0,0 {width}x{height}] "
-              f"({spec.tile}x{spec.tile}) JPEG/RGB Q={spec.jpeg_quality}"]
+    fields = [
+        f"Aperio Image Library v12.0.16 \r\n{width}x{height} [0,0 {width}x{height}] "
+        f"({spec.tile}x{spec.tile}) JPEG/RGB Q={spec.jpeg_quality}"
+    ]
     if spec.write_objective_power:
         fields.append(f"AppMag = {spec.magnification:g}")
     if spec.write_mpp:
@@ -338,10 +352,9 @@ def _tiles(image: np.ndarray, tile: int) -> Iterator[np.ndarray]:
     h, w = image.shape[:2]
     for ty in range(0, h, tile):
         for tx in range(0, w, tile):
-            t = image[ty:ty + tile, tx:tx + tile]
+            t = image[ty : ty + tile, tx : tx + tile]
             if t.shape[0] != tile or t.shape[1] != tile:
-                t = np.pad(t, ((0, tile - t.shape[0]), (0, tile - t.shape[1]), (0, 0)),
-                           constant_values=255)
+                t = np.pad(t, ((0, tile - t.shape[0]), (0, tile - t.shape[1]), (0, 0)), constant_values=255)
             yield t
 
 
@@ -370,8 +383,9 @@ class _LevelFile:
         count = min(whole // self.factor, height - self.rows_written)
         if count <= 0:
             return rows[:0, :width]
-        done = cv2.resize(rows[:count * self.factor, :width * self.factor], (width, count),
-                          interpolation=cv2.INTER_AREA)
+        done = cv2.resize(
+            rows[: count * self.factor, : width * self.factor], (width, count), interpolation=cv2.INTER_AREA
+        )
         self._file.write(np.ascontiguousarray(done).tobytes())
         self.rows_written += count
         return done
@@ -399,17 +413,20 @@ def _render_strip(spec: SlideSpec, layout: _Layout, y0: int):
     for x0 in range(0, spec.width, BLOCK_WIDTH):
         w = min(BLOCK_WIDTH, spec.width - x0)
         rgb, tissue, blurred = _render_block(spec, layout, y0, x0, h, w)
-        strip[:, x0:x0 + w] = rgb
+        strip[:, x0 : x0 + w] = rgb
         if not tissue.any():
             continue
         tissue_count += int(np.count_nonzero(tissue))
         blurred_count += int(np.count_nonzero(tissue & blurred))
         tx, tw = x0 // TRUTH_DOWNSAMPLE, w // TRUTH_DOWNSAMPLE
-        truth_shape = tissue_rows[:, tx:tx + tw].shape
-        tissue_rows[:, tx:tx + tw] = _downsample(tissue.astype(np.float32), TRUTH_DOWNSAMPLE)[
-            :truth_shape[0], :truth_shape[1]] >= 0.5
-        blur_rows[:, tx:tx + tw] = _downsample((tissue & blurred).astype(np.float32), TRUTH_DOWNSAMPLE)[
-            :truth_shape[0], :truth_shape[1]] >= 0.5
+        truth_shape = tissue_rows[:, tx : tx + tw].shape
+        tissue_rows[:, tx : tx + tw] = (
+            _downsample(tissue.astype(np.float32), TRUTH_DOWNSAMPLE)[: truth_shape[0], : truth_shape[1]] >= 0.5
+        )
+        blur_rows[:, tx : tx + tw] = (
+            _downsample((tissue & blurred).astype(np.float32), TRUTH_DOWNSAMPLE)[: truth_shape[0], : truth_shape[1]]
+            >= 0.5
+        )
     return strip, tissue_count, blurred_count, tissue_rows, blur_rows
 
 
@@ -453,18 +470,20 @@ def write_slide(spec: SlideSpec, dest: Path, workers: int | None = None) -> Trut
     for previous, factor in itertools.pairwise(spec.downsamples):
         if H // factor < 1 or W // factor < 1:
             break
-        levels.append(_LevelFile(Path(scratch.name) / f"level{factor}.raw", factor // previous,
-                                 (H // factor, W // factor)))
+        levels.append(
+            _LevelFile(Path(scratch.name) / f"level{factor}.raw", factor // previous, (H // factor, W // factor))
+        )
 
     def level0_tiles(pool: ThreadPoolExecutor) -> Iterator[np.ndarray]:
         render = partial(_render_strip, spec, layout)
         for y0, (strip, tissue, blurred, tissue_rows, blur_rows) in zip(
-                range(0, H, tile), _ordered_ahead(pool, render, range(0, H, tile), workers), strict=True):
+            range(0, H, tile), _ordered_ahead(pool, render, range(0, H, tile), workers), strict=True
+        ):
             counts["tissue"] += tissue
             counts["blurred"] += blurred
             ty = y0 // t_ds
-            truth_tissue[ty:ty + tissue_rows.shape[0]] = tissue_rows[:truth_tissue.shape[0] - ty]
-            truth_blur[ty:ty + blur_rows.shape[0]] = blur_rows[:truth_blur.shape[0] - ty]
+            truth_tissue[ty : ty + tissue_rows.shape[0]] = tissue_rows[: truth_tissue.shape[0] - ty]
+            truth_blur[ty : ty + blur_rows.shape[0]] = blur_rows[: truth_blur.shape[0] - ty]
             rows = strip
             for level in levels:
                 rows = level.add(rows)
@@ -474,20 +493,38 @@ def write_slide(spec: SlideSpec, dest: Path, workers: int | None = None) -> Trut
 
     tmp_path = dest.with_name(f".{dest.name}.partial")
     try:
-        with tifffile.TiffWriter(tmp_path, bigtiff=W * H * 3 > 2**31) as tif, \
-                ThreadPoolExecutor(max_workers=workers) as pool:
-            common = dict(tile=(tile, tile), photometric="rgb", compression="jpeg",
-                          compressionargs={"level": spec.jpeg_quality}, metadata=None, maxworkers=workers,
-                          buffersize=WRITE_BUFFER)
-            tif.write(level0_tiles(pool), shape=(H, W, 3), dtype=np.uint8,
-                      description=_aperio_description(spec, W, H), **common)
+        with (
+            tifffile.TiffWriter(tmp_path, bigtiff=W * H * 3 > 2**31) as tif,
+            ThreadPoolExecutor(max_workers=workers) as pool,
+        ):
+            common = dict(
+                tile=(tile, tile),
+                photometric="rgb",
+                compression="jpeg",
+                compressionargs={"level": spec.jpeg_quality},
+                metadata=None,
+                maxworkers=workers,
+                buffersize=WRITE_BUFFER,
+            )
+            tif.write(
+                level0_tiles(pool),
+                shape=(H, W, 3),
+                dtype=np.uint8,
+                description=_aperio_description(spec, W, H),
+                **common,
+            )
             for level in levels:
                 level.finish()
                 height, width = level.shape
                 strips = level.strips(tile)
-                tif.write((t for strip in strips for t in _tiles(strip, tile)), shape=(height, width, 3),
-                          dtype=np.uint8, subfiletype=1, description=f"Aperio Image Library v12.0.16 \r\n"
-                          f"{W}x{H} -> {width}x{height}", **common)
+                tif.write(
+                    (t for strip in strips for t in _tiles(strip, tile)),
+                    shape=(height, width, 3),
+                    dtype=np.uint8,
+                    subfiletype=1,
+                    description=f"Aperio Image Library v12.0.16 \r\n{W}x{H} -> {width}x{height}",
+                    **common,
+                )
         os.replace(tmp_path, dest)
     finally:
         for level in levels:
@@ -537,17 +574,31 @@ def demo_specs(n: int = 3, seed: int = 2021) -> list[SlideSpec]:
     specs = []
     for i in range(n):
         fraction = DEMO_FRACTIONS[i % len(DEMO_FRACTIONS)]
-        specs.append(SlideSpec(
-            name=f"synthetic_{i + 1:02d}_blur{round(fraction * 100):02d}.svs",
-            blurred_fraction=fraction, blur_sigma_um=(1.5, 3.0), seed=seed + i))
+        specs.append(
+            SlideSpec(
+                name=f"synthetic_{i + 1:02d}_blur{round(fraction * 100):02d}.svs",
+                blurred_fraction=fraction,
+                blur_sigma_um=(1.5, 3.0),
+                seed=seed + i,
+            )
+        )
     return specs
 
 
 def benchmark_specs(n: int = 8, seed: int = 7) -> list[SlideSpec]:
     """Larger slides for benchmarks: about 20k x 15k pixels at 40x."""
-    return [SlideSpec(name=f"bench_{i + 1:02d}.svs", width=20480, height=15360,
-                      blurred_fraction=DEMO_FRACTIONS[i % 3], blur_sigma_um=(1.5, 3.0),
-                      seed=seed + i, downsamples=(1, 4, 16, 32)) for i in range(n)]
+    return [
+        SlideSpec(
+            name=f"bench_{i + 1:02d}.svs",
+            width=20480,
+            height=15360,
+            blurred_fraction=DEMO_FRACTIONS[i % 3],
+            blur_sigma_um=(1.5, 3.0),
+            seed=seed + i,
+            downsamples=(1, 4, 16, 32),
+        )
+        for i in range(n)
+    ]
 
 
 def big_specs(seed: int = 2021) -> list[SlideSpec]:
@@ -559,11 +610,28 @@ def big_specs(seed: int = 2021) -> list[SlideSpec]:
     what keeps their generation to minutes.
     """
     return [
-        SlideSpec(name="big_01_cmu1_size_20x.svs", width=46000, height=32914, magnification=20.0, mpp=0.499,
-                  blurred_fraction=0.3, blur_sigma_um=(1.5, 3.0), tissue_fraction=0.2, seed=seed,
-                  downsamples=(1, 4, 16)),
-        SlideSpec(name="big_02_80k_40x.svs", width=80000, height=60000, blurred_fraction=0.3,
-                  blur_sigma_um=(1.5, 3.0), tissue_fraction=0.12, seed=seed + 1, downsamples=(1, 4, 16, 64)),
+        SlideSpec(
+            name="big_01_cmu1_size_20x.svs",
+            width=46000,
+            height=32914,
+            magnification=20.0,
+            mpp=0.499,
+            blurred_fraction=0.3,
+            blur_sigma_um=(1.5, 3.0),
+            tissue_fraction=0.2,
+            seed=seed,
+            downsamples=(1, 4, 16),
+        ),
+        SlideSpec(
+            name="big_02_80k_40x.svs",
+            width=80000,
+            height=60000,
+            blurred_fraction=0.3,
+            blur_sigma_um=(1.5, 3.0),
+            tissue_fraction=0.12,
+            seed=seed + 1,
+            downsamples=(1, 4, 16, 64),
+        ),
     ]
 
 

@@ -65,8 +65,10 @@ def keep_freed_memory() -> bool:
         _malloc_tuned = False
         if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
             libc = ctypes.CDLL(None)
-            _malloc_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-                                 and libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+            _malloc_tuned = bool(
+                libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+                and libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
+            )
     return _malloc_tuned
 
 
@@ -100,8 +102,13 @@ def tiles(shape: tuple[int, int], tile_size: int, context: int) -> Iterator[Tile
             yield Tile((top, left, bottom - top, right - left), (y0, x0, y1 - y0, x1 - x0))
 
 
-def plan(shape: tuple[int, int], tissue: np.ndarray, blur_radius: float,
-         tile_size: int = TILE_SIZE, measure: str = algorithms.DEFAULT_MEASURE) -> tuple[list[Tile], list[Tile]]:
+def plan(
+    shape: tuple[int, int],
+    tissue: np.ndarray,
+    blur_radius: float,
+    tile_size: int = TILE_SIZE,
+    measure: str = algorithms.DEFAULT_MEASURE,
+) -> tuple[list[Tile], list[Tile]]:
     """(the tiles to read, all tiles) of a blur work level of ``shape``, given the tissue mask.
 
     A tile without tissue in its own area has no pixel to count, so it is not
@@ -136,9 +143,17 @@ class _TileResult:
     counted: np.ndarray  # counted blurry pixels per bin: in eroded tissue, or in tissue when none is left
 
 
-def measure_blur(s: BaseImage, work_size: str | WorkSize, tissue: np.ndarray, blur_radius: float,
-                 blur_threshold: float | None = None, tile_size: int = TILE_SIZE, workers: int | None = None,
-                 *, measure: str = algorithms.DEFAULT_MEASURE) -> BlurResult:
+def measure_blur(
+    s: BaseImage,
+    work_size: str | WorkSize,
+    tissue: np.ndarray,
+    blur_radius: float,
+    blur_threshold: float | None = None,
+    tile_size: int = TILE_SIZE,
+    workers: int | None = None,
+    *,
+    measure: str = algorithms.DEFAULT_MEASURE,
+) -> BlurResult:
     """Measure the blur of slide ``s`` at ``work_size`` tile by tile; ``tissue`` is its tissue mask (any size).
 
     ``measure`` names the focus measure (:func:`~slideqc.algorithms.blur_response`);
@@ -168,7 +183,7 @@ def measure_blur(s: BaseImage, work_size: str | WorkSize, tissue: np.ndarray, bl
         inner = algorithms.measurable_tissue(tissue_read, blur_radius)[inside]
         tissue_core = tissue_read[inside]
         top, left, rows, cols = tile.core
-        rb, cb = row_bins[top:top + rows], col_bins[left:left + cols]
+        rb, cb = row_bins[top : top + rows], col_bins[left : left + cols]
         counts = algorithms.BlurCounts.of(blurry, tissue_core, inner)
         # The slide counts its eroded tissue if any tile has some (BlurCounts.fraction), and then
         # only such tiles add counted pixels: each tile bins one mask, the one that can count.
@@ -188,7 +203,7 @@ def measure_blur(s: BaseImage, work_size: str | WorkSize, tissue: np.ndarray, bl
             counts += r.counts
             rows, cols = r.counted.shape
             sums = sums_inner if r.counts.uses_inner else sums_tissue
-            sums[r.top:r.top + rows, r.left:r.left + cols] += r.counted
+            sums[r.top : r.top + rows, r.left : r.left + cols] += r.counted
     # A bin is blurry when at least half of its blur pixels were counted blurry.
     per_bin = np.outer(np.bincount(row_bins, minlength=bins_shape[0]), np.bincount(col_bins, minlength=bins_shape[1]))
     counted = sums_inner if counts.uses_inner else sums_tissue

@@ -50,8 +50,12 @@ def is_blurry(s: BaseImage, blur_max) -> bool:
 @task
 def warn_rescan(s: BaseImage, blur_max):
     logger = prefect.context.get("logger")
-    logger.warning("%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
-                   s.name, 100 * s.blurry_fraction, 100 * blur_max)
+    logger.warning(
+        "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
+        s.name,
+        100 * s.blurry_fraction,
+        100 * blur_max,
+    )
 
 
 @task(skip_on_upstream_skip=False)
@@ -83,8 +87,14 @@ def main(argv=None) -> int:
     qc_run = cli.start_run(args)
 
     for file_name in qc_run.file_names:
-        state = flow.run(parameters=dict(file_name=str(file_name), run_dir=str(qc_run.folder),
-                                         tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict()))
+        state = flow.run(
+            parameters=dict(
+                file_name=str(file_name),
+                run_dir=str(qc_run.folder),
+                tile_threads=qc_run.tile_threads,
+                **qc_run.settings.as_dict(),
+            )
+        )
         qc_run.add(prefect1.slide_row(file_name, state, [s, tissue, blurry, saved]))
 
     return qc_run.finish()

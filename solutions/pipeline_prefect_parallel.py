@@ -52,8 +52,12 @@ def is_blurry(s: BaseImage, blur_max) -> bool:
 @task
 def warn_rescan(s: BaseImage, blur_max):
     logger = prefect.context.get("logger")
-    logger.warning("%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
-                   s.name, 100 * s.blurry_fraction, 100 * blur_max)
+    logger.warning(
+        "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
+        s.name,
+        100 * s.blurry_fraction,
+        100 * blur_max,
+    )
 
 
 def check_rescan(s, blur_max):
@@ -90,8 +94,9 @@ with Flow("Image QC parallel") as flow:
 
     s = load_image.map(file_names, unmapped(image_work_size), unmapped(blur_work_size))
     tissue = tissue_segmentation_simple.map(s)
-    blurry = identify_blurry_regions.map(tissue, unmapped(blur_radius), unmapped(blur_threshold),
-                                         unmapped(tile_threads))
+    blurry = identify_blurry_regions.map(
+        tissue, unmapped(blur_radius), unmapped(blur_threshold), unmapped(tile_threads)
+    )
     rescan = apply_map(check_rescan, blurry, unmapped(blur_max))
     saved = save_results.map(blurry, unmapped(blur_max), unmapped(run_dir), upstream_tasks=[rescan])
     rows = write_results(file_names, s, tissue, blurry, saved, run_dir)
@@ -108,15 +113,22 @@ def main(argv=None) -> int:
         executor = DaskExecutor(address=args.address)
     elif args.executor == "dask":
         # The local cluster watches its workers itself: a second watcher only makes Dask warn.
-        executor = DaskExecutor(cluster_kwargs=dict(n_workers=args.workers, threads_per_worker=1),
-                                watch_worker_status=False)
+        executor = DaskExecutor(
+            cluster_kwargs=dict(n_workers=args.workers, threads_per_worker=1), watch_worker_status=False
+        )
     elif args.executor == "local":
         executor = LocalExecutor()
     else:
         executor = LocalDaskExecutor(scheduler=args.executor, num_workers=args.workers)
-    state = flow.run(parameters=dict(file_names=[str(f) for f in qc_run.file_names], run_dir=str(qc_run.folder),
-                                     tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict()),
-                     executor=executor)
+    state = flow.run(
+        parameters=dict(
+            file_names=[str(f) for f in qc_run.file_names],
+            run_dir=str(qc_run.folder),
+            tile_threads=qc_run.tile_threads,
+            **qc_run.settings.as_dict(),
+        ),
+        executor=executor,
+    )
     qc_run.add_all(prefect1.gathered_rows(state, rows, qc_run.file_names))
 
     return qc_run.finish()

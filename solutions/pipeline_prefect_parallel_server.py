@@ -53,8 +53,12 @@ def is_blurry(s: BaseImage, blur_max) -> bool:
 @task
 def warn_rescan(s: BaseImage, blur_max):
     logger = prefect.context.get("logger")
-    logger.warning("%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
-                   s.name, 100 * s.blurry_fraction, 100 * blur_max)
+    logger.warning(
+        "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
+        s.name,
+        100 * s.blurry_fraction,
+        100 * blur_max,
+    )
 
 
 def check_rescan(s, blur_max):
@@ -91,8 +95,9 @@ with Flow("Image QC parallel") as flow:
 
     s = load_image.map(file_names, unmapped(image_work_size), unmapped(blur_work_size))
     tissue = tissue_segmentation_simple.map(s)
-    blurry = identify_blurry_regions.map(tissue, unmapped(blur_radius), unmapped(blur_threshold),
-                                         unmapped(tile_threads))
+    blurry = identify_blurry_regions.map(
+        tissue, unmapped(blur_radius), unmapped(blur_threshold), unmapped(tile_threads)
+    )
     rescan = apply_map(check_rescan, blurry, unmapped(blur_max))
     saved = save_results.map(blurry, unmapped(blur_max), unmapped(run_dir), upstream_tasks=[rescan])
     rows = write_results(file_names, s, tissue, blurry, saved, run_dir)
@@ -111,8 +116,9 @@ def main(argv=None) -> int:
         executor = DaskExecutor(address=args.address)
     elif args.executor == "dask":
         # The local cluster watches its workers itself: a second watcher only makes Dask warn.
-        executor = DaskExecutor(cluster_kwargs=dict(n_workers=args.workers, threads_per_worker=1),
-                                watch_worker_status=False)
+        executor = DaskExecutor(
+            cluster_kwargs=dict(n_workers=args.workers, threads_per_worker=1), watch_worker_status=False
+        )
     elif args.executor == "local":
         executor = LocalExecutor()
     else:
@@ -122,11 +128,19 @@ def main(argv=None) -> int:
     client.create_project(project_name="Image QC")
     flow_id = flow.register(project_name="Image QC")
     flow_run_id = client.create_flow_run(
-        flow_id=flow_id, run_name=f"{qc_run.folder.name} ({len(qc_run.file_names)} slides)",
-        parameters=dict(file_names=[str(f.resolve()) for f in qc_run.file_names], run_dir=str(qc_run.folder.resolve()),
-                        tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict()))
-    print(f"flow run {flow_run_id}: {len(qc_run.file_names)} slide(s) on {type(executor).__name__}  "
-          f"{client.get_cloud_url('flow-run', flow_run_id)}")
+        flow_id=flow_id,
+        run_name=f"{qc_run.folder.name} ({len(qc_run.file_names)} slides)",
+        parameters=dict(
+            file_names=[str(f.resolve()) for f in qc_run.file_names],
+            run_dir=str(qc_run.folder.resolve()),
+            tile_threads=qc_run.tile_threads,
+            **qc_run.settings.as_dict(),
+        ),
+    )
+    print(
+        f"flow run {flow_run_id}: {len(qc_run.file_names)} slide(s) on {type(executor).__name__}  "
+        f"{client.get_cloud_url('flow-run', flow_run_id)}"
+    )
 
     print(f"results: {qc_run.folder}  (the agent's flow run writes results.tsv and report.html there)")
     return cli.EXIT_OK

@@ -51,8 +51,12 @@ def is_blurry(s: BaseImage, blur_max) -> bool:
 @task
 def warn_rescan(s: BaseImage, blur_max):
     logger = prefect.context.get("logger")
-    logger.warning("%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
-                   s.name, 100 * s.blurry_fraction, 100 * blur_max)
+    logger.warning(
+        "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
+        s.name,
+        100 * s.blurry_fraction,
+        100 * blur_max,
+    )
 
 
 @task(skip_on_upstream_skip=False)
@@ -90,9 +94,15 @@ def main(argv=None) -> int:
     flow_id = flow.register(project_name="Image QC")
     for file_name in qc_run.file_names:
         flow_run_id = client.create_flow_run(
-            flow_id=flow_id, run_name=f"{qc_run.folder.name}/{file_name.name}",
-            parameters=dict(file_name=str(file_name.resolve()), run_dir=str(qc_run.folder.resolve()),
-                            tile_threads=qc_run.tile_threads, **qc_run.settings.as_dict()))
+            flow_id=flow_id,
+            run_name=f"{qc_run.folder.name}/{file_name.name}",
+            parameters=dict(
+                file_name=str(file_name.resolve()),
+                run_dir=str(qc_run.folder.resolve()),
+                tile_threads=qc_run.tile_threads,
+                **qc_run.settings.as_dict(),
+            ),
+        )
         print(f"flow run {flow_run_id}: {file_name.name}  {client.get_cloud_url('flow-run', flow_run_id)}")
 
     print(f"pictures: {qc_run.folder}  (the agent's flow runs write them; see the runs in the UI)")

@@ -22,8 +22,10 @@ import tifffile
 
 from slideqc import synthetic
 
-APERIO_DESCRIPTION = ("Aperio Image Library v12.0.16 \r\n{w}x{h} [0,0 {w}x{h}] ({tile}x{tile}) JPEG/RGB Q=85"
-                      "|AppMag = 40|MPP = 0.2500|Filename = {name}")
+APERIO_DESCRIPTION = (
+    "Aperio Image Library v12.0.16 \r\n{w}x{h} [0,0 {w}x{h}] ({tile}x{tile}) JPEG/RGB Q=85"
+    "|AppMag = 40|MPP = 0.2500|Filename = {name}"
+)
 
 
 def write_corrupt_tile(source: Path, dest: Path, level: int) -> Path:
@@ -53,9 +55,15 @@ def write_unsupported_compression(dest: Path, compression: str = "webp") -> Path
     dest = Path(dest)
     rng = np.random.default_rng(1)
     image = np.clip(rng.normal(200, 30, (512, 512, 3)), 0, 255).astype(np.uint8)
-    tifffile.imwrite(dest, image, tile=(256, 256), photometric="rgb", compression=compression,
-                     description=APERIO_DESCRIPTION.format(w=512, h=512, tile=256, name=dest.name),
-                     metadata=None)
+    tifffile.imwrite(
+        dest,
+        image,
+        tile=(256, 256),
+        photometric="rgb",
+        compression=compression,
+        description=APERIO_DESCRIPTION.format(w=512, h=512, tile=256, name=dest.name),
+        metadata=None,
+    )
     return dest
 
 
@@ -89,8 +97,9 @@ def write_png_named_svs(dest: Path) -> Path:
 
 def write_no_objective_power(dest: Path) -> Path:
     """A good slide that states neither its objective power nor its microns per pixel."""
-    spec = synthetic.SlideSpec(name=Path(dest).name, width=2048, height=1536, seed=4,
-                               write_objective_power=False, write_mpp=False)
+    spec = synthetic.SlideSpec(
+        name=Path(dest).name, width=2048, height=1536, seed=4, write_objective_power=False, write_mpp=False
+    )
     synthetic.write_slide(spec, Path(dest))
     return Path(dest)
 
@@ -99,10 +108,16 @@ def write_tiny(dest: Path, width: int = 8, height: int = 6) -> Path:
     """A real, readable slide a few pixels wide (one 16x16 tile): too small to check."""
     dest = Path(dest)
     image = np.full((height, width, 3), 230, np.uint8)
-    image[height // 3:, width // 3:] = (180, 80, 150)
-    tifffile.imwrite(dest, image, tile=(16, 16), photometric="rgb", compression="jpeg",
-                     description=APERIO_DESCRIPTION.format(w=width, h=height, tile=16, name=dest.name),
-                     metadata=None)
+    image[height // 3 :, width // 3 :] = (180, 80, 150)
+    tifffile.imwrite(
+        dest,
+        image,
+        tile=(16, 16),
+        photometric="rgb",
+        compression="jpeg",
+        description=APERIO_DESCRIPTION.format(w=width, h=height, tile=16, name=dest.name),
+        metadata=None,
+    )
     return dest
 
 
@@ -140,10 +155,14 @@ def write_corpus(folder: Path, good: list[Path]) -> dict[str, Expected]:
 
     source = good[0]
     bad = {
-        "corrupt tile level 2.svs": (lambda p: write_corrupt_tile(source, p, level=2),
-                                     ("cannot read pixels at level 2", "corrupt tile")),
-        "corrupt tile level 1.svs": (lambda p: write_corrupt_tile(source, p, level=1),
-                                     ("cannot read pixels at level 1", "corrupt tile")),
+        "corrupt tile level 2.svs": (
+            lambda p: write_corrupt_tile(source, p, level=2),
+            ("cannot read pixels at level 2", "corrupt tile"),
+        ),
+        "corrupt tile level 1.svs": (
+            lambda p: write_corrupt_tile(source, p, level=1),
+            ("cannot read pixels at level 1", "corrupt tile"),
+        ),
         "webp.svs": (write_unsupported_compression, ("WebP", "OpenSlide cannot decode")),
         "truncated.svs": (lambda p: write_truncated(source, p), ("truncated file",)),
         "zero bytes.svs": (write_empty, ("empty file (0 bytes)",)),

@@ -90,8 +90,13 @@ class FakePrefectServer:
     def _mutation_create_flow_from_compressed_string(self, query, input):
         assert input["project_id"] in self.projects.values(), input
         flow_id = str(uuid.uuid4())
-        self.flows[flow_id] = dict(project_id=input["project_id"], flow=decompress(input["serialized_flow"]),
-                                   tasks=[], edges=[], flow_group_id=str(uuid.uuid4()))
+        self.flows[flow_id] = dict(
+            project_id=input["project_id"],
+            flow=decompress(input["serialized_flow"]),
+            tasks=[],
+            edges=[],
+            flow_group_id=str(uuid.uuid4()),
+        )
         return {"data": {"create_flow_from_compressed_string": {"id": flow_id}}}
 
     def _mutation_register_tasks(self, query, input):

@@ -133,13 +133,16 @@ def test_the_normalized_window_is_the_documented_box(radius, width):
     assert np.count_nonzero(response[50] > 1e-6) == width + 2
 
 
-@pytest.mark.parametrize("radius, measure, context", [
-    (0.85, "normalized", 2),  # box 3 (round(1.47) = 1): two half-widths of 1
-    (2.0, "normalized", 6),  # box 7: 2 x 3
-    (7.0, "normalized", 24),  # box 25: 2 x 12
-    (0.85, "laplacian", 5),  # Gaussian reach round(7.8) | 1 = 9 -> 4, the Laplacian 1 more
-    (2.0, "laplacian", 9),  # round(17) | 1 = 17 -> 8, + 1
-])
+@pytest.mark.parametrize(
+    "radius, measure, context",
+    [
+        (0.85, "normalized", 2),  # box 3 (round(1.47) = 1): two half-widths of 1
+        (2.0, "normalized", 6),  # box 7: 2 x 3
+        (7.0, "normalized", 24),  # box 25: 2 x 12
+        (0.85, "laplacian", 5),  # Gaussian reach round(7.8) | 1 = 9 -> 4, the Laplacian 1 more
+        (2.0, "laplacian", 9),  # round(17) | 1 = 17 -> 8, + 1
+    ],
+)
 def test_the_context_by_hand(radius, measure, context):
     """The documented reach of each measure; the erosion's 2 r (round(1.7) = 2 at 0.85) never needs more."""
     assert algorithms.blur_context(radius, measure) == context
@@ -157,7 +160,7 @@ def test_the_normalized_response_of_a_checkerboard_by_hand(radius):
     up to the float32 result. At 18.5 px the box is 65 px wide and the contrast's sums pass 2 ** 31."""
     width = 2 * round(np.sqrt(3) * radius) + 1
     n = width * width
-    assert radius != 18.5 or 255 * n * (n - 1) / 2 > 2 ** 31
+    assert radius != 18.5 or 255 * n * (n - 1) / 2 > 2**31
     response = algorithms.blur_response(checkerboard(80), radius, measure="normalized")
     expected = 8 * n / (n - 1) * algorithms.REFERENCE_CONTRAST
     np.testing.assert_allclose(response, expected, rtol=1e-6)
@@ -178,8 +181,7 @@ def test_nearly_flat_glass_is_measured_against_the_contrast_floor():
 
 @pytest.mark.parametrize("radius", [0, -1.0])
 def test_a_radius_must_be_positive(radius):
-    for call in (lambda: algorithms.blur_response(texture((20, 20)), radius),
-                 lambda: algorithms.blur_context(radius)):
+    for call in (lambda: algorithms.blur_response(texture((20, 20)), radius), lambda: algorithms.blur_context(radius)):
         with pytest.raises(ValueError, match=rf"^blur_radius must be > 0, got {radius}$"):
             call()
 
@@ -227,12 +229,12 @@ def test_erosion_holds_the_disk_and_reaches_the_radius_along_the_axes(radius):
     c = size // 2
     mask = np.ones((size, size), bool)
     mask[c, c] = False
-    removed = ~algorithms.erode(mask, radius)[c - radius - 1:c + radius + 2, c - radius - 1:c + radius + 2]
-    y, x = np.mgrid[-radius - 1:radius + 2, -radius - 1:radius + 2]
-    assert removed[x ** 2 + y ** 2 <= radius ** 2].all()
+    removed = ~algorithms.erode(mask, radius)[c - radius - 1 : c + radius + 2, c - radius - 1 : c + radius + 2]
+    y, x = np.mgrid[-radius - 1 : radius + 2, -radius - 1 : radius + 2]
+    assert removed[x**2 + y**2 <= radius**2].all()
     assert not removed[(np.abs(x) > radius) | (np.abs(y) > radius)].any()
     if radius >= 7:  # small digital disks are coarse; large ones stay close to the true area
-        assert removed.sum() <= 1.1 * np.pi * radius ** 2
+        assert removed.sum() <= 1.1 * np.pi * radius**2
 
 
 def test_erosion_treats_outside_the_array_as_glass():
@@ -253,8 +255,9 @@ def test_erosion_by_zero_changes_nothing():
     assert not algorithms.erode(np.zeros((6, 6), bool), 2).any()
 
 
-@pytest.mark.parametrize("window, shape", [((0, 0, 0, 5), (0, 5)), ((0, 0, 5, 0), (5, 0)),
-                                           ((2, 3, -2, 4), (0, 4)), ((2, 3, 4, -1), (4, 0))])
+@pytest.mark.parametrize(
+    "window, shape", [((0, 0, 0, 5), (0, 5)), ((0, 0, 5, 0), (5, 0)), ((2, 3, -2, 4), (0, 4)), ((2, 3, 4, -1), (4, 0))]
+)
 def test_an_empty_window_is_empty(window, shape):
     found = algorithms.resize_mask(np.ones((4, 4), bool), (10, 10), window)
     assert found.shape == shape and found.dtype == bool
@@ -264,10 +267,12 @@ def test_a_window_of_one_row_or_column_is_that_part_of_the_whole():
     mask = np.random.default_rng(1).random((7, 9)) > 0.5
     whole = algorithms.resize_mask(mask, (20, 25))
     # By hand: nearest neighbour from 7 rows to 20 takes source row floor(i * 7 / 20).
-    assert (whole == mask[np.floor(np.arange(20) * 7 / 20).astype(int)][:, np.floor(np.arange(25) * 9 / 25).astype(int)]).all()
+    assert (
+        whole == mask[np.floor(np.arange(20) * 7 / 20).astype(int)][:, np.floor(np.arange(25) * 9 / 25).astype(int)]
+    ).all()
     for window in ((5, 3, 1, 10), (0, 7, 12, 1), (19, 24, 1, 1)):
         top, left, rows, cols = window
-        assert (algorithms.resize_mask(mask, (20, 25), window) == whole[top:top + rows, left:left + cols]).all()
+        assert (algorithms.resize_mask(mask, (20, 25), window) == whole[top : top + rows, left : left + cols]).all()
 
 
 def naive_bin_sums(mask, row_bins, col_bins):
@@ -281,13 +286,16 @@ def bins(*sizes, first=0):
     return np.repeat(np.arange(first, first + len(sizes)), sizes)
 
 
-@pytest.mark.parametrize("row_sizes, col_sizes", [
-    ((2, 2, 2), (3, 3, 1)),  # equal bins; the last cut short
-    ((1, 2, 2), (2, 2, 3)),  # first short; last longer: not an integer ratio
-    ((3, 3, 3, 3), (5,)),  # one bin
-    ((2, 3, 2), (1, 1, 1, 1)),  # one pixel per bin
-    ((2, 2, 1, 2), (4, 4, 4)),
-])
+@pytest.mark.parametrize(
+    "row_sizes, col_sizes",
+    [
+        ((2, 2, 2), (3, 3, 1)),  # equal bins; the last cut short
+        ((1, 2, 2), (2, 2, 3)),  # first short; last longer: not an integer ratio
+        ((3, 3, 3, 3), (5,)),  # one bin
+        ((2, 3, 2), (1, 1, 1, 1)),  # one pixel per bin
+        ((2, 2, 1, 2), (4, 4, 4)),
+    ],
+)
 def test_bin_sums_by_hand(row_sizes, col_sizes):
     row_bins, col_bins = bins(*row_sizes, first=3), bins(*col_sizes)
     mask = np.random.default_rng(sum(row_sizes) * 10 + sum(col_sizes)).random((len(row_bins), len(col_bins))) > 0.4
@@ -296,7 +304,7 @@ def test_bin_sums_by_hand(row_sizes, col_sizes):
     assert (found == naive_bin_sums(mask, row_bins, col_bins)).all()
 
 
-@pytest.mark.parametrize("row_sizes", [(2 ** 16 - 1,), (2 ** 16,), (2 ** 16, 2 ** 16), (3, 2 ** 17)])
+@pytest.mark.parametrize("row_sizes", [(2**16 - 1,), (2**16,), (2**16, 2**16), (3, 2**17)])
 def test_bin_sums_of_a_bin_taller_than_a_uint16_count(row_sizes):
     """A row bin of 65,536 or more True pixels is counted in full (a 16-bit count would wrap to 0)."""
     row_bins, col_bins = bins(*row_sizes), bins(1, 2)

@@ -79,8 +79,9 @@ def test_non_rgb_input_is_refused():
         algorithms.tissue_mask(np.zeros((10, 10), np.uint8))
 
 
-@pytest.mark.parametrize("source, shape", [((37, 53), (296, 424)), ((100, 80), (33, 251)), ((7, 9), (7, 9)),
-                                           ((64, 48), (1000, 777))])
+@pytest.mark.parametrize(
+    "source, shape", [((37, 53), (296, 424)), ((100, 80), (33, 251)), ((7, 9), (7, 9)), ((64, 48), (1000, 777))]
+)
 def test_resize_mask_windows_are_opencv_nearest_crops(source, shape):
     import cv2
 
@@ -89,7 +90,7 @@ def test_resize_mask_windows_are_opencv_nearest_crops(source, shape):
     assert np.array_equal(algorithms.resize_mask(mask, shape), whole)
     top, left, rows, cols = shape[0] // 3, shape[1] // 4, shape[0] // 2, shape[1] // 2
     window = algorithms.resize_mask(mask, shape, (top, left, rows, cols))
-    assert np.array_equal(window, whole[top:top + rows, left:left + cols])
+    assert np.array_equal(window, whole[top : top + rows, left : left + cols])
 
 
 @pytest.mark.parametrize("ratio, offset", [(8, 0), (8, 3), (3, 5), (1, 0)])
@@ -108,7 +109,7 @@ def test_blur_context_makes_a_tile_exact(radius, measure):
     image = _stained((160, 200))
     whole = algorithms.blur_response(image, radius, measure=measure)
     c = algorithms.blur_context(radius, measure)
-    tile = algorithms.blur_response(image[60 - c:100 + c, 80 - c:140 + c], radius, measure=measure)[c:-c, c:-c]
+    tile = algorithms.blur_response(image[60 - c : 100 + c, 80 - c : 140 + c], radius, measure=measure)[c:-c, c:-c]
     assert np.array_equal(tile, whole[60:100, 80:140])
 
 

@@ -42,14 +42,20 @@ def project_imports(module: str) -> set[str]:
 
 def test_every_module_has_a_layer():
     modules = {"BaseImage"} | {
-        ".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "slideqc").rglob("*.py")
-        if p.name != "__init__.py"}
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for p in (ROOT / "slideqc").rglob("*.py")
+        if p.name != "__init__.py"
+    }
     assert modules == set(LAYERS)
 
 
 def test_imports_point_down_only():
-    upward = [(module, imported) for module in LAYERS for imported in project_imports(module)
-              if LAYERS[imported] >= LAYERS[module] and imported != module]
+    upward = [
+        (module, imported)
+        for module in LAYERS
+        for imported in project_imports(module)
+        if LAYERS[imported] >= LAYERS[module] and imported != module
+    ]
     assert upward == []
 
 
@@ -73,8 +79,11 @@ def test_no_import_circles():
 
 def test_no_sys_path_lines_anywhere():
     """The project is installed: no script, test or tool edits sys.path or silences E402 for it."""
-    offenders = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
-                 if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)
-                 and ("sys.path.insert" in (text := p.read_text(encoding="utf-8")) or "noqa: E402" in text)
-                 and p.name != "test_architecture.py"]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in ROOT.rglob("*.py")
+        if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)
+        and ("sys.path.insert" in (text := p.read_text(encoding="utf-8")) or "noqa: E402" in text)
+        and p.name != "test_architecture.py"
+    ]
     assert offenders == []

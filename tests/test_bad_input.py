@@ -26,16 +26,40 @@ from tests.helpers import ROOT, only_run_dir, run_script
 
 # Every script that runs the QC over a folder. A script that does not exist fails its tests: it is
 # part of the deliverable, not optional.
-SCRIPTS = ["pipeline.py", "pipeline_parallel.py", "solutions/pipeline_prefect.py", "solutions/pipeline_prefect_parallel.py"]
+SCRIPTS = [
+    "pipeline.py",
+    "pipeline_parallel.py",
+    "solutions/pipeline_prefect.py",
+    "solutions/pipeline_prefect_parallel.py",
+]
 SCRIPT_ARGS = {
     "pipeline_parallel.py": ["--workers", "2"],
     "solutions/pipeline_prefect_parallel.py": ["--executor", "threads", "--workers", "2"],
 }
 # Columns a good slide must have filled in (tissue_mpp and blur_mpp too: the demo slides state their MPP).
-FILLED_COLUMNS = ("format", "objective_power", "mpp", "width", "height", "image_work_size", "tissue_pixels",
-                  "tissue_mpp", "blur_work_size", "blur_pixels", "blur_mpp", "tissue_fraction", "percent_blurry",
-                  "rescan", "blur_max", "seconds_load", "seconds_tissue", "seconds_blur", "seconds_save",
-                  "seconds_total", "outputs")
+FILLED_COLUMNS = (
+    "format",
+    "objective_power",
+    "mpp",
+    "width",
+    "height",
+    "image_work_size",
+    "tissue_pixels",
+    "tissue_mpp",
+    "blur_work_size",
+    "blur_pixels",
+    "blur_mpp",
+    "tissue_fraction",
+    "percent_blurry",
+    "rescan",
+    "blur_max",
+    "seconds_load",
+    "seconds_tissue",
+    "seconds_blur",
+    "seconds_save",
+    "seconds_total",
+    "outputs",
+)
 PICTURES = ("thumbnail", "tissue", "blur", "overlay")
 
 
@@ -114,14 +138,17 @@ def test_exit_code_0_when_every_slide_passes(script, demo_dir, tmp_path):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-@pytest.mark.parametrize("args, mentions", [
-    (["--blur-threshold", "0"], "--blur-threshold"),
-    (["--image-work-size", "big"], "--image-work-size"),
-    (["--blur-max", "-0.1"], "--blur-max"),
-    (["--data-dir", "{tmp}/nope"], "nope"),
-    (["--data-dir", "{tmp}/empty"], "no *.svs slides"),
-    (["--run-name", "../escape"], "--run-name"),
-])
+@pytest.mark.parametrize(
+    "args, mentions",
+    [
+        (["--blur-threshold", "0"], "--blur-threshold"),
+        (["--image-work-size", "big"], "--image-work-size"),
+        (["--blur-max", "-0.1"], "--blur-max"),
+        (["--data-dir", "{tmp}/nope"], "nope"),
+        (["--data-dir", "{tmp}/empty"], "no *.svs slides"),
+        (["--run-name", "../escape"], "--run-name"),
+    ],
+)
 def test_invalid_usage_is_one_line_and_exit_2(script, args, mentions, demo_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
@@ -161,10 +188,13 @@ def test_messages_say_what_is_wrong(tmp_path, demo_slides):
             assert message.startswith(f"{name}: ") and all(w in message for w in want.words), message
     assert messages["zero bytes.svs"] == "zero bytes.svs: empty file (0 bytes); copy it again from the scanner"
     assert messages["notes.svs"] == "notes.svs: not a slide OpenSlide can read: the file holds text, not an image"
-    assert messages["webp.svs"] == ("webp.svs: compressed with WebP (TIFF compression 50001), which OpenSlide "
-                                    "cannot decode; export the slide again with JPEG compression")
-    assert messages["tiny.svs"] == ("tiny.svs: too small: 8x6 px is 1x1 px at image_work_size 1.25x; "
-                                    "at least 16 px per side are needed")
+    assert messages["webp.svs"] == (
+        "webp.svs: compressed with WebP (TIFF compression 50001), which OpenSlide "
+        "cannot decode; export the slide again with JPEG compression"
+    )
+    assert messages["tiny.svs"] == (
+        "tiny.svs: too small: 8x6 px is 1x1 px at image_work_size 1.25x; at least 16 px per side are needed"
+    )
 
 
 @pytest.mark.parametrize("fraction", [0.002, 0.3, 0.9, 0.999])

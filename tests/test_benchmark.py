@@ -9,8 +9,14 @@ import re
 
 from tests.helpers import run_script
 
-CONFIGS = ["plain-serial", "plain-serial-1-core", "plain-parallel", "prefect-serial", "prefect-threads",
-           "prefect-threads-fixed"]
+CONFIGS = [
+    "plain-serial",
+    "plain-serial-1-core",
+    "plain-parallel",
+    "prefect-serial",
+    "prefect-threads",
+    "prefect-threads-fixed",
+]
 
 
 def _table(text: str, heading: str) -> list[list[str]]:
@@ -18,17 +24,35 @@ def _table(text: str, heading: str) -> list[list[str]]:
     lines = text.split(heading, 1)[1].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[start + 2:end]]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[start + 2 : end]]
 
 
 def test_benchmark_smoke(tmp_path):
     out = tmp_path / "benchmark.md"
     kept = "Hand-written analysis that a rerun must keep.\n"
-    out.write_text(f"# old\n<!-- notes:start -->\n{kept}<!-- notes:end -->\n"
-                   "<!-- big-slides:start -->\n| big | 1 |\n<!-- big-slides:end -->\n", encoding="utf-8")
-    proc = run_script("benchmarks/run_benchmark.py", "--size", "small", "--slides", "2", "--repeats", "1", "--workers", "1",
-                      "--data-dir", str(tmp_path / "slides"), "--out", str(out), "--configs", *CONFIGS,
-                      timeout=600)
+    out.write_text(
+        f"# old\n<!-- notes:start -->\n{kept}<!-- notes:end -->\n"
+        "<!-- big-slides:start -->\n| big | 1 |\n<!-- big-slides:end -->\n",
+        encoding="utf-8",
+    )
+    proc = run_script(
+        "benchmarks/run_benchmark.py",
+        "--size",
+        "small",
+        "--slides",
+        "2",
+        "--repeats",
+        "1",
+        "--workers",
+        "1",
+        "--data-dir",
+        str(tmp_path / "slides"),
+        "--out",
+        str(out),
+        "--configs",
+        *CONFIGS,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text(encoding="utf-8")
 
@@ -48,14 +72,18 @@ def test_benchmark_smoke(tmp_path):
     targets = _table(text, "## Targets")
     # serial, threads, threads with the opt-in fix (its stock bound), speed-up, decode, memory
     assert [row[0].split(" ≤")[0] for row in targets[:3]] == [
-        "Prefect serial / plain serial", "prefect-threads / plain parallel",
-        "(opt-in fix) prefect-threads-fixed / plain parallel"]
+        "Prefect serial / plain serial",
+        "prefect-threads / plain parallel",
+        "(opt-in fix) prefect-threads-fixed / plain parallel",
+    ]
     assert len(targets) == 6
     verdict = re.compile(r"met|missed by \d+ %")
     assert all(verdict.fullmatch(row[2]) for row in targets)  # the whole run's
     # per further slide: judged where there is a figure (a noisy tiny run may give none)
-    assert all(verdict.fullmatch(row[4]) if row[3] != "–" and float(row[3].rstrip("×")) > 0 else row[4] == "–"
-               for row in targets)
+    assert all(
+        verdict.fullmatch(row[4]) if row[3] != "–" and float(row[3].rstrip("×")) > 0 else row[4] == "–"
+        for row in targets
+    )
     assert "over plain-serial-1-core" in targets[3][0]
 
     slides = _table(text, "## Per slide")

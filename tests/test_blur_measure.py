@@ -85,8 +85,9 @@ def test_tissue_too_faint_to_judge_is_reported(slides):
 def _tissue_like(shape=(240, 320), seed=5, blur_px: float = 0.0) -> np.ndarray:
     """RGB uint8 stain-like texture with detail at 1 to 12 px and ~120 gray levels of contrast."""
     rng = np.random.default_rng(seed)
-    density = sum(cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), s) * s
-                  for s in (1.0, 3.0, 12.0))
+    density = sum(
+        cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), s) * s for s in (1.0, 3.0, 12.0)
+    )
     density = (density - density.min()) / np.ptp(density)
     rgb = np.stack([255 - 120 * density, 255 - 200 * density, 255 - 90 * density], axis=-1)
     if blur_px:

@@ -16,8 +16,13 @@ from slideqc.output.cache import MEASURED_WITH, default_cache_dir, slide_key
 from slideqc.settings import DEFAULTS, QCSettings
 
 # Another valid value of every setting (by hand).
-OTHER = {"image_work_size": "2.5x", "blur_work_size": "20x", "blur_radius": 5.0, "blur_threshold": 0.04,
-         "blur_max": 0.1}
+OTHER = {
+    "image_work_size": "2.5x",
+    "blur_work_size": "20x",
+    "blur_radius": 5.0,
+    "blur_threshold": 0.04,
+    "blur_max": 0.1,
+}
 
 
 @pytest.fixture

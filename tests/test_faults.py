@@ -85,8 +85,9 @@ def env(tmp_path_factory) -> dict:
 
 
 def run(script: str, *args: str, env: dict, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(command(script, *args), cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600, **kwargs)
+    return subprocess.run(
+        command(script, *args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, **kwargs
+    )
 
 
 def tracebacks(text: str) -> int:
@@ -187,8 +188,9 @@ def test_odd_names_blank_glass_and_coarse_tiff(script, odd_dir, demo_slides, bla
     assert tracebacks(log) == 0, log[-3000:]
     run_dir = only_run_dir(out)
     rows = rows_of(run_dir)
-    assert sorted(rows) == sorted([SHOWN, "=1+2.svs", "a\tb.svs", "synthetic_01_blur00.svs", "blank.svs",
-                                   "tiny.svs", "bad.svs"])
+    assert sorted(rows) == sorted(
+        [SHOWN, "=1+2.svs", "a\tb.svs", "synthetic_01_blur00.svs", "blank.svs", "tiny.svs", "bad.svs"]
+    )
     assert "..svs" in log and "hidden" in log  # skipped, and said so
 
     # The name that is not UTF-8: checked like any slide, shown the same way everywhere.
@@ -199,7 +201,11 @@ def test_odd_names_blank_glass_and_coarse_tiff(script, odd_dir, demo_slides, bla
     assert row["rescan"] == ("true" if truth.percent_blurry > 100 * DEFAULTS.blur_max else "false")
     pictures = run_dir / row["outputs"]
     assert "xfcller" in pictures.name and sorted(p.name for p in pictures.iterdir()) == [
-        "blur.png", "overlay.png", "thumbnail.png", "tissue.png"]
+        "blur.png",
+        "overlay.png",
+        "thumbnail.png",
+        "tissue.png",
+    ]
     assert SHOWN in log
     report = (run_dir / files.REPORT_FILE).read_text(encoding="utf-8")
     assert html.escape(SHOWN) in report
@@ -230,7 +236,10 @@ def test_slides_that_cannot_be_judged_exit_5(script, odd_dir, tmp_path, env):
     assert proc.returncode == 5, proc.stderr[-2000:]
     rows = rows_of(only_run_dir(tmp_path))
     assert [rows[n]["status"] for n in ("blank.svs", "tiny.svs", "synthetic_01_blur00.svs")] == [
-        "cannot judge", "cannot judge", "ok"]
+        "cannot judge",
+        "cannot judge",
+        "ok",
+    ]
 
 
 # --- kill -9 and Ctrl-C midway -----------------------------------------------------------
@@ -243,8 +252,9 @@ def start(script: str, *args: str, env: dict, log: Path) -> subprocess.Popen:
     kill -9) would hold a pipe open.
     """
     with open(log, "wb") as handle:
-        return subprocess.Popen(command(script, *args), cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            command(script, *args), cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def wait_for_pictures(run_parent: Path, proc: subprocess.Popen, count: int = 1) -> None:
@@ -286,8 +296,17 @@ def check_stopped_run(out: Path, clean_rows: dict) -> int:
 
 def rerun_matches_clean(script: str, many_dir: Path, out: Path, clean_rows: dict, env: dict) -> None:
     run_dir = only_run_dir(out)
-    proc = run(script, "--data-dir", str(many_dir), "--output-dir", str(out), "--run-name", run_dir.name,
-               "--overwrite", env=env)
+    proc = run(
+        script,
+        "--data-dir",
+        str(many_dir),
+        "--output-dir",
+        str(out),
+        "--run-name",
+        run_dir.name,
+        "--overwrite",
+        env=env,
+    )
     assert proc.returncode in (0, 5) and tracebacks(proc.stdout + proc.stderr) == 0, proc.stderr[-3000:]
     assert {name: verdict(row) for name, row in rows_of(run_dir).items()} == clean_rows
     assert files.read_run_status(run_dir)["status"] == files.COMPLETE
@@ -336,8 +355,9 @@ def test_ctrl_c_midway_then_rerun(script, many_dir, clean_rows, tmp_path, env):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "SIGTERM"])
 def test_parallel_workers_end_with_their_parent(sig, many_dir, tmp_path, env):
     out = tmp_path / "out"
-    proc = start("pipeline_parallel.py", "--data-dir", str(many_dir), "--output-dir", str(out), env=env,
-                 log=tmp_path / "log.txt")
+    proc = start(
+        "pipeline_parallel.py", "--data-dir", str(many_dir), "--output-dir", str(out), env=env, log=tmp_path / "log.txt"
+    )
     wait_for_pictures(out, proc)
     workers = psutil.Process(proc.pid).children(recursive=True)
     assert workers, "the pool has worker processes"
@@ -386,8 +406,14 @@ def test_full_disk_one_line_exit_4_rows_kept_valid(script, many_dir, clean_rows,
 
 def test_get_data_synthetic_on_a_full_disk_exits_4(tmp_path, env):
     with tiny_disk(tmp_path / "disk") as disk:
-        proc = subprocess.run([PY1, str(ROOT / "get_data.py"), "--synthetic", "2", "--dest", str(disk / "data")],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [PY1, str(ROOT / "get_data.py"), "--synthetic", "2", "--dest", str(disk / "data")],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 4, proc.stderr
         assert tracebacks(proc.stderr) == 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert "No space left" in proc.stderr and str(disk) in proc.stderr
@@ -402,8 +428,9 @@ NO_OVERRIDE = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_
 def as_ordinary_user(script: str, *args: str, env: dict) -> subprocess.CompletedProcess:
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root and setpriv to drop root's permission override")
-    return subprocess.run([*NO_OVERRIDE, *command(script, *args)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [*NO_OVERRIDE, *command(script, *args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.parametrize("script", script_params(["pipeline.py", "solutions/pipeline_prefect.py"]))
@@ -431,39 +458,68 @@ def test_unreadable_data_dir_and_unwritable_output_dir(script, demo_dir, tmp_pat
 
 
 def persisted(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([PY1, str(ROOT / "extras/pipeline_prefect_persisted.py"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [PY1, str(ROOT / "extras/pipeline_prefect_persisted.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_a_corrupted_persisted_result_is_computed_again(demo_dir, tmp_path, env):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    first = persisted("--data-dir", str(demo_dir), "--output-dir", str(out), "--cache-dir", str(cache),
-                      "--run-name", "first", env=env)
+    first = persisted(
+        "--data-dir", str(demo_dir), "--output-dir", str(out), "--cache-dir", str(cache), "--run-name", "first", env=env
+    )
     assert first.returncode == 0, first.stderr[-2000:]
     pickles = sorted(cache.rglob("*.pickle"))
     assert pickles
     victim = pickles[len(pickles) // 2]
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # as a kill mid-write leaves it
 
-    again = persisted("--data-dir", str(demo_dir), "--output-dir", str(out), "--cache-dir", str(cache),
-                      "--run-name", "again", env=env)
+    again = persisted(
+        "--data-dir", str(demo_dir), "--output-dir", str(out), "--cache-dir", str(cache), "--run-name", "again", env=env
+    )
     log = again.stdout + again.stderr
     assert again.returncode == 0 and tracebacks(log) == 0, log[-3000:]
     assert len([line for line in log.splitlines() if "cannot read this persisted result" in line]) == 1, log
     first_rows = {n: verdict(r) for n, r in rows_of(out / "first").items()}
     assert {n: verdict(r) for n, r in rows_of(out / "again").items()} == first_rows
-    victim_again = persisted("--data-dir", str(demo_dir), "--output-dir", str(out), "--cache-dir", str(cache),
-                             "--run-name", "third", env=env)
+    victim_again = persisted(
+        "--data-dir", str(demo_dir), "--output-dir", str(out), "--cache-dir", str(cache), "--run-name", "third", env=env
+    )
     assert "cannot read this persisted result" not in victim_again.stdout + victim_again.stderr  # replaced
 
 
 def test_persisted_results_on_a_full_disk_leave_nothing_unreadable(demo_dir, tmp_path, env):
     out = tmp_path / "out"
-    clean = persisted("--data-dir", str(demo_dir), "--output-dir", str(out), "--cache-dir", str(tmp_path / "c0"),
-                      "--run-name", "clean", env=env)
-    with tiny_disk(tmp_path / "disk", size="24k") as disk:  # room for the results of one slide or two (small: masks packed, deflated)
-        full = persisted("--data-dir", str(demo_dir), "--output-dir", str(out), "--cache-dir", str(disk),
-                         "--run-name", "full", env=env)
+    clean = persisted(
+        "--data-dir",
+        str(demo_dir),
+        "--output-dir",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "c0"),
+        "--run-name",
+        "clean",
+        env=env,
+    )
+    with tiny_disk(
+        tmp_path / "disk", size="24k"
+    ) as disk:  # room for the results of one slide or two (small: masks packed, deflated)
+        full = persisted(
+            "--data-dir",
+            str(demo_dir),
+            "--output-dir",
+            str(out),
+            "--cache-dir",
+            str(disk),
+            "--run-name",
+            "full",
+            env=env,
+        )
         log = full.stdout + full.stderr
         assert full.returncode == 4 and tracebacks(log) == 0, log[-3000:]
         assert f"error: cannot write {disk}/" in full.stderr, full.stderr  # the file on the full disk
@@ -474,20 +530,38 @@ def test_persisted_results_on_a_full_disk_leave_nothing_unreadable(demo_dir, tmp
 
             cloudpickle.loads(pickle_file.read_bytes())
         subprocess.run(["mount", "-o", "remount,size=256m", str(disk)], check=True)  # space freed
-        after = persisted("--data-dir", str(demo_dir), "--output-dir", str(out), "--cache-dir", str(disk),
-                          "--run-name", "after", env=env)
+        after = persisted(
+            "--data-dir",
+            str(demo_dir),
+            "--output-dir",
+            str(out),
+            "--cache-dir",
+            str(disk),
+            "--run-name",
+            "after",
+            env=env,
+        )
         log = after.stdout + after.stderr
         assert after.returncode == 0 and "cannot read this persisted result" not in log, log[-3000:]
     assert {n: verdict(r) for n, r in rows_of(out / "after").items()} == {
-        n: verdict(r) for n, r in rows_of(out / "clean").items()} and clean.returncode == 0
+        n: verdict(r) for n, r in rows_of(out / "clean").items()
+    } and clean.returncode == 0
 
 
 # --- a Dask scheduler that is not there, or cannot import the project --------------------
 
 
 def test_address_without_a_scheduler(demo_dir, tmp_path, env):
-    proc = run("solutions/pipeline_prefect_parallel.py", "--data-dir", str(demo_dir), "--output-dir",
-               str(tmp_path / "out"), "--address", f"tcp://127.0.0.1:{free_port()}", env=env)
+    proc = run(
+        "solutions/pipeline_prefect_parallel.py",
+        "--data-dir",
+        str(demo_dir),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--address",
+        f"tcp://127.0.0.1:{free_port()}",
+        env=env,
+    )
     assert proc.returncode == 3 and tracebacks(proc.stderr) == 0, proc.stderr
     assert "no Dask scheduler answers" in proc.stderr and "dask scheduler" in proc.stderr
     assert not any((tmp_path / "out").iterdir())  # no empty run folder left behind
@@ -499,16 +573,31 @@ def test_address_with_a_worker_that_cannot_import_the_project(demo_dir, tmp_path
     (fake / "__init__.py").write_text("raise ImportError('this worker has no slideqc installed')\n")
     port = free_port()
     bin_dir = Path(PY1).parent
-    scheduler = subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                                  "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = subprocess.Popen([str(bin_dir / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1",
-                               "--no-dashboard"], env={**env, "PYTHONPATH": str(tmp_path / "fake")},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scheduler = subprocess.Popen(
+        [str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = subprocess.Popen(
+        [str(bin_dir / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-dashboard"],
+        env={**env, "PYTHONPATH": str(tmp_path / "fake")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         # Up before the script looks (its own check gives a scheduler 5 s; a busy machine can take longer).
         wait_for_dask(f"tcp://127.0.0.1:{port}", "the scheduler and worker", timeout=120)
-        proc = run("solutions/pipeline_prefect_parallel.py", "--data-dir", str(demo_dir), "--output-dir",
-                   str(tmp_path / "out"), "--address", f"tcp://127.0.0.1:{port}", env=env)
+        proc = run(
+            "solutions/pipeline_prefect_parallel.py",
+            "--data-dir",
+            str(demo_dir),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--address",
+            f"tcp://127.0.0.1:{port}",
+            env=env,
+        )
     finally:
         for p in (worker, scheduler):
             p.terminate()
@@ -543,8 +632,18 @@ def test_two_runs_never_both_get_a_run_name():
 
 
 def test_results_tsv_is_faithful_and_safe_to_open(tmp_path):
-    names = ["plain.svs", "a\tb.svs", "new\nline.svs", "=HYPERLINK(\"x\").svs", "+1.svs", "-1.svs", "@sum.svs",
-             "'quoted.svs", 'say "hi".svs', MULLER]
+    names = [
+        "plain.svs",
+        "a\tb.svs",
+        "new\nline.svs",
+        '=HYPERLINK("x").svs',
+        "+1.svs",
+        "-1.svs",
+        "@sum.svs",
+        "'quoted.svs",
+        'say "hi".svs',
+        MULLER,
+    ]
     rows = [results.SlideResult(file_name=n, error=n) for n in names]
     path = results.write_results(tmp_path, rows)
     back = results.read_results(path)
@@ -587,10 +686,11 @@ def test_the_mapped_flow_survives_its_gathering_task_failing():
 
     gather = Task(name="write_results")
     names = ["a.svs", MULLER]
-    for flow_state in (Failed("some reference tasks failed", result={gather: Failed("TypeError: boom",
-                                                                                   result=TypeError("boom"))}),
-                       Failed("the executor could not start", result=OSError("no cluster")),
-                       Success(result={gather: Success(result="not a list")})):
+    for flow_state in (
+        Failed("some reference tasks failed", result={gather: Failed("TypeError: boom", result=TypeError("boom"))}),
+        Failed("the executor could not start", result=OSError("no cluster")),
+        Success(result={gather: Success(result="not a list")}),
+    ):
         rows = prefect1.gathered_rows(flow_state, gather, names)
         assert [r.file_name for r in rows] == ["a.svs", SHOWN]
         assert all(r.failed and "\n" not in r.error and r.error.startswith(r.file_name) for r in rows)

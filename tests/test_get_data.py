@@ -79,8 +79,9 @@ class RangeHandler(BaseHTTPRequestHandler):
             end = int(match.group(2)) if match.group(2) else len(body) - 1
             if start >= len(body):
                 return self._reply(416, b"", header, {"Content-Range": f"bytes */{len(body)}"})
-            return self._reply(206, body[start:end + 1], header,
-                               {"Content-Range": f"bytes {start}-{end}/{len(body)}"})
+            return self._reply(
+                206, body[start : end + 1], header, {"Content-Range": f"bytes {start}-{end}/{len(body)}"}
+            )
         return self._reply(200, body, header)
 
     def _reply(self, status, body, range_header, headers=None):
@@ -168,8 +169,19 @@ def data_dir(tmp_path) -> Path:
 
 
 def fetch_py(manifest: Path, dest: Path, server: SlideServer, *args: str):
-    return run_script("get_data.py", "--manifest", str(manifest), "--dest", str(dest), "--base-url", server.url,
-                      "--backoff", "0.01", *args, timeout=120)
+    return run_script(
+        "get_data.py",
+        "--manifest",
+        str(manifest),
+        "--dest",
+        str(dest),
+        "--base-url",
+        server.url,
+        "--backoff",
+        "0.01",
+        *args,
+        timeout=120,
+    )
 
 
 def only_files(folder: Path) -> dict[str, bytes]:
@@ -190,7 +202,9 @@ def test_fresh_download_is_verified_and_complete(tmp_path, data_dir, server):
     assert only_files(data_dir) == {SMALL.name: SMALL.data, SECOND.name: SECOND.data}  # no .partial left
     assert proc.stdout.count("sha256 verified") == 2
     assert [(r.path, r.range, r.status, r.sent) for r in server.requests] == [
-        (f"/{SMALL.name}", None, 200, len(SMALL.data)), (f"/{SECOND.name}", None, 200, len(SECOND.data))]
+        (f"/{SMALL.name}", None, 200, len(SMALL.data)),
+        (f"/{SECOND.name}", None, 200, len(SECOND.data)),
+    ]
 
 
 def test_rerun_does_nothing(tmp_path, data_dir, server):
@@ -213,8 +227,7 @@ def test_interrupted_download_resumes_and_fetches_only_the_rest(tmp_path, data_d
     (data_dir / f"{SMALL.name}.partial").write_bytes(SMALL.data[:had])  # what an interrupted run leaves
     proc = fetch_py(write_manifest(tmp_path, SMALL), data_dir, server)
     assert proc.returncode == 0, proc.stderr
-    assert [(r.range, r.status, r.sent) for r in server.requests] == [
-        (f"bytes={had}-", 206, len(SMALL.data) - had)]
+    assert [(r.range, r.status, r.sent) for r in server.requests] == [(f"bytes={had}-", 206, len(SMALL.data) - had)]
     assert only_files(data_dir) == {SMALL.name: SMALL.data}
 
 
@@ -308,7 +321,8 @@ def test_unknown_only_name_is_one_line_and_exit_2(tmp_path, data_dir, server):
     proc = fetch_py(write_manifest(tmp_path, SMALL), data_dir, server, "--only", "CMU-9.svs")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"get_data: --only: unknown slide CMU-9.svs; the manifest has {SMALL.name}"]
+        f"get_data: --only: unknown slide CMU-9.svs; the manifest has {SMALL.name}"
+    ]
     assert not data_dir.exists() and server.requests == []
 
 
@@ -320,19 +334,40 @@ def test_only_fetches_just_the_named_slides(tmp_path, data_dir, server):
 
 
 def test_dns_failure_is_one_line_with_the_synthetic_hint(tmp_path, data_dir):
-    proc = run_script("get_data.py", "--manifest", str(write_manifest(tmp_path, SMALL)), "--dest", str(data_dir),
-                      "--base-url", "http://no-such-host.invalid", timeout=120)
+    proc = run_script(
+        "get_data.py",
+        "--manifest",
+        str(write_manifest(tmp_path, SMALL)),
+        "--dest",
+        str(data_dir),
+        "--base-url",
+        "http://no-such-host.invalid",
+        timeout=120,
+    )
     assert proc.returncode == 3
     assert proc.stderr.strip().splitlines() == [
         "get_data: cannot reach no-such-host.invalid: DNS lookup failed (no network?); "
-        "to work offline, make synthetic slides: python get_data.py --synthetic 3"]
+        "to work offline, make synthetic slides: python get_data.py --synthetic 3"
+    ]
     assert not any(data_dir.iterdir())
 
 
 def test_refused_connection_is_no_network_after_the_retries(tmp_path, data_dir):
     closed = f"http://127.0.0.1:{free_port()}"
-    proc = run_script("get_data.py", "--manifest", str(write_manifest(tmp_path, SMALL)), "--dest", str(data_dir),
-                      "--base-url", closed, "--retries", "2", "--backoff", "0.01", timeout=120)
+    proc = run_script(
+        "get_data.py",
+        "--manifest",
+        str(write_manifest(tmp_path, SMALL)),
+        "--dest",
+        str(data_dir),
+        "--base-url",
+        closed,
+        "--retries",
+        "2",
+        "--backoff",
+        "0.01",
+        timeout=120,
+    )
     assert proc.returncode == 3
     [line] = error_lines(proc.stderr)
     assert line == proc.stderr.strip().splitlines()[-1]
@@ -348,7 +383,7 @@ class FullDisk:
 
     def write(self, chunk: bytes) -> int:
         if len(chunk) > self.room:
-            self.file.write(chunk[:self.room])
+            self.file.write(chunk[: self.room])
             self.room = 0
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         self.room -= len(chunk)
@@ -368,7 +403,8 @@ def test_disk_full_is_one_line_and_resumes_once_there_is_room(tmp_path, data_dir
     assert get_data.main(args) == 4
     assert capsys.readouterr().err.strip().splitlines() == [
         f"get_data: {SMALL.name}: disk full writing {data_dir / SMALL.name}.partial; "
-        "free some space and run again to resume, or use --dest"]
+        "free some space and run again to resume, or use --dest"
+    ]
     assert not (data_dir / SMALL.name).exists()
     assert (data_dir / f"{SMALL.name}.partial").stat().st_size == 50_000  # kept, to resume
 
@@ -400,12 +436,15 @@ def test_help_documents_the_exit_codes():
         assert code in proc.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--synthetic", "0"], "--synthetic: must be >= 1, got 0"),
-    (["--synthetic", "2", "--only", "CMU-1.svs"], "--synthetic: cannot be combined with --only"),
-    (["--retries", "-1"], "--retries and --backoff: must be >= 0"),
-    (["--base-url", "ftp://mirror"], "--base-url: 'ftp://mirror' is not an http(s) URL"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--synthetic", "0"], "--synthetic: must be >= 1, got 0"),
+        (["--synthetic", "2", "--only", "CMU-1.svs"], "--synthetic: cannot be combined with --only"),
+        (["--retries", "-1"], "--retries and --backoff: must be >= 0"),
+        (["--base-url", "ftp://mirror"], "--base-url: 'ftp://mirror' is not an http(s) URL"),
+    ],
+)
 def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, message):
     proc = run_script("get_data.py", "--dest", str(tmp_path / "data"), *args)
     assert proc.returncode == 2
@@ -419,16 +458,26 @@ def test_malformed_manifest_names_the_line(tmp_path):
     proc = run_script("get_data.py", "--manifest", str(manifest), "--list")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"get_data: {manifest}:3: sha256 'abc123' is not 64 lowercase hex digits or '-'"]
+        f"get_data: {manifest}:3: sha256 'abc123' is not 64 lowercase hex digits or '-'"
+    ]
 
 
 def test_synthetic_slides_are_still_made_offline(tmp_path):
-    proc = run_script("get_data.py", "--synthetic", "1", "--dest", str(tmp_path / "data"),
-                      env={"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"})
+    proc = run_script(
+        "get_data.py",
+        "--synthetic",
+        "1",
+        "--dest",
+        str(tmp_path / "data"),
+        env={"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
-        "synthetic_01_blur00.blur_truth.png", "synthetic_01_blur00.svs",
-        "synthetic_01_blur00.tissue_truth.png", "synthetic_01_blur00.truth.json"]
+        "synthetic_01_blur00.blur_truth.png",
+        "synthetic_01_blur00.svs",
+        "synthetic_01_blur00.tissue_truth.png",
+        "synthetic_01_blur00.truth.json",
+    ]
 
 
 # --- the real manifest -----------------------------------------------------------------
@@ -444,8 +493,15 @@ PUBLISHED_SHA256 = {
 
 def test_the_manifest_is_the_openslide_aperio_folder():
     entries = {entry.name: entry for entry in get_data.read_manifest(get_data.MANIFEST)}
-    assert {"CMU-1-Small-Region.svs", "CMU-1.svs", "CMU-2.svs", "CMU-3.svs", "JP2K-33003-1.svs",
-            "JP2K-33003-2.svs", "CMU-1-JP2K-33005.svs"} <= set(entries)
+    assert {
+        "CMU-1-Small-Region.svs",
+        "CMU-1.svs",
+        "CMU-2.svs",
+        "CMU-3.svs",
+        "JP2K-33003-1.svs",
+        "JP2K-33003-2.svs",
+        "CMU-1-JP2K-33005.svs",
+    } <= set(entries)
     for name, sha256 in PUBLISHED_SHA256.items():
         assert entries[name].sha256 == sha256
     for entry in entries.values():
@@ -461,8 +517,13 @@ def test_the_manifest_is_the_openslide_aperio_folder():
 
 
 def fetch_sh(manifest: Path, dest: Path, *args: str, env: dict | None = None):
-    return subprocess.run(["bash", str(ROOT / "get_data.sh"), "--manifest", str(manifest), "--dest", str(dest),
-                           *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        ["bash", str(ROOT / "get_data.sh"), "--manifest", str(manifest), "--dest", str(dest), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_shell_script_downloads_verifies_and_reruns_to_nothing(tmp_path, data_dir, server):
@@ -535,7 +596,8 @@ def test_shell_script_dns_failure_is_exit_3_with_the_hint(tmp_path, data_dir):
     assert proc.returncode == 3
     assert proc.stderr.strip().splitlines() == [
         "get_data.sh: cannot reach no-such-host.invalid: DNS lookup failed (no network?); "
-        "to work offline, make synthetic slides: python get_data.py --synthetic 3"]
+        "to work offline, make synthetic slides: python get_data.py --synthetic 3"
+    ]
 
 
 # --- every format in the manifest reads: JPEG 2000 SVS through openslide-bin's OpenJPEG ----
@@ -548,12 +610,17 @@ def jp2k_tiles(image: np.ndarray, tile: int, compression: int):
     for y in range(0, image.shape[0], tile):
         for x in range(0, image.shape[1], tile):
             block = np.full((tile, tile, 3), 255, np.uint8)
-            part = image[y:y + tile, x:x + tile]
-            block[:part.shape[0], :part.shape[1]] = part
+            part = image[y : y + tile, x : x + tile]
+            block[: part.shape[0], : part.shape[1]] = part
             if compression == APERIO_JP2K_YCBCR:  # 33003: the codestream holds Y, Cb, Cr; the reader converts
                 block = cv2.cvtColor(block, cv2.COLOR_RGB2YCrCb)[..., [0, 2, 1]]
-            yield imagecodecs.jpeg2k_encode(np.ascontiguousarray(block), level=0, codecformat="J2K",
-                                            reversible=True, mct=compression == APERIO_JP2K_RGB)
+            yield imagecodecs.jpeg2k_encode(
+                np.ascontiguousarray(block),
+                level=0,
+                codecformat="J2K",
+                reversible=True,
+                mct=compression == APERIO_JP2K_RGB,
+            )
 
 
 def rewrite_as_jp2k(source: Path, dest: Path, compression: int) -> None:
@@ -561,9 +628,17 @@ def rewrite_as_jp2k(source: Path, dest: Path, compression: int) -> None:
     with tifffile.TiffFile(source) as svs, tifffile.TiffWriter(dest) as out:
         for index, page in enumerate(svs.pages):
             image = page.asarray()
-            out.write(jp2k_tiles(image, page.tilewidth, compression), shape=image.shape, dtype=np.uint8,
-                      tile=(page.tilewidth, page.tilelength), photometric="rgb", compression=compression,
-                      subfiletype=1 if index else 0, description=page.description, metadata=None)
+            out.write(
+                jp2k_tiles(image, page.tilewidth, compression),
+                shape=image.shape,
+                dtype=np.uint8,
+                tile=(page.tilewidth, page.tilelength),
+                photometric="rgb",
+                compression=compression,
+                subfiletype=1 if index else 0,
+                description=page.description,
+                metadata=None,
+            )
     for suffix in (".truth.json", ".tissue_truth.png", ".blur_truth.png"):
         shutil.copy(source.with_suffix(suffix), dest.with_suffix(suffix))
 
@@ -571,8 +646,9 @@ def rewrite_as_jp2k(source: Path, dest: Path, compression: int) -> None:
 @pytest.fixture(scope="module")
 def jp2k_slides(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("jp2k")
-    spec = synthetic.SlideSpec(name="jpeg.svs", width=2048, height=1536, blurred_fraction=0.3,
-                               blur_sigma_um=(1.5, 3.0), seed=11)
+    spec = synthetic.SlideSpec(
+        name="jpeg.svs", width=2048, height=1536, blurred_fraction=0.3, blur_sigma_um=(1.5, 3.0), seed=11
+    )
     synthetic.write_slide(spec, folder / "jpeg.svs")
     slides = {"jpeg": folder / "jpeg.svs"}
     for compression in (APERIO_JP2K_RGB, APERIO_JP2K_YCBCR):
@@ -610,8 +686,9 @@ def test_pipeline_checks_jpeg2000_slides_like_jpeg_ones(jp2k_slides, tmp_path):
         assert rows[name]["status"] == "ok", rows[name]
         assert float(rows[name]["percent_blurry"]) == pytest.approx(jpeg, abs=0.5)
         assert float(rows[name]["percent_blurry"]) == pytest.approx(truth, abs=5)
-        assert float(rows[name]["tissue_fraction"]) == pytest.approx(float(rows["jpeg.svs"]["tissue_fraction"]),
-                                                                      abs=0.005)
+        assert float(rows[name]["tissue_fraction"]) == pytest.approx(
+            float(rows["jpeg.svs"]["tissue_fraction"]), abs=0.005
+        )
 
 
 def test_synthetic_again_says_the_slides_are_there(tmp_path):
@@ -622,7 +699,9 @@ def test_synthetic_again_says_the_slides_are_there(tmp_path):
     made = (dest / "synthetic_01_blur00.svs").stat().st_mtime_ns
     again = run_script("get_data.py", "--synthetic", "1", "--dest", str(dest))
     assert again.returncode == 0, again.stderr
-    assert "synthetic_01_blur00.svs" in again.stdout and "already here, kept (--overwrite makes it again)" in again.stdout
+    assert (
+        "synthetic_01_blur00.svs" in again.stdout and "already here, kept (--overwrite makes it again)" in again.stdout
+    )
     assert (dest / "synthetic_01_blur00.svs").stat().st_mtime_ns == made  # not written again
 
 
@@ -685,4 +764,3 @@ def test_shell_script_takes_a_bare_slide_whose_server_sends_its_length(tmp_path,
     proc = fetch_sh(write_manifest(tmp_path, slide), data_dir, "--base-url", server.url)
     assert proc.returncode == 0, proc.stderr
     assert only_files(data_dir) == {slide.name: slide.data}
-

@@ -193,7 +193,7 @@ def test_slide_objects_persisted_with_a_list_of_reads_are_still_read(demo_slides
 def test_a_mask_of_large_regions_is_kept_small():
     """A disk of tissue on glass, 640 x 480 (38,400 bytes packed): deflated well under a tenth, and exact."""
     rows, cols = np.ogrid[:480, :640]
-    disk = (rows - 240) ** 2 + (cols - 300) ** 2 < 150 ** 2
+    disk = (rows - 240) ** 2 + (cols - 300) ** 2 < 150**2
     masks = PackedMasks()
     masks["tissue"] = disk
     assert np.array_equal(masks["tissue"], disk)

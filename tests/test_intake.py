@@ -49,15 +49,47 @@ def module():
 
 
 def once(module, scanner, shared, out, *extra) -> int:
-    return module.main(["--scanner-dir", str(scanner), "--shared-dir", str(shared), "--output-dir", str(out),
-                        "--once", "--settle-seconds", "0.5", "--retain-seconds", "0", "--executor", "local", *extra])
+    return module.main(
+        [
+            "--scanner-dir",
+            str(scanner),
+            "--shared-dir",
+            str(shared),
+            "--output-dir",
+            str(out),
+            "--once",
+            "--settle-seconds",
+            "0.5",
+            "--retain-seconds",
+            "0",
+            "--executor",
+            "local",
+            *extra,
+        ]
+    )
 
 
 def popen(scanner, shared, out, *extra, log: Path) -> subprocess.Popen:
     env = dict(os.environ)
-    return subprocess.Popen([sys.executable, str(SCRIPT), "--scanner-dir", str(scanner), "--shared-dir", str(shared),
-                             "--output-dir", str(out), "--executor", "local", *extra],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--scanner-dir",
+            str(scanner),
+            "--shared-dir",
+            str(shared),
+            "--output-dir",
+            str(out),
+            "--executor",
+            "local",
+            *extra,
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
@@ -73,8 +105,7 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None
     raise AssertionError(f"timed out waiting for {what}\n{text}")
 
 
-def test_moves_complete_slides_verifies_and_checks_them_and_waits_for_one_being_written(module, folders,
-                                                                                        demo_slides):
+def test_moves_complete_slides_verifies_and_checks_them_and_waits_for_one_being_written(module, folders, demo_slides):
     scanner, shared, out = folders
     complete, late = demo_slides[:2], demo_slides[2]
     for slide in complete:
@@ -88,7 +119,7 @@ def test_moves_complete_slides_verifies_and_checks_them_and_waits_for_one_being_
         written = len(data) // 2
         with growing.open("ab") as handle:
             while not stop.is_set() and written < len(data) - 1:
-                chunk = data[written: min(written + 4096, len(data) - 1)]
+                chunk = data[written : min(written + 4096, len(data) - 1)]
                 handle.write(chunk)
                 handle.flush()
                 written += len(chunk)
@@ -109,8 +140,11 @@ def test_moves_complete_slides_verifies_and_checks_them_and_waits_for_one_being_
     assert [p.name for p in scanner.iterdir()] == [late.name]
     [run1] = runs(out)
     moved = intake_rows(run1)
-    assert {n: r["action"] for n, r in moved.items()} == {complete[0].name: "copied", complete[1].name: "copied",
-                                                           late.name: "waiting"}
+    assert {n: r["action"] for n, r in moved.items()} == {
+        complete[0].name: "copied",
+        complete[1].name: "copied",
+        late.name: "waiting",
+    }
     assert all(moved[s.name]["sha256"] == sha256(s) for s in complete)
     rows = per_slide(results.read_results(run1 / "results.tsv"))
     assert set(rows) == {s.name for s in complete} and all(r[0] == "ok" for r in rows.values())
@@ -173,9 +207,23 @@ def test_duplicates_and_conflicts_are_logged(folders, demo_slides):
     shutil.copy2(first, shared / "same.svs")
     shutil.copy2(first, scanner / first.name)
     shutil.copy2(first, scanner / "same.svs")
-    proc = run_script(INTAKE, "--scanner-dir", str(scanner), "--shared-dir", str(shared), "--output-dir", str(out),
-                      "--once", "--settle-seconds", "0.2", "--retain-seconds", "0", "--executor", "local",
-                      timeout=300)
+    proc = run_script(
+        INTAKE,
+        "--scanner-dir",
+        str(scanner),
+        "--shared-dir",
+        str(shared),
+        "--output-dir",
+        str(out),
+        "--once",
+        "--settle-seconds",
+        "0.2",
+        "--retain-seconds",
+        "0",
+        "--executor",
+        "local",
+        timeout=300,
+    )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-3000:]
     kept_as = intake.conflict_name(first.name, sha256(first))
@@ -185,8 +233,9 @@ def test_duplicates_and_conflicts_are_logged(folders, demo_slides):
     assert f"{kept_as}: QC ok" in text
 
 
-def test_copy_errors_are_retried_and_a_copy_that_keeps_failing_keeps_its_source(module, folders, demo_slides,
-                                                                                monkeypatch):
+def test_copy_errors_are_retried_and_a_copy_that_keeps_failing_keeps_its_source(
+    module, folders, demo_slides, monkeypatch
+):
     scanner, shared, out = folders
     slide = demo_slides[0]
     shutil.copy2(slide, scanner / slide.name)
@@ -292,9 +341,23 @@ def test_killed_mid_copy_loses_nothing_and_the_next_pass_finishes(folders, demo_
     assert partials(shared)  # its half copy is hidden under a temporary name
 
     # the next pass deletes the half copy and finishes the job
-    proc = run_script(INTAKE, "--scanner-dir", str(scanner), "--shared-dir", str(shared), "--output-dir", str(out),
-                      "--once", "--settle-seconds", "0.2", "--retain-seconds", "0", "--executor", "local",
-                      timeout=300)
+    proc = run_script(
+        INTAKE,
+        "--scanner-dir",
+        str(scanner),
+        "--shared-dir",
+        str(shared),
+        "--output-dir",
+        str(out),
+        "--once",
+        "--settle-seconds",
+        "0.2",
+        "--retain-seconds",
+        "0",
+        "--executor",
+        "local",
+        timeout=300,
+    )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text[-3000:]  # the random "slide" fails QC; the demo slide is fine
     assert "a copy interrupted in an earlier pass" in text
@@ -325,8 +388,20 @@ def test_sigterm_finishes_the_copy_under_way_and_exits_cleanly(folders, demo_sli
         shutil.copy2(slide, scanner / slide.name)
     log = tmp_path / "intake.log"
     # about 2.5 s per slide at 2 MB/s: the signal comes while the first one is copying
-    proc = popen(scanner, shared, out, "--interval", "1", "--settle-seconds", "0.2", "--bwlimit", "2",
-                 "--retain-seconds", "0", log=log)
+    proc = popen(
+        scanner,
+        shared,
+        out,
+        "--interval",
+        "1",
+        "--settle-seconds",
+        "0.2",
+        "--bwlimit",
+        "2",
+        "--retain-seconds",
+        "0",
+        log=log,
+    )
     try:
         wait_for(lambda: partials(shared), 60, "a copy to start", proc, log)
         proc.send_signal(signal.SIGTERM)
@@ -360,13 +435,16 @@ def test_sigterm_between_passes_stops_at_once(folders, tmp_path):
     assert "intake stopped on request after 1 cycle" in log.read_text()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--once", "--interval", "5"], "not allowed with"),
-    ([], "one of the arguments --interval --once is required"),
-    (["--once", "--max-cycles", "2"], "--max-cycles"),
-    (["--interval", "5", "--run-name", "x"], "--run-name"),
-    (["--once", "--data-dir", "data"], "unrecognized arguments: --data-dir"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--once", "--interval", "5"], "not allowed with"),
+        ([], "one of the arguments --interval --once is required"),
+        (["--once", "--max-cycles", "2"], "--max-cycles"),
+        (["--interval", "5", "--run-name", "x"], "--run-name"),
+        (["--once", "--data-dir", "data"], "unrecognized arguments: --data-dir"),
+    ],
+)
 def test_usage_errors(folders, args, message):
     scanner, shared, out = folders
     proc = run_script(INTAKE, "--scanner-dir", str(scanner), "--shared-dir", str(shared), *args, timeout=120)
@@ -377,14 +455,20 @@ def test_flow_graph():
     flow = load_solution("extras/pipeline_intake.py").flow
     assert flow.name == "Slide intake"
     edges = {(e.upstream_task.name, e.downstream_task.name, e.mapped) for e in flow.edges}
-    for edge in [("clean_up", "find_candidates", False), ("find_candidates", "wait_until_complete", False),
-                 ("wait_until_complete", "copy_and_verify", True), ("copy_and_verify", "qc_arrived", False),
-                 ("qc_arrived", "release", False), ("release", "end_pass", False)]:
+    for edge in [
+        ("clean_up", "find_candidates", False),
+        ("find_candidates", "wait_until_complete", False),
+        ("wait_until_complete", "copy_and_verify", True),
+        ("copy_and_verify", "qc_arrived", False),
+        ("qc_arrived", "release", False),
+        ("release", "end_pass", False),
+    ]:
         assert edge in edges, edge
 
 
-def test_a_source_that_cannot_be_removed_is_reported_and_its_slide_still_checked(module, folders, demo_slides,
-                                                                                 monkeypatch):
+def test_a_source_that_cannot_be_removed_is_reported_and_its_slide_still_checked(
+    module, folders, demo_slides, monkeypatch
+):
     scanner, shared, out = folders
     slide = demo_slides[0]
     shutil.copy2(slide, scanner / slide.name)
@@ -413,8 +497,9 @@ def journal_rows(out: Path, name: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("scanner_reopens", [False, True], ids=["scanner-keeps-its-handle", "scanner-reopens-by-name"])
-def test_a_scanner_that_pauses_longer_than_the_settle_time_loses_nothing(folders, demo_slides, tmp_path,
-                                                                         scanner_reopens):
+def test_a_scanner_that_pauses_longer_than_the_settle_time_loses_nothing(
+    folders, demo_slides, tmp_path, scanner_reopens
+):
     """The scanner writes half a slide, pauses until the intake has copied that half, then finishes.
 
     The slide must end up on the shared drive whole (sha256 of the bytes the scanner wrote), exactly
@@ -455,11 +540,17 @@ def test_a_scanner_that_pauses_longer_than_the_settle_time_loses_nothing(folders
     threads[0].start()
     wait_for(source.exists, 30, "the scanner to start")
     threads[1].start()
-    proc = popen(scanner, shared, out, "--interval", "0.5", "--settle-seconds", "0.2", "--retain-seconds", "3600",
-                 log=log)
+    proc = popen(
+        scanner, shared, out, "--interval", "0.5", "--settle-seconds", "0.2", "--retain-seconds", "3600", log=log
+    )
     try:
-        wait_for(lambda: any(r["action"] == "replaced" for r in journal_rows(out, source.name)), 240,
-                 "the whole slide to replace the half copy", proc, log)
+        wait_for(
+            lambda: any(r["action"] == "replaced" for r in journal_rows(out, source.name)),
+            240,
+            "the whole slide to replace the half copy",
+            proc,
+            log,
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 1, log.read_text()[-3000:]  # the half slide failed its QC: said, and...
     finally:
@@ -484,8 +575,23 @@ def test_a_scanner_that_pauses_longer_than_the_settle_time_loses_nothing(folders
     assert all(removed == "False" for _, _, removed in events)
 
     # later, once retained long enough (here: at once) and QC'd, the source goes, its hashes checked again
-    proc = run_script(INTAKE, "--scanner-dir", str(scanner), "--shared-dir", str(shared), "--output-dir", str(out),
-                      "--once", "--settle-seconds", "0.2", "--retain-seconds", "0", "--executor", "local", timeout=300)
+    proc = run_script(
+        INTAKE,
+        "--scanner-dir",
+        str(scanner),
+        "--shared-dir",
+        str(shared),
+        "--output-dir",
+        str(out),
+        "--once",
+        "--settle-seconds",
+        "0.2",
+        "--retain-seconds",
+        "0",
+        "--executor",
+        "local",
+        timeout=300,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert list(scanner.iterdir()) == [] and sha256(shared / source.name) == whole_sha
     last = journal_rows(out, source.name)[-1]
@@ -531,6 +637,7 @@ def _copy_fails(monkeypatch, real):
     def copy_file(source, dest, bwlimit=0):
         Path(dest).write_bytes(b"the first bytes")
         raise OSError(5, "Input/output error")
+
     monkeypatch.setattr(intake, "copy_file", copy_file)
 
 
@@ -538,36 +645,49 @@ def _disk_full(monkeypatch, real):
     def copy_file(source, dest, bwlimit=0):
         Path(dest).write_bytes(Path(source.path).read_bytes()[:1000])
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(intake, "copy_file", copy_file)
 
 
 def _verify_fails(monkeypatch, real):  # the copy reads back different from what was read from the source
-    monkeypatch.setattr(intake, "sha256_file", lambda path, drop_cache=False, limit=None:
-                        "0" * 64 if Path(path).name.endswith(".partial") else real.sha256_file(path, drop_cache, limit))
+    monkeypatch.setattr(
+        intake,
+        "sha256_file",
+        lambda path, drop_cache=False, limit=None: (
+            "0" * 64 if Path(path).name.endswith(".partial") else real.sha256_file(path, drop_cache, limit)
+        ),
+    )
 
 
 def _rename_fails(monkeypatch, real):
     def place(partial, final):
         raise OSError(5, "Input/output error")
+
     monkeypatch.setattr(intake, "place", place)
 
 
 def _journal_full(monkeypatch, real):  # the output drive is full: the slide cannot be queued for QC
     def add_pending(output_dir, shared_path):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(intake, "add_pending", add_pending)
 
 
 def _record_fails(monkeypatch, real):  # placed and verified, but the hold record cannot be written
     def hold(*args, **kwargs):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(intake, "hold", hold)
 
 
-@pytest.mark.parametrize("fault", [_copy_fails, _disk_full, _verify_fails, _rename_fails, _journal_full,
-                                   _record_fails], ids=lambda f: f.__name__.strip("_"))
-def test_every_failure_before_the_copy_is_verified_in_place_keeps_the_source(module, folders, demo_slides,
-                                                                            monkeypatch, fault):
+@pytest.mark.parametrize(
+    "fault",
+    [_copy_fails, _disk_full, _verify_fails, _rename_fails, _journal_full, _record_fails],
+    ids=lambda f: f.__name__.strip("_"),
+)
+def test_every_failure_before_the_copy_is_verified_in_place_keeps_the_source(
+    module, folders, demo_slides, monkeypatch, fault
+):
     scanner, shared, out = folders
     original = demo_slides[0].read_bytes()
     original_sha = hashlib.sha256(original).hexdigest()
@@ -617,15 +737,26 @@ def test_a_bad_option_touches_no_file(module, folders, demo_slides, capsys, args
     scanner, shared, out = folders
     shutil.copy2(demo_slides[0], scanner / demo_slides[0].name)
     before = {p.name: (sha256(p), p.stat().st_mtime_ns) for p in scanner.iterdir()}
-    code = cli.run_main(module.main, ["--scanner-dir", str(scanner), "--shared-dir", str(shared),
-                                      "--output-dir", str(out), "--settle-seconds", "0", *args])
+    code = cli.run_main(
+        module.main,
+        [
+            "--scanner-dir",
+            str(scanner),
+            "--shared-dir",
+            str(shared),
+            "--output-dir",
+            str(out),
+            "--settle-seconds",
+            "0",
+            *args,
+        ],
+    )
     assert code == 2 and message in capsys.readouterr().err
     assert {p.name: (sha256(p), p.stat().st_mtime_ns) for p in scanner.iterdir()} == before
     assert list(shared.iterdir()) == [] and not out.exists()
 
 
-def test_an_unreadable_hold_record_counts_its_source_as_new_and_nothing_is_copied_twice(module, folders,
-                                                                                         demo_slides):
+def test_an_unreadable_hold_record_counts_its_source_as_new_and_nothing_is_copied_twice(module, folders, demo_slides):
     scanner, shared, out = folders
     slide = demo_slides[0]
     shutil.copy2(slide, scanner / slide.name)

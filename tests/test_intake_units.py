@@ -165,25 +165,52 @@ def assert_source_intact(path: Path, data: bytes = DATA, mtime_ns: int = MTIME) 
 # --- finding slides ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, temporary", [
-    (".a.svs", True), ("~a.svs", True), ("a.svs.partial", True), ("A.SVS.PARTIAL", True), ("a.svs.tmp", True),
-    ("a.svs.TMP", True), ("a.svs.part", True), ("a.svs~", True), ("a.svs", False), ("a.partial.svs", False),
-    ("a~.svs", False), ("a.tmp.svs", False), ("a.part.svs", False), ("a.svs.partia", False),
-])
+@pytest.mark.parametrize(
+    "name, temporary",
+    [
+        (".a.svs", True),
+        ("~a.svs", True),
+        ("a.svs.partial", True),
+        ("A.SVS.PARTIAL", True),
+        ("a.svs.tmp", True),
+        ("a.svs.TMP", True),
+        ("a.svs.part", True),
+        ("a.svs~", True),
+        ("a.svs", False),
+        ("a.partial.svs", False),
+        ("a~.svs", False),
+        ("a.tmp.svs", False),
+        ("a.part.svs", False),
+        ("a.svs.partia", False),
+    ],
+)
 def test_is_temporary(name, temporary):
     assert intake.is_temporary(name) is temporary
 
 
 @pytest.mark.parametrize("file_type", ["svs", ".svs", "SVS"])
 def test_find_slides_lists_regular_slide_files_sorted_by_name(tmp_path, file_type):
-    for name, size in [("c.svs", 3), ("a.svs", 1), ("B.SVS", 2), ("d.svs.tmp", 1), (".e.svs", 1), ("~f.svs", 1),
-                       ("g.tif", 1), ("h.svs.partial", 1), ("svs", 1), ("i_svs", 1)]:
+    for name, size in [
+        ("c.svs", 3),
+        ("a.svs", 1),
+        ("B.SVS", 2),
+        ("d.svs.tmp", 1),
+        (".e.svs", 1),
+        ("~f.svs", 1),
+        ("g.tif", 1),
+        ("h.svs.partial", 1),
+        ("svs", 1),
+        ("i_svs", 1),
+    ]:
         make(tmp_path / name, b"x" * size, MTIME + size)
     (tmp_path / "dir.svs").mkdir()
     (tmp_path / "link.svs").symlink_to(tmp_path / "a.svs")
     found = intake.find_slides(tmp_path, file_type)
-    assert found == [Candidate(str(tmp_path / "B.SVS"), 2, MTIME + 2), Candidate(str(tmp_path / "a.svs"), 1, MTIME + 1),
-                     Candidate(str(tmp_path / "c.svs"), 3, MTIME + 3)]
+    assert found == [
+        Candidate(str(tmp_path / "B.SVS"), 2, MTIME + 2),
+        Candidate(str(tmp_path / "a.svs"), 1, MTIME + 1),
+        Candidate(str(tmp_path / "c.svs"), 3, MTIME + 3),
+    ]
     assert [c.name for c in found] == ["B.SVS", "a.svs", "c.svs"]
     assert intake.find_slides(tmp_path, "tif") == [Candidate(str(tmp_path / "g.tif"), 1, MTIME + 1)]
     assert intake.find_slides(tmp_path) == found  # svs by default
@@ -216,8 +243,10 @@ def test_find_slides_skips_a_slide_removed_between_the_listing_and_its_stat(tmp_
             return False
 
     monkeypatch.setattr(os, "scandir", Listing)
-    assert intake.find_slides(tmp_path) == [Candidate(str(tmp_path / "b.svs"), 2, MTIME),
-                                            Candidate(str(tmp_path / "c.svs"), 3, MTIME)]
+    assert intake.find_slides(tmp_path) == [
+        Candidate(str(tmp_path / "b.svs"), 2, MTIME),
+        Candidate(str(tmp_path / "c.svs"), 3, MTIME),
+    ]
 
 
 def test_look(tmp_path):
@@ -432,23 +461,27 @@ def _grow(source: Path):
     def when_flushed(fd):
         with source.open("ab") as handle:
             handle.write(b"more")
+
     return when_flushed
 
 
 def _touch(source: Path):
     def when_flushed(fd):
         os.utime(source, ns=(MTIME + 1, MTIME + 1))
+
     return when_flushed
 
 
 def _remove(source: Path):
     def when_flushed(fd):
         source.unlink()
+
     return when_flushed
 
 
-@pytest.mark.parametrize("change, now", [(_grow, f"{len(DATA) + 4} bytes"), (_touch, f"{len(DATA)} bytes"),
-                                         (_remove, "gone bytes")])
+@pytest.mark.parametrize(
+    "change, now", [(_grow, f"{len(DATA) + 4} bytes"), (_touch, f"{len(DATA)} bytes"), (_remove, "gone bytes")]
+)
 def test_copy_file_says_when_the_source_changed_during_the_copy(folders, source, monkeypatch, change, now):
     monkeypatch.setattr(os, "fsync", change(source))  # the scanner writes while the copy is flushed
     with pytest.raises(intake.SourceChanged) as raised:
@@ -546,8 +579,9 @@ def test_a_copy_is_placed_under_its_name_only_once_verified(folders, source, mon
 
     outcome = intake.copy_and_verify(seen(source), shared, before_placing=before_placing)
     final = shared / "a.svs"
-    assert outcome == Outcome("a.svs", "copied", str(source), str(final), len(DATA), sha(DATA), False, "",
-                              outcome.seconds)
+    assert outcome == Outcome(
+        "a.svs", "copied", str(source), str(final), len(DATA), sha(DATA), False, "", outcome.seconds
+    )
     assert outcome.seconds == 1.235  # to the millisecond
     assert clock.sleeps == []  # no bandwidth limit unless asked for
     assert outcome.arrived and not outcome.failed
@@ -578,8 +612,10 @@ def test_a_copy_that_fails_verification_is_removed_and_the_source_kept(folders, 
     with pytest.raises(intake.VerifyError) as raised:
         intake.copy_and_verify(seen(source), shared)
     assert isinstance(raised.value, OSError)  # retried by the flow like any I/O error
-    assert str(raised.value) == (f"a.svs: the copy differs from the source (size {len(DATA)} vs {len(DATA)}, "
-                                 f"sha256 {sha(bad)[:12]} vs {sha(DATA)[:12]})")
+    assert str(raised.value) == (
+        f"a.svs: the copy differs from the source (size {len(DATA)} vs {len(DATA)}, "
+        f"sha256 {sha(bad)[:12]} vs {sha(DATA)[:12]})"
+    )
     assert_nothing_placed(shared)
     assert_source_intact(source)
     assert intake.held_records(out) == {}  # nothing says it was copied: never released
@@ -587,8 +623,10 @@ def test_a_copy_that_fails_verification_is_removed_and_the_source_kept(folders, 
     monkeypatch.setattr(intake, "copy_file", _short_count)
     with pytest.raises(intake.VerifyError) as raised:
         intake.copy_and_verify(seen(source), shared)
-    assert str(raised.value) == (f"a.svs: the copy differs from the source (size {len(DATA)} vs {len(DATA) + 1}, "
-                                 f"sha256 {sha(DATA)[:12]} vs {sha(DATA)[:12]})")
+    assert str(raised.value) == (
+        f"a.svs: the copy differs from the source (size {len(DATA)} vs {len(DATA) + 1}, "
+        f"sha256 {sha(DATA)[:12]} vs {sha(DATA)[:12]})"
+    )
     assert_nothing_placed(shared)
     assert_source_intact(source)
 
@@ -627,8 +665,9 @@ def _rename_fails(monkeypatch):
     return errno.EIO
 
 
-@pytest.mark.parametrize("fault", [_no_space, _no_permission, _share_gone, _rename_fails],
-                         ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize(
+    "fault", [_no_space, _no_permission, _share_gone, _rename_fails], ids=lambda f: f.__name__.strip("_")
+)
 def test_an_io_error_leaves_no_copy_and_the_source_intact(folders, source, monkeypatch, fault):
     scanner, shared, out = folders
     code = fault(monkeypatch)
@@ -656,6 +695,7 @@ def test_an_interrupted_copy_leaves_no_copy_and_the_source_intact(folders, sourc
     if where == "writing":
         fail_writes(monkeypatch, "xb", 1000, KeyboardInterrupt())
     else:
+
         def placing(final):
             raise KeyboardInterrupt
 
@@ -681,8 +721,17 @@ def test_a_name_taken_by_other_content_keeps_both(folders, source, other, monkey
     taken = make(shared / "a.svs", other, 5)
     kept_as = f"a.{sha(DATA)[:12]}.svs"
     outcome = intake.copy_and_verify(seen(source), shared)
-    assert outcome == Outcome("a.svs", "renamed", str(source), str(shared / kept_as), len(DATA), sha(DATA), False,
-                              f"a.svs on the shared drive has other content: kept as {kept_as}", outcome.seconds)
+    assert outcome == Outcome(
+        "a.svs",
+        "renamed",
+        str(source),
+        str(shared / kept_as),
+        len(DATA),
+        sha(DATA),
+        False,
+        f"a.svs on the shared drive has other content: kept as {kept_as}",
+        outcome.seconds,
+    )
     assert outcome.arrived and outcome.seconds == 0.013
     assert names(shared) == sorted(["a.svs", kept_as])
     assert taken.read_bytes() == other and os.stat(taken).st_mtime_ns == 5
@@ -706,8 +755,17 @@ def test_the_same_content_already_there_is_not_copied_again(folders, source, giv
     there = make(shared / "a.svs", DATA, 7)
     cache = intake.HashCache() if given_cache else None
     outcome = intake.copy_and_verify(seen(source), shared, hashes=cache)
-    assert outcome == Outcome("a.svs", "duplicate", str(source), str(there), len(DATA), sha(DATA), False,
-                              "already on the shared drive as a.svs (same sha256)", outcome.seconds)
+    assert outcome == Outcome(
+        "a.svs",
+        "duplicate",
+        str(source),
+        str(there),
+        len(DATA),
+        sha(DATA),
+        False,
+        "already on the shared drive as a.svs (same sha256)",
+        outcome.seconds,
+    )
     assert not outcome.arrived and outcome.seconds == 2.001
     assert names(shared) == ["a.svs"] and os.stat(there).st_mtime_ns == 7
     if cache is not None:
@@ -752,8 +810,15 @@ HALF = DATA[:1000]
 def earlier_copy(shared: Path, source: Path, data: bytes = HALF, name: str = "a.svs", size=None, digest=None) -> Held:
     """The record of the intake's earlier copy of ``source``: ``data`` placed as ``shared/name``."""
     dest = make(shared / name, data, 9)
-    return Held(str(source.resolve()), str(dest.resolve()), len(data) if size is None else size, MTIME - 10,
-                digest or sha(data), 1000.0, "ok")
+    return Held(
+        str(source.resolve()),
+        str(dest.resolve()),
+        len(data) if size is None else size,
+        MTIME - 10,
+        digest or sha(data),
+        1000.0,
+        "ok",
+    )
 
 
 def test_a_slide_copied_while_the_scanner_paused_is_replaced_by_the_whole_slide(folders, source, monkeypatch):
@@ -763,9 +828,18 @@ def test_a_slide_copied_while_the_scanner_paused_is_replaced_by_the_whole_slide(
     placing = Recorder()
     outcome = intake.copy_and_verify(seen(source), shared, previous=previous, before_placing=placing)
     final = shared / "a.svs"
-    assert outcome == Outcome("a.svs", "replaced", str(source), str(final.resolve()), len(DATA), sha(DATA), False,
-                              f"CHANGED after its copy: the earlier copy (1000 bytes, sha256 {sha(HALF)[:12]}) "
-                              "was its beginning; replaced by the whole slide", outcome.seconds)
+    assert outcome == Outcome(
+        "a.svs",
+        "replaced",
+        str(source),
+        str(final.resolve()),
+        len(DATA),
+        sha(DATA),
+        False,
+        f"CHANGED after its copy: the earlier copy (1000 bytes, sha256 {sha(HALF)[:12]}) "
+        "was its beginning; replaced by the whole slide",
+        outcome.seconds,
+    )
     assert outcome.arrived and outcome.seconds == 7.5
     assert names(shared) == ["a.svs"] and file_sha(final) == sha(DATA)
     assert placing.calls == [((final.resolve(),), {})]
@@ -810,9 +884,19 @@ def _same_size(shared, source):  # only the mtime changed: the very same bytes
     return earlier_copy(shared, source, data=DATA)
 
 
-@pytest.mark.parametrize("case, action", [(_elsewhere, "renamed"), (_kept_apart, "renamed"), (_touched, "renamed"),
-                                          (_grew, "renamed"), (_not_its_beginning, "renamed"), (_gone, "copied"),
-                                          (_same_size, "duplicate")], ids=lambda c: getattr(c, "__name__", c))
+@pytest.mark.parametrize(
+    "case, action",
+    [
+        (_elsewhere, "renamed"),
+        (_kept_apart, "renamed"),
+        (_touched, "renamed"),
+        (_grew, "renamed"),
+        (_not_its_beginning, "renamed"),
+        (_gone, "copied"),
+        (_same_size, "duplicate"),
+    ],
+    ids=lambda c: getattr(c, "__name__", c),
+)
 def test_only_the_intakes_own_untouched_beginning_is_replaced(folders, source, case, action):
     scanner, shared, _ = folders
     make(shared / "a.svs", b"another slide by that name")  # what a copy must never replace
@@ -847,8 +931,14 @@ def test_already_there_under_the_name_or_a_conflict_name(folders, source):
     scanner, shared, _ = folders
     there = make(shared / "a.svs", DATA, 7)
     assert intake.already_there(seen(source), str(shared), intake.HashCache()) == Outcome(
-        "a.svs", "duplicate", str(source), str(there), len(DATA), sha(DATA),
-        detail="already on the shared drive as a.svs (same sha256): not copied again")
+        "a.svs",
+        "duplicate",
+        str(source),
+        str(there),
+        len(DATA),
+        sha(DATA),
+        detail="already on the shared drive as a.svs (same sha256): not copied again",
+    )
     make(there, b"x" * len(DATA), 7)  # other content, the same size
     assert intake.already_there(seen(source), shared, intake.HashCache()) is None
     tag = sha(DATA)[:12]
@@ -948,11 +1038,29 @@ def test_a_file_someone_else_removed_meanwhile_is_no_error(folders, monkeypatch)
 def test_outcome_row_and_flags():
     outcome = Outcome("a.svs", "copied", "/s/a.svs", "/d/a.svs", 3, "ab", True, "fine", 0.5)
     assert list(intake.outcome_row(outcome).items()) == [
-        ("name", "a.svs"), ("action", "copied"), ("source", "/s/a.svs"), ("dest", "/d/a.svs"), ("size", 3),
-        ("sha256", "ab"), ("source_removed", True), ("detail", "fine"), ("seconds", 0.5)]
+        ("name", "a.svs"),
+        ("action", "copied"),
+        ("source", "/s/a.svs"),
+        ("dest", "/d/a.svs"),
+        ("size", 3),
+        ("sha256", "ab"),
+        ("source_removed", True),
+        ("detail", "fine"),
+        ("seconds", 0.5),
+    ]
     arrived = {"copied", "renamed", "replaced"}
-    for action in ["copied", "replaced", "renamed", "duplicate", "waiting", "changed", "stopped", "error", "held",
-                   "released"]:
+    for action in [
+        "copied",
+        "replaced",
+        "renamed",
+        "duplicate",
+        "waiting",
+        "changed",
+        "stopped",
+        "error",
+        "held",
+        "released",
+    ]:
         assert Outcome("a", action).arrived is (action in arrived)
         assert Outcome("a", action).failed is (action == "error")
     assert Outcome("a", "held") == Outcome("a", "held", "", "", None, "", False, "", None)
@@ -978,8 +1086,15 @@ def test_hold_writes_a_record_of_what_was_copied(folders, source, clock, monkeyp
     monkeypatch.chdir(scanner)
     outcome = Outcome("a.svs", "copied", "a.svs", "../shared/a.svs", len(DATA), sha(DATA))
     record = intake.hold(out, Candidate("a.svs", len(DATA), MTIME), outcome)
-    expected = {"source": str(source), "dest": str(shared / "a.svs"), "size": len(DATA), "mtime_ns": MTIME,
-                "sha256": sha(DATA), "copied_at": 1234.5, "qc": ""}
+    expected = {
+        "source": str(source),
+        "dest": str(shared / "a.svs"),
+        "size": len(DATA),
+        "mtime_ns": MTIME,
+        "sha256": sha(DATA),
+        "copied_at": 1234.5,
+        "qc": "",
+    }
     assert json.loads(record_file(out, source).read_text(encoding="utf-8")) == expected
     assert record == Held(**expected)
     assert intake.hold(out, Candidate("a.svs", len(DATA), MTIME), outcome, qc="earlier").qc == "earlier"
@@ -993,8 +1108,11 @@ def test_hold_writes_a_record_of_what_was_copied(folders, source, clock, monkeyp
     intake.forget(out, "a.svs")  # forgotten already: no error
 
 
-@pytest.mark.parametrize("text", ["{cut short", '{"source": "/s/a.svs"}', '["not", "a", "record"]', None],
-                         ids=["truncated", "fields missing", "not an object", "a folder"])
+@pytest.mark.parametrize(
+    "text",
+    ["{cut short", '{"source": "/s/a.svs"}', '["not", "a", "record"]', None],
+    ids=["truncated", "fields missing", "not an object", "a folder"],
+)
 def test_an_unreadable_record_is_ignored_and_said(folders, source, caplog, text):
     scanner, shared, out = folders
     entry = record_file(out, source)
@@ -1025,8 +1143,14 @@ def test_a_missing_record_is_none_without_a_word(folders, source, caplog):
     assert caplog.records == []
 
 
-def held_copy(folders, name: str = "a.svs", data: bytes = DATA, qc: str = "ok", copied_at: float = 1000.0,
-              scanner: Path | None = None) -> tuple[Path, Path, Held]:
+def held_copy(
+    folders,
+    name: str = "a.svs",
+    data: bytes = DATA,
+    qc: str = "ok",
+    copied_at: float = 1000.0,
+    scanner: Path | None = None,
+) -> tuple[Path, Path, Held]:
     """A source in the scanner folder, its verified copy on the shared drive and its record, as after a pass."""
     folder, shared, out = folders
     source = make((scanner or folder) / name, data)
@@ -1062,8 +1186,10 @@ def test_to_copy_skips_unchanged_held_sources_and_names_the_changed(folders, mon
     make(grown_source, b"gg")
     make(touched_source, b"t", MTIME + 1)
     monkeypatch.chdir(scanner)  # the scanner folder given relative: still the records' sources
-    found = [Candidate(name, seen(scanner / name).size, seen(scanner / name).mtime_ns)
-             for name in ["grown.svs", "new.svs", "same.svs", "touched.svs"]]
+    found = [
+        Candidate(name, seen(scanner / name).size, seen(scanner / name).mtime_ns)
+        for name in ["grown.svs", "new.svs", "same.svs", "touched.svs"]
+    ]
     new_ones, changed = intake.to_copy(found, intake.held_records(out))
     assert new_ones == [found[0], found[1], found[3]]
     assert changed == [(found[0], grown), (found[3], touched)]
@@ -1082,26 +1208,38 @@ def test_a_verified_checked_copy_releases_its_source_after_the_retention(folders
     source, dest, record = held_copy(folders)
     reads = Recorder(then=intake.sha256_file)
     monkeypatch.setattr(intake, "sha256_file", reads)
-    assert release(out, 1000.0 + 600.0) == {"a.svs": Outcome(
-        "a.svs", "released", str(source), str(dest), len(DATA), sha(DATA), True,
-        "removed from the scanner folder: unchanged for 600 s since its copy, QC ok, sha256 checked again on both "
-        "sides")}
+    assert release(out, 1000.0 + 600.0) == {
+        "a.svs": Outcome(
+            "a.svs",
+            "released",
+            str(source),
+            str(dest),
+            len(DATA),
+            sha(DATA),
+            True,
+            "removed from the scanner folder: unchanged for 600 s since its copy, QC ok, sha256 checked again on both "
+            "sides",
+        )
+    }
     assert names(scanner) == [] and file_sha(dest) == sha(DATA)  # the copy whole, the source gone
     assert intake.held_records(out) == {}
     # both hashed again just before: the shared copy from the disk
-    assert [(args[0], kwargs) for args, kwargs in reads.calls] == [(str(dest), {"drop_cache": True}),
-                                                                   (str(source), {})]
+    assert [(args[0], kwargs) for args, kwargs in reads.calls] == [(str(dest), {"drop_cache": True}), (str(source), {})]
 
 
-@pytest.mark.parametrize("qc, detail", [
-    ("", "kept until its shared copy is QC'd"),
-    ("error", "kept: the QC could not read its shared copy; remove it by hand once looked at"),
-])
+@pytest.mark.parametrize(
+    "qc, detail",
+    [
+        ("", "kept until its shared copy is QC'd"),
+        ("error", "kept: the QC could not read its shared copy; remove it by hand once looked at"),
+    ],
+)
 def test_a_copy_not_checked_or_unreadable_keeps_its_source(folders, qc, detail):
     scanner, shared, out = folders
     source, dest, record = held_copy(folders, qc=qc)
-    assert release(out, 5000.0) == {"a.svs": Outcome("a.svs", "held", str(source), str(dest), len(DATA), sha(DATA),
-                                                     False, detail)}
+    assert release(out, 5000.0) == {
+        "a.svs": Outcome("a.svs", "held", str(source), str(dest), len(DATA), sha(DATA), False, detail)
+    }
     assert_source_intact(source)
     assert intake.held_records(out) == {record.source: record}
 
@@ -1124,16 +1262,28 @@ def test_a_copy_found_already_there_releases_its_source(folders):
     source, dest, record = held_copy(folders, qc="earlier")
     outcome = release(folders[2], 1700.4)["a.svs"]
     assert outcome.action == "released" and not source.exists()
-    assert outcome.detail == ("removed from the scanner folder: unchanged for 700 s since its copy, QC earlier, "
-                              "sha256 checked again on both sides")
+    assert outcome.detail == (
+        "removed from the scanner folder: unchanged for 700 s since its copy, QC earlier, "
+        "sha256 checked again on both sides"
+    )
 
 
 def test_a_source_that_changed_after_its_copy_is_kept_to_be_copied_again(folders):
     scanner, shared, out = folders
     source, dest, record = held_copy(folders)
     make(source, DATA + b"more")
-    assert release(out, 5000.0) == {"a.svs": Outcome("a.svs", "held", str(source), str(dest), len(DATA), sha(DATA),
-                                                     False, "changed after its copy: copied again once complete")}
+    assert release(out, 5000.0) == {
+        "a.svs": Outcome(
+            "a.svs",
+            "held",
+            str(source),
+            str(dest),
+            len(DATA),
+            sha(DATA),
+            False,
+            "changed after its copy: copied again once complete",
+        )
+    }
     assert source.read_bytes() == DATA + b"more" and intake.held_records(out) == {record.source: record}
 
 
@@ -1156,8 +1306,18 @@ def test_a_copy_missing_or_changed_never_releases_its_source(folders, damage):
         dest.unlink()
     else:
         make(dest, b"x" * len(DATA) if damage == "same size" else DATA[:-1], 9)
-    assert release(out, 5000.0) == {"a.svs": Outcome("a.svs", "error", str(source), str(dest), len(DATA), sha(DATA),
-                                                     False, f"{dest} is missing or changed: the source is kept")}
+    assert release(out, 5000.0) == {
+        "a.svs": Outcome(
+            "a.svs",
+            "error",
+            str(source),
+            str(dest),
+            len(DATA),
+            sha(DATA),
+            False,
+            f"{dest} is missing or changed: the source is kept",
+        )
+    }
     assert_source_intact(source)
     assert intake.held_records(out) == {}  # forgotten: the next pass copies it again
 
@@ -1218,8 +1378,9 @@ def test_release_removes_the_marker_and_keeps_to_its_scanner_folder(folders, tmp
     c_source, _, _ = held_copy(folders, "c.svs", b"c", qc="")
     ours = min(record_file(out, a_source).name, record_file(out, c_source).name)
     # another scanner's record read first (records are read in the order of their file names): passed over
-    other = next(folder for n in range(100_000) if record_file(out, (folder := tmp_path / f"scanner {n}") / "b.svs").name
-                 < ours)
+    other = next(
+        folder for n in range(100_000) if record_file(out, (folder := tmp_path / f"scanner {n}") / "b.svs").name < ours
+    )
     b_source, _, b = held_copy(folders, "b.svs", b"b", scanner=other)
     make(scanner / "a.svs.done", b"")
     monkeypatch.chdir(tmp_path)
@@ -1254,7 +1415,8 @@ def test_the_journal_appends_every_event_with_its_time_and_cycle(tmp_path, monke
     assert lines[0] == HEADER
     assert [line[1:] for line in lines[1:]] == [
         ["3", "a.svs", "copied", "/s/a.svs", "/d/a.svs", "3072", "ab" * 32, "False", "two lines and tabs", "0.25"],
-        ["3", "b.svs", "waiting", "", "", "", "", "False", "", ""]]
+        ["3", "b.svs", "waiting", "", "", "", "", "False", "", ""],
+    ]
     for line in lines[1:]:
         assert before <= datetime.strptime(line[0], "%Y-%m-%dT%H:%M:%S") <= after
     assert len(synced.calls) == 1  # flushed to disk
@@ -1278,7 +1440,12 @@ def test_a_journal_write_that_fails_says_so_and_keeps_the_earlier_lines(tmp_path
 def test_control_done():
     control = intake.Control()
     assert (control.max_cycles, control.cycles, control.busy, control.stop_requested, control.failed) == (
-        None, 0, False, False, False)
+        None,
+        0,
+        False,
+        False,
+        False,
+    )
     assert isinstance(control.hashes, intake.HashCache) and control.hashes is not intake.Control().hashes
     assert not control.done()
     control.cycles = 100
@@ -1303,25 +1470,35 @@ def test_with_releases_joins_a_release_to_its_copys_row(tmp_path, monkeypatch):
     ]
     merged = intake.with_releases([quiet, noted, copied], released)
     assert [(o.name, o.action, o.source_removed, o.detail) for o in merged] == [
-        ("a.svs", "copied", True, "gone"), ("a.svs", "error", False, "another copy"),
-        ("b.svs", "error", False, "kept as b.x; not removed"), ("c.svs", "released", True, "earlier copy"),
-        ("d.svs", "waiting", False, "")]
+        ("a.svs", "copied", True, "gone"),
+        ("a.svs", "error", False, "another copy"),
+        ("b.svs", "error", False, "kept as b.x; not removed"),
+        ("c.svs", "released", True, "earlier copy"),
+        ("d.svs", "waiting", False, ""),
+    ]
     assert merged[0] is copied  # the copy's row, updated
     waiting = Outcome("e.svs", "waiting")
     assert intake.with_releases([waiting], [Outcome("e.svs", "released", source_removed=True, detail="r")]) == [
-        Outcome("e.svs", "waiting", source_removed=True, detail="r")]
+        Outcome("e.svs", "waiting", source_removed=True, detail="r")
+    ]
 
 
 def test_the_intake_table(tmp_path):
-    path = intake.write_intake_table(str(tmp_path), [
-        Outcome("a.svs", "copied", "/s/a.svs", "/d/a.svs", 3, "ab", False, 'tab\there "quoted"', 0.5),
-        Outcome("b.svs", "waiting")])
+    path = intake.write_intake_table(
+        str(tmp_path),
+        [
+            Outcome("a.svs", "copied", "/s/a.svs", "/d/a.svs", 3, "ab", False, 'tab\there "quoted"', 0.5),
+            Outcome("b.svs", "waiting"),
+        ],
+    )
     assert path == tmp_path / "intake.tsv"
     with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle, delimiter="\t"))
-    assert rows == [HEADER[2:], ["a.svs", "copied", "/s/a.svs", "/d/a.svs", "3", "ab", "False",
-                                 'tab\there "quoted"', "0.5"],
-                    ["b.svs", "waiting", "", "", "", "", "False", "", ""]]
+    assert rows == [
+        HEADER[2:],
+        ["a.svs", "copied", "/s/a.svs", "/d/a.svs", "3", "ab", "False", 'tab\there "quoted"', "0.5"],
+        ["b.svs", "waiting", "", "", "", "", "False", "", ""],
+    ]
     assert path.read_bytes().count(b"\n") == 3 and b"\r" not in path.read_bytes()
     assert names(tmp_path) == ["intake.tsv"]
 
@@ -1331,10 +1508,25 @@ def test_the_intake_table(tmp_path):
 
 def options(folders, **changes) -> SimpleNamespace:
     scanner, shared, out = folders
-    values = dict(scanner_dir=str(scanner), shared_dir=str(shared), output_dir=str(out), keep_source=False,
-                  interval=None, max_cycles=None, once=True, run_name=None, overwrite=False, settle_seconds=5.0,
-                  retain_seconds=600.0, bwlimit=0.0, copy_retries=3, retry_delay=5.0, marker=None, file_type="svs",
-                  workers=1)
+    values = dict(
+        scanner_dir=str(scanner),
+        shared_dir=str(shared),
+        output_dir=str(out),
+        keep_source=False,
+        interval=None,
+        max_cycles=None,
+        once=True,
+        run_name=None,
+        overwrite=False,
+        settle_seconds=5.0,
+        retain_seconds=600.0,
+        bwlimit=0.0,
+        copy_retries=3,
+        retry_delay=5.0,
+        marker=None,
+        file_type="svs",
+        workers=1,
+    )
     return SimpleNamespace(**{**values, **changes})
 
 
@@ -1349,12 +1541,21 @@ def check(args) -> str | None:
 def test_good_options_pass_and_touch_nothing(folders, tmp_path):
     scanner, shared, out = folders
     before = names(tmp_path)
-    for changes in [{}, dict(output_dir=str(tmp_path / "a" / "b" / "c")), dict(interval=0.5, once=False),
-                    dict(interval=60.0, once=False, max_cycles=1), dict(interval=60.0, once=False, max_cycles=1,
-                                                                       run_name="pass1"),
-                    dict(run_name="run-1.a_b"), dict(settle_seconds=0, retain_seconds=0, bwlimit=0, copy_retries=0,
-                                                    retry_delay=0), dict(marker=".done"), dict(file_type=".svs"),
-                    dict(file_type="tif"), dict(file_type="X"), dict(workers=2), dict(keep_source=True)]:
+    for changes in [
+        {},
+        dict(output_dir=str(tmp_path / "a" / "b" / "c")),
+        dict(interval=0.5, once=False),
+        dict(interval=60.0, once=False, max_cycles=1),
+        dict(interval=60.0, once=False, max_cycles=1, run_name="pass1"),
+        dict(run_name="run-1.a_b"),
+        dict(settle_seconds=0, retain_seconds=0, bwlimit=0, copy_retries=0, retry_delay=0),
+        dict(marker=".done"),
+        dict(file_type=".svs"),
+        dict(file_type="tif"),
+        dict(file_type="X"),
+        dict(workers=2),
+        dict(keep_source=True),
+    ]:
         assert check(options(folders, **changes)) is None, changes
     assert names(tmp_path) == before  # nothing made
     out.mkdir()
@@ -1394,23 +1595,27 @@ def test_folders_that_cannot_be_written(folders, tmp_path, monkeypatch, denied):
     assert check(options(folders)) == f"--shared-dir: {shared} is not writable"
     monkeypatch.undo()
     deny(monkeypatch, scanner, denied)
-    assert check(options(folders)) == (f"--scanner-dir: {scanner} is not writable (its slides are removed once safe; "
-                                    "or pass --keep-source)")
+    assert check(options(folders)) == (
+        f"--scanner-dir: {scanner} is not writable (its slides are removed once safe; or pass --keep-source)"
+    )
     assert check(options(folders, keep_source=True)) is None
     monkeypatch.undo()
     deny(monkeypatch, tmp_path, denied)
     assert check(options(folders, output_dir=str(out / "deeper"))) == (
-        f"--output-dir: {out / 'deeper'} cannot be made ({tmp_path} is not a writable folder)")
+        f"--output-dir: {out / 'deeper'} cannot be made ({tmp_path} is not a writable folder)"
+    )
 
 
 def test_an_output_folder_that_is_a_file(folders, tmp_path, monkeypatch):
     a_file = make(tmp_path / "a_file", b"x")
     assert check(options(folders, output_dir=str(a_file))) == f"--output-dir: {a_file} is not a folder"
     assert check(options(folders, output_dir=str(a_file / "out"))) == (
-        f"--output-dir: {a_file / 'out'} cannot be made ({a_file} is not a writable folder)")
+        f"--output-dir: {a_file / 'out'} cannot be made ({a_file} is not a writable folder)"
+    )
     monkeypatch.chdir(tmp_path)
     assert check(options(folders, output_dir="a_file/out")) == (
-        f"--output-dir: a_file/out cannot be made ({a_file} is not a writable folder)")
+        f"--output-dir: a_file/out cannot be made ({a_file} is not a writable folder)"
+    )
     assert check(options(folders, output_dir="fresh/out")) is None
 
 
@@ -1427,11 +1632,13 @@ def test_max_cycles_and_run_name(folders):
     once_only = "--run-name: each pass makes its own run folder; use it with --once"
     assert check(options(folders, interval=1.0, once=False, run_name="x")) == once_only
     assert check(options(folders, interval=1.0, once=False, max_cycles=2, run_name="x")) == once_only
-    assert check(options(folders, run_name="../x")) == ("--run-name: '../x' must be a plain folder name "
-                                                     "(letters, digits, '-', '_', '.'; not starting with '.')")
+    assert check(options(folders, run_name="../x")) == (
+        "--run-name: '../x' must be a plain folder name (letters, digits, '-', '_', '.'; not starting with '.')"
+    )
     (out / "x").mkdir(parents=True)
-    assert check(options(folders, run_name="x")) == (f"--run-name: {out / 'x'}: an earlier run is there; "
-                                                  "pass --overwrite to replace it")
+    assert check(options(folders, run_name="x")) == (
+        f"--run-name: {out / 'x'}: an earlier run is there; pass --overwrite to replace it"
+    )
     assert check(options(folders, run_name="")) is None  # no name: a new folder each time
 
 
@@ -1449,7 +1656,9 @@ def test_marker(folders, marker):
 
 @pytest.mark.parametrize("file_type", ["", ".", " ", ". .", "svs/x"])
 def test_file_type(folders, file_type):
-    assert check(options(folders, file_type=file_type)) == f"--file-type: {file_type!r} must be an extension such as svs"
+    assert (
+        check(options(folders, file_type=file_type)) == f"--file-type: {file_type!r} must be an extension such as svs"
+    )
 
 
 @pytest.mark.parametrize("workers", [0, -1])

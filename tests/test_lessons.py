@@ -16,35 +16,67 @@ import pytest
 from tests.helpers import ROOT
 
 # (predecessor, lesson, README sections whose steps make the difference, most changed lines allowed).
-# The bounds are today's diffs (59, 27, 67, 30; 9, 24, 11, 22 lines) with a little room: a lesson
-# that grows past them carries more than its steps.
+# The bounds are today's diffs, as ruff format writes them (65, 31, 82, 34; 9, 23, 11, 78, 44 lines),
+# with a little room: a lesson that grows past them carries more than its steps.
 LESSONS = [
-    ("pipeline.py", "solutions/pipeline_prefect.py", ["Exercise 1"], 65),
-    ("solutions/pipeline_prefect.py", "solutions/pipeline_prefect_server.py", ["Exercise 2"], 32),
-    ("solutions/pipeline_prefect.py", "solutions/pipeline_prefect_parallel.py", ["Exercise 3", "Exercise 4"], 72),
-    ("solutions/pipeline_prefect_parallel.py", "solutions/pipeline_prefect_parallel_server.py", ["Exercise 5"], 35),
+    ("pipeline.py", "solutions/pipeline_prefect.py", ["Exercise 1"], 71),
+    ("solutions/pipeline_prefect.py", "solutions/pipeline_prefect_server.py", ["Exercise 2"], 36),
+    ("solutions/pipeline_prefect.py", "solutions/pipeline_prefect_parallel.py", ["Exercise 3", "Exercise 4"], 84),
+    ("solutions/pipeline_prefect_parallel.py", "solutions/pipeline_prefect_parallel_server.py", ["Exercise 5"], 39),
     ("solutions/pipeline_prefect.py", "extras/pipeline_prefect_retries.py", ["Extra: retries"], 12),
     ("solutions/pipeline_prefect.py", "extras/pipeline_prefect_persisted.py", ["Extra: persisted results"], 28),
     ("solutions/pipeline_prefect.py", "extras/pipeline_prefect_fast_context.py", ["Extra: Prefect's own cost"], 14),
-    ("solutions/pipeline_prefect_parallel.py", "extras/pipeline_prefect_batches.py",
-     ["Extra: a folder of hundreds of slides"], 66),
-    ("solutions/pipeline_prefect_server.py", "extras/pipeline_prefect_server_rows.py",
-     ["Extra: a results row per server flow run"], 26),
+    (
+        "solutions/pipeline_prefect_parallel.py",
+        "extras/pipeline_prefect_batches.py",
+        ["Extra: a folder of hundreds of slides"],
+        79,
+    ),
+    (
+        "solutions/pipeline_prefect_server.py",
+        "extras/pipeline_prefect_server_rows.py",
+        ["Extra: a results row per server flow run"],
+        48,
+    ),
 ]
 # Prefect ideas written without a name imported from prefect: keyword arguments and methods.
-PREFECT_WORDS = ["upstream_tasks", "skip_on_upstream_skip", "trigger", "target", "result", "checkpointing",
-                 "set_reference_tasks", "executor", "register", "create_project", "create_flow_run", "map",
-                 "add_task", "max_retries", "retry_delay", "retry_on", "get_cloud_url"]
+PREFECT_WORDS = [
+    "upstream_tasks",
+    "skip_on_upstream_skip",
+    "trigger",
+    "target",
+    "result",
+    "checkpointing",
+    "set_reference_tasks",
+    "executor",
+    "register",
+    "create_project",
+    "create_flow_run",
+    "map",
+    "add_task",
+    "max_retries",
+    "retry_delay",
+    "retry_on",
+    "get_cloud_url",
+]
 # What each exercise teaches, as it must read in the lesson file itself (issue "Lessons you can see").
 TEACHES = {
     "solutions/pipeline_prefect.py": ["@task", "with Flow(", "Parameter(", "with case(", "flow.run(parameters="],
-    "solutions/pipeline_prefect_server.py": ['flow.register(project_name="Image QC")', "Client()",
-                                             ".create_flow_run("],
-    "solutions/pipeline_prefect_parallel.py": [".map(", "unmapped(", "apply_map(", "executor=executor",
-                                               "LocalDaskExecutor(scheduler=", "num_workers=",
-                                               "DaskExecutor(address="],
-    "solutions/pipeline_prefect_parallel_server.py": ["flow.executor = executor", "LocalDaskExecutor(scheduler=",
-                                                      'flow.register(project_name="Image QC")'],
+    "solutions/pipeline_prefect_server.py": ['flow.register(project_name="Image QC")', "Client()", ".create_flow_run("],
+    "solutions/pipeline_prefect_parallel.py": [
+        ".map(",
+        "unmapped(",
+        "apply_map(",
+        "executor=executor",
+        "LocalDaskExecutor(scheduler=",
+        "num_workers=",
+        "DaskExecutor(address=",
+    ],
+    "solutions/pipeline_prefect_parallel_server.py": [
+        "flow.executor = executor",
+        "LocalDaskExecutor(scheduler=",
+        'flow.register(project_name="Image QC")',
+    ],
 }
 
 
@@ -79,8 +111,11 @@ def changed_lines(before: str, after: str) -> tuple[int, list[str], list[str]]:
     """How many lines changed, and the added and the removed lines (comments cut off)."""
     old = (ROOT / before).read_text(encoding="utf-8").splitlines()
     new = (ROOT / after).read_text(encoding="utf-8").splitlines()
-    diff = [line for line in difflib.unified_diff(old, new, lineterm="", n=0)
-            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    diff = [
+        line
+        for line in difflib.unified_diff(old, new, lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
     added = [line[1:].split("#")[0] for line in diff if line.startswith("+")]
     removed = [line[1:].split("#")[0] for line in diff if line.startswith("-")]
     return len(diff), added, removed
@@ -112,5 +147,6 @@ def test_the_readme_shows_the_diff_command(before, lesson, sections, bound):
 
 @pytest.mark.parametrize("lesson", sorted(TEACHES))
 def test_the_prefect_lines_are_in_the_lesson_itself(lesson):
-    text = (ROOT / lesson).read_text(encoding="utf-8")
+    # As the formatter may write a call: its arguments on the lines after the "(".
+    text = re.sub(r"\(\s+", "(", (ROOT / lesson).read_text(encoding="utf-8"))
     assert [line for line in TEACHES[lesson] if line not in text] == []

@@ -21,17 +21,20 @@ def fake_python(path: Path, version: str) -> Path:
     """An executable that answers like Python ``version`` to ``--version`` and to the Makefile's check."""
     major, minor = version.split(".")[:2]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\n"
-                    f'if [ "$1" = --version ]; then echo "Python {version}"; exit 0; fi\n'
-                    f'exec {sys.executable} -c "import sys; sys.exit(({major}, {minor}) != (3, 11))"\n')
+    path.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = --version ]; then echo "Python {version}"; exit 0; fi\n'
+        f'exec {sys.executable} -c "import sys; sys.exit(({major}, {minor}) != (3, 11))"\n'
+    )
     path.chmod(0o755)
     return path
 
 
 def make(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_another_python_is_refused_in_one_line_before_any_venv(tmp_path):
@@ -70,8 +73,13 @@ def test_missing_programs_without_root_stop_with_the_commands(tmp_path):
     (bin_dir / "id").chmod(0o755)
     for tool in ("sed",):
         os.symlink(shutil.which(tool), bin_dir / tool)
-    proc = subprocess.run([shutil.which("bash"), str(ROOT / "tools" / "system_deps.sh")], capture_output=True,
-                          text=True, env={"PATH": str(bin_dir)}, timeout=60)
+    proc = subprocess.run(
+        [shutil.which("bash"), str(ROOT / "tools" / "system_deps.sh")],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(bin_dir)},
+        timeout=60,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

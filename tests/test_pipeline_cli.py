@@ -44,14 +44,17 @@ def test_named_run_is_not_overwritten_unless_asked(demo_dir, tmp_path):
     assert run_script("pipeline.py", *args, "--overwrite").returncode == 0
 
 
-@pytest.mark.parametrize("args, names", [
-    (["--blur-radius", "-1"], "--blur-radius"),
-    (["--blur-threshold", "0"], "--blur-threshold"),
-    (["--blur-threshold", "1.5"], "--blur-threshold"),
-    (["--image-work-size", "abc"], "--image-work-size"),
-    (["--blur-work-size", "0x"], "--blur-work-size"),
-    (["--blur-max", "2"], "--blur-max"),
-])
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["--blur-radius", "-1"], "--blur-radius"),
+        (["--blur-threshold", "0"], "--blur-threshold"),
+        (["--blur-threshold", "1.5"], "--blur-threshold"),
+        (["--image-work-size", "abc"], "--image-work-size"),
+        (["--blur-work-size", "0x"], "--blur-work-size"),
+        (["--blur-max", "2"], "--blur-max"),
+    ],
+)
 def test_invalid_parameters_give_one_line_and_exit_2(demo_dir, tmp_path, args, names):
     proc = run_script("pipeline.py", "--data-dir", str(demo_dir), "--output-dir", str(tmp_path), *args)
     assert proc.returncode == 2
@@ -87,8 +90,9 @@ def test_bad_slides_do_not_stop_the_batch(demo_copy, tmp_path):
 
 
 def test_slide_without_objective_power(tmp_path):
-    spec = synthetic.SlideSpec(name="no power.svs", width=2048, height=1536, seed=4,
-                               write_objective_power=False, write_mpp=False)
+    spec = synthetic.SlideSpec(
+        name="no power.svs", width=2048, height=1536, seed=4, write_objective_power=False, write_mpp=False
+    )
     synthetic.write_slide(spec, tmp_path / "data" / spec.name)
     out = tmp_path / "out"
     proc = run_script("pipeline.py", "--data-dir", str(tmp_path / "data"), "--output-dir", str(out))
@@ -96,8 +100,17 @@ def test_slide_without_objective_power(tmp_path):
     row = results.read_results(only_run_dir(out) / "results.tsv")[0]
     assert "no power.svs" in row["error"] and "pixel work size" in row["error"]
     # With pixel work sizes the same slide goes through.
-    proc = run_script("pipeline.py", "--data-dir", str(tmp_path / "data"), "--output-dir", str(out),
-                      "--image-work-size", "256", "--blur-work-size", "2048")
+    proc = run_script(
+        "pipeline.py",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--output-dir",
+        str(out),
+        "--image-work-size",
+        "256",
+        "--blur-work-size",
+        "2048",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

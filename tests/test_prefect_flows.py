@@ -54,15 +54,26 @@ def test_mapped_flow_with_the_opt_in_fix_gives_the_same_rows(executor, demo_dir,
     """benchmarks/with_fast_context.py (the benchmark's fixed rows): the same rows as pipeline.py, and the
     script's own exit code; for a script that is not there, one usage line and exit 2."""
     out = tmp_path / "out"
-    proc = run_script("benchmarks/with_fast_context.py", "solutions/pipeline_prefect_parallel.py",
-                      "--data-dir", str(demo_dir), "--output-dir", str(out), "--executor", executor, "--workers", "2")
+    proc = run_script(
+        "benchmarks/with_fast_context.py",
+        "solutions/pipeline_prefect_parallel.py",
+        "--data-dir",
+        str(demo_dir),
+        "--output-dir",
+        str(out),
+        "--executor",
+        executor,
+        "--workers",
+        "2",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert per_slide(results.read_results(only_run_dir(out) / "results.tsv")) == reference
     proc = run_script("benchmarks/with_fast_context.py", "solutions/pipeline_prefect_parallel.py", "--workers", "0")
     assert proc.returncode == 2 and "--workers" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_script("benchmarks/with_fast_context.py", "no_such_script.py")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "no_such_script.py is not a file; usage: python benchmarks/with_fast_context.py SCRIPT [ARGS...]"]
+        "no_such_script.py is not a file; usage: python benchmarks/with_fast_context.py SCRIPT [ARGS...]"
+    ]
 
 
 FIX_PROBE = """
@@ -104,11 +115,27 @@ def test_opt_in_fix_reaches_a_local_dask_clusters_workers(tmp_path):
 
 
 def test_one_command_line_vocabulary():
-    shared = ["--data-dir", "--file-type", "--files", "--image-work-size", "--blur-work-size", "--blur-radius",
-              "--blur-threshold", "--blur-max", "--output-dir", "--run-name", "--overwrite", "--log-level",
-              "--tile-threads"]
-    scripts = ["pipeline.py", "pipeline_parallel.py", "solutions/pipeline_prefect.py",
-               "solutions/pipeline_prefect_parallel.py"]
+    shared = [
+        "--data-dir",
+        "--file-type",
+        "--files",
+        "--image-work-size",
+        "--blur-work-size",
+        "--blur-radius",
+        "--blur-threshold",
+        "--blur-max",
+        "--output-dir",
+        "--run-name",
+        "--overwrite",
+        "--log-level",
+        "--tile-threads",
+    ]
+    scripts = [
+        "pipeline.py",
+        "pipeline_parallel.py",
+        "solutions/pipeline_prefect.py",
+        "solutions/pipeline_prefect_parallel.py",
+    ]
     for script in scripts:
         proc = run_script(script, "--help")
         assert proc.returncode == 0, proc.stderr
@@ -122,14 +149,30 @@ def test_one_command_line_vocabulary():
 def test_serial_flow_graph():
     flow = load_solution("pipeline_prefect").flow
     names = {t.name for t in flow.tasks}
-    assert {"file_name", "image_work_size", "blur_work_size", "blur_radius", "blur_threshold", "blur_max",
-            "load_image", "tissue_segmentation_simple", "identify_blurry_regions", "is_blurry", "case(True)",
-            "warn_rescan", "save_results"} <= names
+    assert {
+        "file_name",
+        "image_work_size",
+        "blur_work_size",
+        "blur_radius",
+        "blur_threshold",
+        "blur_max",
+        "load_image",
+        "tissue_segmentation_simple",
+        "identify_blurry_regions",
+        "is_blurry",
+        "case(True)",
+        "warn_rescan",
+        "save_results",
+    } <= names
     edges = {(e.upstream_task.name, e.downstream_task.name) for e in flow.edges}
-    for edge in [("load_image", "tissue_segmentation_simple"),
-                 ("tissue_segmentation_simple", "identify_blurry_regions"),
-                 ("identify_blurry_regions", "is_blurry"), ("is_blurry", "case(True)"),
-                 ("case(True)", "warn_rescan"), ("warn_rescan", "save_results")]:
+    for edge in [
+        ("load_image", "tissue_segmentation_simple"),
+        ("tissue_segmentation_simple", "identify_blurry_regions"),
+        ("identify_blurry_regions", "is_blurry"),
+        ("is_blurry", "case(True)"),
+        ("case(True)", "warn_rescan"),
+        ("warn_rescan", "save_results"),
+    ]:
         assert edge in edges, edge
     dot = flow.visualize(filename=None).source
     assert "load_image" in dot and "warn_rescan" in dot
@@ -153,10 +196,14 @@ def _count_reads(monkeypatch) -> list:
 
     calls = []
     real_open, real_read = base_image.BaseImage._open, base_image.BaseImage.read_region
-    monkeypatch.setattr(base_image.BaseImage, "_open", lambda self: (calls.append(("open", self.name)),
-                                                                   real_open(self))[1])
-    monkeypatch.setattr(base_image.BaseImage, "read_region",
-                        lambda self, *a, **k: (calls.append(("read", self.name)), real_read(self, *a, **k))[1])
+    monkeypatch.setattr(
+        base_image.BaseImage, "_open", lambda self: (calls.append(("open", self.name)), real_open(self))[1]
+    )
+    monkeypatch.setattr(
+        base_image.BaseImage,
+        "read_region",
+        lambda self, *a, **k: (calls.append(("read", self.name)), real_read(self, *a, **k))[1],
+    )
     return calls
 
 
@@ -171,8 +218,13 @@ def test_rerun_with_persisted_results_measures_nothing(demo_slides, tmp_path, mo
         d.mkdir()
 
     def run(run_dir):
-        return [module.flow.run(parameters=dict(file_name=str(p), run_dir=str(run_dir), cache_dir=str(cache)),
-                                context={"checkpointing": True}) for p in demo_slides]
+        return [
+            module.flow.run(
+                parameters=dict(file_name=str(p), run_dir=str(run_dir), cache_dir=str(cache)),
+                context={"checkpointing": True},
+            )
+            for p in demo_slides
+        ]
 
     calls = _count_reads(monkeypatch)
     first = run(run_dirs[0])
@@ -242,8 +294,9 @@ def test_flow_run_report_states_the_run_settings(demo_slides, tmp_path):
     module = load_solution("pipeline_prefect_parallel")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    state = module.flow.run(parameters=dict(file_names=[str(demo_slides[0])], run_dir=str(run_dir),
-                                            blur_radius=5.0, blur_max=0.2))
+    state = module.flow.run(
+        parameters=dict(file_names=[str(demo_slides[0])], run_dir=str(run_dir), blur_radius=5.0, blur_max=0.2)
+    )
     assert state.is_successful()
     report = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "blur_radius=5.0" in report and "blur_max=0.2" in report and "blur_work_size=10x" in report
@@ -271,8 +324,9 @@ def test_load_retries_on_transient_io_errors(demo_slides, tmp_path, monkeypatch)
 BATCHES = "extras/pipeline_prefect_batches.py"
 
 
-def test_batches_are_flow_runs_of_at_most_the_batch_size_and_each_keeps_its_rows(demo_dir, tmp_path, monkeypatch,
-                                                                                reference):
+def test_batches_are_flow_runs_of_at_most_the_batch_size_and_each_keeps_its_rows(
+    demo_dir, tmp_path, monkeypatch, reference
+):
     """Every slide once, in order, in flow runs of at most --batch-size; a run stopped after its first batch
     has that batch's rows in results.tsv (written as each batch ends, not once at the end)."""
     module = load_solution(BATCHES)
@@ -288,8 +342,7 @@ def test_batches_are_flow_runs_of_at_most_the_batch_size_and_each_keeps_its_rows
     monkeypatch.setattr(module.flow, "run", run)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        module.main(["--data-dir", str(demo_dir), "--output-dir", str(out), "--batch-size", "2",
-                     "--executor", "local"])
+        module.main(["--data-dir", str(demo_dir), "--output-dir", str(out), "--batch-size", "2", "--executor", "local"])
     slides = sorted(str(p) for p in demo_dir.glob("*.svs"))
     assert batches == [slides[:2], slides[2:]]
     run_dir = only_run_dir(out)
@@ -320,8 +373,20 @@ def test_batches_hold_one_flow_run_of_task_states_at_a_time(demo_dir, tmp_path, 
         return state
 
     monkeypatch.setattr(module.flow, "run", run)
-    code = module.main(["--data-dir", str(demo_dir), "--output-dir", str(tmp_path), "--batch-size", "1",
-                        "--executor", "threads", "--workers", "2"])
+    code = module.main(
+        [
+            "--data-dir",
+            str(demo_dir),
+            "--output-dir",
+            str(tmp_path),
+            "--batch-size",
+            "1",
+            "--executor",
+            "threads",
+            "--workers",
+            "2",
+        ]
+    )
     assert code == 0 and len(live_states) == 3
     # One slide per run: one run's states after each (a sharp slide has one more, its case's Skipped), not
     # two (the previous run's kept until a full collection) nor one more per run (the executor's cache).
@@ -331,9 +396,23 @@ def test_batches_hold_one_flow_run_of_task_states_at_a_time(demo_dir, tmp_path, 
 def test_prefect_run_cli(demo_slides, tmp_path):
     prefect = Path(sys.executable).with_name("prefect")
     env = dict(os.environ)
-    proc = subprocess.run([str(prefect), "run", "-p", str(ROOT / "solutions" / "pipeline_prefect.py"),
-                           "--param", f"file_name={demo_slides[1]}", "--param", "blur_max=0.5"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(prefect),
+            "run",
+            "-p",
+            str(ROOT / "solutions" / "pipeline_prefect.py"),
+            "--param",
+            f"file_name={demo_slides[1]}",
+            "--param",
+            "blur_max=0.5",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = results.read_results(only_run_dir(tmp_path / "output") / "results.tsv")
     assert rows[0]["file_name"] == demo_slides[1].name
@@ -347,14 +426,37 @@ def dask_cluster(tmp_path):
     address = f"tcp://127.0.0.1:{port}"
     dask = str(Path(sys.executable).with_name("dask"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed project is enough
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)]
+    procs = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=tmp_path,
+        )
+    ]
     try:
         for _ in range(2):
-            procs.append(subprocess.Popen(
-                [dask, "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
-                 "--local-directory", str(tmp_path / "workers")],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        dask,
+                        "worker",
+                        address,
+                        "--host",
+                        "127.0.0.1",
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--local-directory",
+                        str(tmp_path / "workers"),
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    cwd=tmp_path,
+                )
+            )
         from distributed import Client
 
         deadline = time.monotonic() + 60
@@ -382,8 +484,15 @@ def test_mapped_flow_on_a_real_dask_cluster(dask_cluster, demo_dir, tmp_path, re
     from distributed import Client
 
     out = tmp_path / "out"
-    proc = run_script("solutions/pipeline_prefect_parallel.py", "--data-dir", str(demo_dir),
-                      "--output-dir", str(out), "--address", dask_cluster)
+    proc = run_script(
+        "solutions/pipeline_prefect_parallel.py",
+        "--data-dir",
+        str(demo_dir),
+        "--output-dir",
+        str(out),
+        "--address",
+        dask_cluster,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert per_slide(results.read_results(only_run_dir(out) / "results.tsv")) == reference
     with Client(dask_cluster) as client:  # the work really went to the cluster's workers
@@ -393,9 +502,11 @@ def test_mapped_flow_on_a_real_dask_cluster(dask_cluster, demo_dir, tmp_path, re
 
 def test_importing_the_lessons_leaves_prefect_as_installed():
     """Stock Prefect: no module of the project patches Prefect when it is imported."""
-    code = ("import prefect.utilities.context as c; before = c.Context.__call__\n"
-            "import slideqc.prefect1, solutions.pipeline_prefect, solutions.pipeline_prefect_parallel\n"
-            "print(c.Context.__call__ is before)")
+    code = (
+        "import prefect.utilities.context as c; before = c.Context.__call__\n"
+        "import slideqc.prefect1, solutions.pipeline_prefect, solutions.pipeline_prefect_parallel\n"
+        "print(c.Context.__call__ is before)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "True", proc.stderr
 
@@ -485,8 +596,13 @@ def test_opt_in_context_fix_reaches_worker_threads_and_processes():
     several times. Forked worker processes run the opt-in too."""
     counts = {}
     for variant in ("stock", "fixed"):
-        proc = subprocess.run([sys.executable, "-c", CONTEXT_FIX_REACHES_WORKERS, variant],
-                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-c", CONTEXT_FIX_REACHES_WORKERS, variant],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         counts[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
     one_config, few, many, seen, seen_in_processes = counts["stock"]

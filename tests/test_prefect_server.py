@@ -32,8 +32,7 @@ from tests.helpers import free_port, only_run_dir, per_slide, run_script
 SERIAL = "solutions/pipeline_prefect_server.py"
 PARALLEL = "solutions/pipeline_prefect_parallel_server.py"
 ROWS = "extras/pipeline_prefect_server_rows.py"
-QC_PARAMETERS = dict(image_work_size="1.25x", blur_work_size="10x", blur_radius=7.0, blur_threshold=0.05,
-                     blur_max=0.05)
+QC_PARAMETERS = dict(image_work_size="1.25x", blur_work_size="10x", blur_radius=7.0, blur_threshold=0.05, blur_max=0.05)
 TILE_THREADS = max(1, (os.cpu_count() or 1))  # the serial scripts' default: every core for one slide
 reference = test_prefect_flows.reference  # the fixture: pipeline.py's results on the demo slides
 # What the agent's flow-run process does, short of reporting to the server: get the flow
@@ -57,15 +56,26 @@ def prefect_env(tmp_path: Path, endpoint: str, backend: str = "server") -> dict:
     """A throwaway Prefect home that talks to ``endpoint``: nothing touches the real ~/.prefect."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    return {"HOME": str(home), "PREFECT__HOME_DIR": str(home / ".prefect"),
-            "PREFECT__BACKEND_CONFIG_PATH": str(home / ".prefect" / "backend.toml"),
-            "PREFECT__BACKEND": backend, "PREFECT__SERVER__ENDPOINT": endpoint}
+    return {
+        "HOME": str(home),
+        "PREFECT__HOME_DIR": str(home / ".prefect"),
+        "PREFECT__BACKEND_CONFIG_PATH": str(home / ".prefect" / "backend.toml"),
+        "PREFECT__BACKEND": backend,
+        "PREFECT__SERVER__ENDPOINT": endpoint,
+    }
 
 
-def submit(script: str, fake: FakePrefectServer, tmp_path: Path, *args: str,
-           endpoint: str | None = None) -> subprocess.CompletedProcess:
-    proc = run_script(script, "--output-dir", str(tmp_path / "out"), *args,
-                      env=prefect_env(tmp_path, endpoint or fake.url), timeout=120)
+def submit(
+    script: str, fake: FakePrefectServer, tmp_path: Path, *args: str, endpoint: str | None = None
+) -> subprocess.CompletedProcess:
+    proc = run_script(
+        script,
+        "--output-dir",
+        str(tmp_path / "out"),
+        *args,
+        env=prefect_env(tmp_path, endpoint or fake.url),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert fake.unknown == []
     return proc
@@ -101,12 +111,17 @@ def run_as_agent(serialized: dict, parameters: dict, tmp_path: Path, may_fail: b
     the tests' PYTHONPATH, which loads the flow from its storage and runs it."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(prefect_env(tmp_path, "http://127.0.0.1:9"))  # the flow run itself needs no server here
-    spec = dict(storage=serialized["storage"], flow_name=serialized["name"], parameters=parameters,
-                may_fail=may_fail)
+    spec = dict(storage=serialized["storage"], flow_name=serialized["name"], parameters=parameters, may_fail=may_fail)
     elsewhere = tmp_path / "agent"
     elsewhere.mkdir(exist_ok=True)
-    return subprocess.Popen([sys.executable, "-c", AGENT, json.dumps(spec)], cwd=elsewhere,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", AGENT, json.dumps(spec)],
+        cwd=elsewhere,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen) -> dict:
@@ -115,25 +130,32 @@ def finish(proc: subprocess.Popen) -> dict:
     return json.loads(stdout.splitlines()[0])
 
 
-SERIAL_EDGES = {("load_image", "tissue_segmentation_simple"), ("tissue_segmentation_simple", "identify_blurry_regions"),
-                ("identify_blurry_regions", "is_blurry"), ("is_blurry", "case(True)"), ("case(True)", "warn_rescan"),
-                ("warn_rescan", "save_results")}
+SERIAL_EDGES = {
+    ("load_image", "tissue_segmentation_simple"),
+    ("tissue_segmentation_simple", "identify_blurry_regions"),
+    ("identify_blurry_regions", "is_blurry"),
+    ("is_blurry", "case(True)"),
+    ("case(True)", "warn_rescan"),
+    ("warn_rescan", "save_results"),
+}
 SERIAL_PARAMETERS = {"file_name", "run_dir", "tile_threads", *QC_PARAMETERS}
 
 
 def check_serial_submission(fake, proc, tmp_path, demo_slides) -> tuple[str, dict, Path]:
     """The calls: the project made (or found), the flow registered to it, a flow run per slide."""
     assert fake.operations()[0] == "hello"  # the quick check that a server answers
-    assert [r["variables"]["input"]["name"] for r in fake.requests if r["operation"] == "create_project"] \
-        == ["Image QC"]
+    assert [r["variables"]["input"]["name"] for r in fake.requests if r["operation"] == "create_project"] == [
+        "Image QC"
+    ]
     flow_id, serialized = registered(fake)
     assert fake.flows[flow_id]["project_id"] == fake.projects["Image QC"]
     run_dir = only_run_dir(tmp_path / "out")
     assert [run["flow_run_name"] for run in fake.flow_runs] == [f"{run_dir.name}/{p.name}" for p in demo_slides]
     assert [run["flow_id"] for run in fake.flow_runs] == [flow_id] * len(demo_slides)
     for run, slide in zip(fake.flow_runs, demo_slides, strict=True):
-        assert run["parameters"] == dict(file_name=str(slide), run_dir=str(run_dir), tile_threads=TILE_THREADS,
-                                         **QC_PARAMETERS)
+        assert run["parameters"] == dict(
+            file_name=str(slide), run_dir=str(run_dir), tile_threads=TILE_THREADS, **QC_PARAMETERS
+        )
     # What the user sees: the flow's URL, each run's id and URL.
     group = fake.flows[flow_id]["flow_group_id"]
     assert f"Flow URL: http://localhost:8080/default/flow/{group}" in proc.stdout
@@ -163,8 +185,9 @@ def test_extra_a_row_per_server_run(demo_dir, demo_slides, tmp_path, reference):
     with FakePrefectServer(projects=("Image QC",)) as fake:  # the project exists: create_project finds it
         proc = submit(ROWS, fake, tmp_path, "--data-dir", str(demo_dir))
     _, serialized, run_dir = check_serial_submission(fake, proc, tmp_path, demo_slides)
-    check_registered_flow(serialized, "Image QC", SERIAL_PARAMETERS, SERIAL_EDGES | {("save_results", "save_row")},
-                          tmp_path / "home")
+    check_registered_flow(
+        serialized, "Image QC", SERIAL_PARAMETERS, SERIAL_EDGES | {("save_results", "save_row")}, tmp_path / "home"
+    )
     agents = [run_as_agent(serialized, run["parameters"], tmp_path) for run in fake.flow_runs]
     for agent in agents:
         finish(agent)
@@ -177,24 +200,38 @@ def test_extra_a_row_per_server_run(demo_dir, demo_slides, tmp_path, reference):
 
 def test_parallel_flow_one_run_with_its_executor(demo_dir, demo_slides, tmp_path, reference):
     with FakePrefectServer(projects=("Image QC",)) as fake:
-        proc = submit(PARALLEL, fake, tmp_path, "--data-dir", str(demo_dir), "--executor", "threads",
-                      "--workers", "2")
+        proc = submit(PARALLEL, fake, tmp_path, "--data-dir", str(demo_dir), "--executor", "threads", "--workers", "2")
 
     flow_id, serialized = registered(fake)
     assert fake.flows[flow_id]["project_id"] == fake.projects["Image QC"]
     run_dir = only_run_dir(tmp_path / "out")
     [run] = fake.flow_runs
     assert run["flow_run_name"] == f"{run_dir.name} (3 slides)"
-    assert run["parameters"] == dict(file_names=[str(p) for p in demo_slides], run_dir=str(run_dir),
-                                     tile_threads=max(1, TILE_THREADS // 2), **QC_PARAMETERS)
+    assert run["parameters"] == dict(
+        file_names=[str(p) for p in demo_slides],
+        run_dir=str(run_dir),
+        tile_threads=max(1, TILE_THREADS // 2),
+        **QC_PARAMETERS,
+    )
     assert f"flow run {run['id']}: 3 slide(s) on LocalDaskExecutor" in proc.stdout
 
     check_registered_flow(
-        serialized, "Image QC parallel", {"file_names", "run_dir", "tile_threads", *QC_PARAMETERS},
-        {("file_names", "load_image"), ("load_image", "tissue_segmentation_simple"),
-         ("identify_blurry_regions", "is_blurry"), ("save_results", "write_results")}, tmp_path / "home")
-    mapped = {(e["upstream_task"]["slug"].rsplit("-", 1)[0], e["downstream_task"]["slug"].rsplit("-", 1)[0])
-              for e in serialized["edges"] if e["mapped"]}
+        serialized,
+        "Image QC parallel",
+        {"file_names", "run_dir", "tile_threads", *QC_PARAMETERS},
+        {
+            ("file_names", "load_image"),
+            ("load_image", "tissue_segmentation_simple"),
+            ("identify_blurry_regions", "is_blurry"),
+            ("save_results", "write_results"),
+        },
+        tmp_path / "home",
+    )
+    mapped = {
+        (e["upstream_task"]["slug"].rsplit("-", 1)[0], e["downstream_task"]["slug"].rsplit("-", 1)[0])
+        for e in serialized["edges"]
+        if e["mapped"]
+    }
     assert ("file_names", "load_image") in mapped and ("load_image", "tissue_segmentation_simple") in mapped
 
     flow = finish(agent := run_as_agent(serialized, run["parameters"], tmp_path))
@@ -210,8 +247,16 @@ def test_parallel_flow_one_run_with_its_executor(demo_dir, demo_slides, tmp_path
 def test_a_failed_slide_gets_its_error_row(demo_copy, tmp_path):
     (demo_copy / "corrupt.svs").write_bytes(b"II*\x00" + os.urandom(5000))
     with FakePrefectServer() as fake:
-        submit(ROWS, fake, tmp_path, "--data-dir", str(demo_copy), "--files", str(demo_copy / "corrupt.svs"),
-               str(demo_copy / "synthetic_01_blur00.svs"))
+        submit(
+            ROWS,
+            fake,
+            tmp_path,
+            "--data-dir",
+            str(demo_copy),
+            "--files",
+            str(demo_copy / "corrupt.svs"),
+            str(demo_copy / "synthetic_01_blur00.svs"),
+        )
     _, serialized = registered(fake)
     for agent in [run_as_agent(serialized, run["parameters"], tmp_path, may_fail=True) for run in fake.flow_runs]:
         finish(agent)
@@ -224,8 +269,15 @@ def test_a_failed_slide_gets_its_error_row(demo_copy, tmp_path):
 def test_no_server_a_clear_message_at_once(script, demo_dir, tmp_path):
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
-    proc = run_script(script, "--data-dir", str(demo_dir), "--output-dir", str(tmp_path / "out"),
-                      env=prefect_env(tmp_path, endpoint), timeout=30)
+    proc = run_script(
+        script,
+        "--data-dir",
+        str(demo_dir),
+        "--output-dir",
+        str(tmp_path / "out"),
+        env=prefect_env(tmp_path, endpoint),
+        timeout=30,
+    )
     assert time.monotonic() - started < 10
     assert proc.returncode == 3
     assert f"no Prefect server answers at {endpoint}" in proc.stderr
@@ -243,8 +295,15 @@ def test_something_else_answering_is_not_a_server(demo_dir, tmp_path):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         endpoint = f"http://127.0.0.1:{httpd.server_address[1]}"
-        proc = run_script(SERIAL, "--data-dir", str(demo_dir), "--output-dir", str(tmp_path / "out"),
-                          env=prefect_env(tmp_path, endpoint), timeout=30)
+        proc = run_script(
+            SERIAL,
+            "--data-dir",
+            str(demo_dir),
+            "--output-dir",
+            str(tmp_path / "out"),
+            env=prefect_env(tmp_path, endpoint),
+            timeout=30,
+        )
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -254,16 +313,24 @@ def test_something_else_answering_is_not_a_server(demo_dir, tmp_path):
 
 
 def test_backend_not_server(demo_dir, tmp_path):
-    proc = run_script(SERIAL, "--data-dir", str(demo_dir), "--output-dir", str(tmp_path / "out"),
-                      env=prefect_env(tmp_path, "http://127.0.0.1:9", backend="cloud"), timeout=30)
+    proc = run_script(
+        SERIAL,
+        "--data-dir",
+        str(demo_dir),
+        "--output-dir",
+        str(tmp_path / "out"),
+        env=prefect_env(tmp_path, "http://127.0.0.1:9", backend="cloud"),
+        timeout=30,
+    )
     assert proc.returncode == 3
     assert "backend is 'cloud', not 'server'" in proc.stderr and "prefect backend server" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_invalid_usage_before_the_server(tmp_path):
-    proc = run_script(PARALLEL, "--data-dir", str(tmp_path / "missing"), env=prefect_env(tmp_path, "http://127.0.0.1:9"),
-                      timeout=30)
+    proc = run_script(
+        PARALLEL, "--data-dir", str(tmp_path / "missing"), env=prefect_env(tmp_path, "http://127.0.0.1:9"), timeout=30
+    )
     assert proc.returncode == 2 and "--data-dir" in proc.stderr
 
 
@@ -271,8 +338,18 @@ def test_same_command_line_as_the_other_scripts():
     for script in (SERIAL, PARALLEL, ROWS):
         proc = run_script(script, "--help")
         assert proc.returncode == 0, proc.stderr
-        for flag in ["--data-dir", "--files", "--image-work-size", "--blur-work-size", "--blur-radius",
-                     "--blur-threshold", "--blur-max", "--output-dir", "--run-name", "--tile-threads"]:
+        for flag in [
+            "--data-dir",
+            "--files",
+            "--image-work-size",
+            "--blur-work-size",
+            "--blur-radius",
+            "--blur-threshold",
+            "--blur-max",
+            "--output-dir",
+            "--run-name",
+            "--tile-threads",
+        ]:
             assert flag in proc.stdout, (script, flag)
     assert "--executor" in run_script(PARALLEL, "--help").stdout
 
@@ -299,7 +376,8 @@ def test_readme_server_check_answers_in_seconds(tmp_path):
     with FakePrefectServer() as server:
         env = prefect_env(tmp_path, server.url)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-        proc = subprocess.run(["bash", "-c", command], env=env, cwd=tmp_path, capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run(
+            ["bash", "-c", command], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"a Prefect server answers at {server.url}"

@@ -17,8 +17,12 @@ EXPECTED_RESCANS = 2
 
 
 def test_plain_lines_when_not_a_terminal(demo_dir, tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "--data-dir", str(demo_dir),
-                           "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "pipeline.py"), "--data-dir", str(demo_dir), "--output-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "progress:" in line]
     assert [line.split("progress: ")[1].split(" slide")[0] for line in lines] == ["1 of 3", "2 of 3", "3 of 3"]
@@ -29,8 +33,13 @@ def test_plain_lines_when_not_a_terminal(demo_dir, tmp_path):
 def test_a_bar_on_a_terminal(demo_dir, tmp_path):
     main, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal 120 columns wide
-    proc = subprocess.Popen([sys.executable, str(ROOT / "pipeline.py"), "--data-dir", str(demo_dir),
-                             "--output-dir", str(tmp_path)], stdin=child, stdout=child, stderr=child, close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "pipeline.py"), "--data-dir", str(demo_dir), "--output-dir", str(tmp_path)],
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        close_fds=True,
+    )
     os.close(child)
     output = b""
     while True:

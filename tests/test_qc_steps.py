@@ -43,8 +43,9 @@ def test_the_smallest_slide_that_can_be_segmented():
     assert qc.load_slide(fits).work_shape(qc.load_slide(fits).image_work_size) == (24, 16)
     with pytest.raises(SlideError) as refused:
         qc.load_slide(narrow)
-    assert str(refused.value) == ("narrow_480.svs: too small: 480x768 px is 15x24 px at image_work_size 1.25x; "
-                                  "at least 16 px per side are needed")
+    assert str(refused.value) == (
+        "narrow_480.svs: too small: 480x768 px is 15x24 px at image_work_size 1.25x; at least 16 px per side are needed"
+    )
 
 
 def test_the_load_time_is_the_time_it_took(demo_slides):
@@ -64,7 +65,9 @@ def test_no_stain_contrast_without_glass_or_tissue(demo_slides, monkeypatch, fra
 
 def test_blur_needs_the_tissue_mask_first(demo_slides):
     s = qc.load_slide(demo_slides[0])
-    with pytest.raises(SlideError, match=rf"^{s.name}: blur detection needs the tissue mask; run segment_tissue first$"):
+    with pytest.raises(
+        SlideError, match=rf"^{s.name}: blur detection needs the tissue mask; run segment_tissue first$"
+    ):
         qc.detect_blur(s)
 
 
@@ -108,20 +111,25 @@ def no_room(code, filename=None):
     return error
 
 
-@pytest.mark.parametrize("error, message", [
-    (SlideError("a.svs: empty file"), "a.svs: empty file"),  # says it already
-    (ValueError("a.svs: bad value"), "a.svs: bad value"),
-    (SlideError("empty file"), "a.svs: empty file"),
-    (SlideError("two\n   lines"), "a.svs: two lines"),
-    (openslide.OpenSlideError("bad tile"), "a.svs: OpenSlide cannot read the slide (corrupt tile?): bad tile"),
-    (MemoryError(), "a.svs: out of memory; try a smaller work size"),
-    (no_room(errno.ENOSPC, "/run/x.png"),
-     "a.svs: no space left on the disk writing /run/x.png; free some space and run again"),
-    (no_room(errno.EDQUOT), "a.svs: no space left on the disk; free some space and run again"),
-    (OSError(errno.EACCES, "Permission denied"), "a.svs: PermissionError: [Errno 13] Permission denied"),
-    (RuntimeError("boom in /data/in/a.svs"), "a.svs: RuntimeError: boom in a.svs"),  # the path shortened
-    (RuntimeError(), "a.svs: RuntimeError: RuntimeError"),  # no text: its type
-    (ValueError("no name"), "a.svs: ValueError: no name"),
-])
+@pytest.mark.parametrize(
+    "error, message",
+    [
+        (SlideError("a.svs: empty file"), "a.svs: empty file"),  # says it already
+        (ValueError("a.svs: bad value"), "a.svs: bad value"),
+        (SlideError("empty file"), "a.svs: empty file"),
+        (SlideError("two\n   lines"), "a.svs: two lines"),
+        (openslide.OpenSlideError("bad tile"), "a.svs: OpenSlide cannot read the slide (corrupt tile?): bad tile"),
+        (MemoryError(), "a.svs: out of memory; try a smaller work size"),
+        (
+            no_room(errno.ENOSPC, "/run/x.png"),
+            "a.svs: no space left on the disk writing /run/x.png; free some space and run again",
+        ),
+        (no_room(errno.EDQUOT), "a.svs: no space left on the disk; free some space and run again"),
+        (OSError(errno.EACCES, "Permission denied"), "a.svs: PermissionError: [Errno 13] Permission denied"),
+        (RuntimeError("boom in /data/in/a.svs"), "a.svs: RuntimeError: boom in a.svs"),  # the path shortened
+        (RuntimeError(), "a.svs: RuntimeError: RuntimeError"),  # no text: its type
+        (ValueError("no name"), "a.svs: ValueError: no name"),
+    ],
+)
 def test_error_messages_by_hand(error, message):
     assert qc.error_message("/data/in/a.svs", error) == message

@@ -47,8 +47,13 @@ def test_readme_has_runnable_and_skipped_blocks():
 
 def _project_copy(dest: Path) -> Path:
     """The project's files (tracked and new, not ignored) copied into ``dest``."""
-    listing = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout.splitlines()
+    listing = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     for name in listing:
         source = ROOT / name
         if source.is_file() and not name.startswith(("tests/", "prefect3/tests/")):
@@ -74,11 +79,14 @@ def test_readme_commands_run(tmp_path):
         for command in commands:
             if command in ALREADY_RUNNING:
                 continue
-            proc = subprocess.run(["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True,
-                                  timeout=900)
+            proc = subprocess.run(
+                ["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True, timeout=900
+            )
             # diff's exit code 1 means "the files differ": what the lesson diffs show.
             ok = (0, 1) if command.startswith("diff ") else (0,)
-            assert proc.returncode in ok, f"README command failed: {command}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            assert proc.returncode in ok, (
+                f"README command failed: {command}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            )
             if command.startswith("diff "):
                 assert proc.stdout.startswith("---"), f"{command}: no differences shown"
             ran += 1
@@ -98,11 +106,21 @@ def test_readme_links_exist():
     local = {t for t in targets if t and not re.match(r"[a-z]+://", t)}
     missing = sorted(t for t in local if not (ROOT / t).exists())
     assert not missing, f"README links to missing files: {missing}"
-    lessons = {"pipeline.py", "pipeline_parallel.py", "solutions/pipeline_prefect.py",
-               "solutions/pipeline_prefect_parallel.py", "solutions/pipeline_prefect_server.py",
-               "solutions/pipeline_prefect_parallel_server.py", "extras/pipeline_intake.py",
-               "PrefectHelloWorld.ipynb", "docs/pipeline_overview.png", "docs/flow_serial.png",
-               "docs/flow_parallel.png", "prefect3/qc_flow.py", "prefect3/qc_flow_parallel.py"}
+    lessons = {
+        "pipeline.py",
+        "pipeline_parallel.py",
+        "solutions/pipeline_prefect.py",
+        "solutions/pipeline_prefect_parallel.py",
+        "solutions/pipeline_prefect_server.py",
+        "solutions/pipeline_prefect_parallel_server.py",
+        "extras/pipeline_intake.py",
+        "PrefectHelloWorld.ipynb",
+        "docs/pipeline_overview.png",
+        "docs/flow_serial.png",
+        "docs/flow_parallel.png",
+        "prefect3/qc_flow.py",
+        "prefect3/qc_flow_parallel.py",
+    }
     assert lessons <= local, f"README does not link {sorted(lessons - local)}"
 
 
@@ -133,13 +151,27 @@ def test_readme_dask_cluster_commands(demo_dir, tmp_path):
     servers = []
     try:
         for command in (scheduler, worker):
-            servers.append(subprocess.Popen(["bash", "-c", "exec " + command.replace("8786", port)], cwd=elsewhere,
-                                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+            servers.append(
+                subprocess.Popen(
+                    ["bash", "-c", "exec " + command.replace("8786", port)],
+                    cwd=elsewhere,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
         wait_for_dask(f"tcp://127.0.0.1:{port}", "the README's scheduler and worker", timeout=60)
         out = tmp_path / "out"
         command = run.replace("8786", port).replace("--data-dir data", f"--data-dir {demo_dir}")
-        proc = subprocess.run(["bash", "-c", f"{command} --output-dir {out}"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            ["bash", "-c", f"{command} --output-dir {out}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         run_dir = next(out.iterdir())
         rows = (run_dir / "results.tsv").read_text(encoding="utf-8").splitlines()

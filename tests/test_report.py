@@ -27,9 +27,17 @@ from tests import bad_slides
 from tests.helpers import only_run_dir, run_script
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-extensions",
-                  "--host-resolver-rules=MAP * ~NOTFOUND"]  # no network: the report must not need it
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+]  # no network: the report must not need it
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +62,9 @@ def rows(run_dir) -> list[dict[str, str]]:
 
 def chromium(*args: str, profile: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     assert Path(CHROMIUM).exists(), "Chromium is needed: apt-get install chromium (.ci/run installs it)"
-    return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, timeout=timeout
+    )
 
 
 # --- the DOM as Chromium parsed it -------------------------------------------------------
@@ -113,8 +122,12 @@ class ReportDOM(HTMLParser):
 
 def test_screenshot_shows_a_page(run_dir, tmp_path):
     shot = tmp_path / "report.png"
-    proc = chromium("--window-size=1280,1600", f"--screenshot={shot}", (run_dir / "report.html").as_uri(),
-                    profile=tmp_path / "profile")
+    proc = chromium(
+        "--window-size=1280,1600",
+        f"--screenshot={shot}",
+        (run_dir / "report.html").as_uri(),
+        profile=tmp_path / "profile",
+    )
     assert shot.is_file(), proc.stderr.decode(errors="replace")[-2000:]
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[:2] == (1600, 1280)
@@ -147,9 +160,13 @@ def test_dom_table_matches_results_tsv(run_dir, rows, tmp_path):
             assert by_file_cells(dom)[row["file_name"]][4] == f"{100 * float(row['tissue_fraction']):.1f}"
     assert {r["file"] for r in dom.rows if r["class"] == "rescan"} == {r["file_name"] for r in flagged}
     assert {r["file"] for r in dom.rows if r["class"] == "error"} == {r["file_name"] for r in failed}
-    assert dom.counts == {"count-slides": str(len(rows)), "count-ok": str(len(ok)),
-                          "count-failed": str(len(failed)), "count-rescan": str(len(flagged)),
-                          "count-unjudged": str(sum(r["status"] == "cannot judge" for r in rows))}
+    assert dom.counts == {
+        "count-slides": str(len(rows)),
+        "count-ok": str(len(ok)),
+        "count-failed": str(len(failed)),
+        "count-rescan": str(len(flagged)),
+        "count-unjudged": str(sum(r["status"] == "cannot judge" for r in rows)),
+    }
     assert dom.failed == [r["error"] for r in failed]  # "<b>slide</b>: what is wrong", as in results.tsv
     assert "corrupt tile" in dom.failed[0] and "<tile>" in dom.failed[0]  # escaped, shown as written
     by_file = {r["file"]: r["cells"] for r in dom.rows}
@@ -194,7 +211,11 @@ class DevTools:
 
         self.process = subprocess.Popen(
             [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe", url],
-            preexec_fn=child_fds, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            preexec_fn=child_fds,
+            close_fds=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
         self._buffer = b""
@@ -223,8 +244,9 @@ class DevTools:
     def attach_to_page(self) -> None:
         targets = self.send("Target.getTargets", session=False)["targetInfos"]
         page = next(t for t in targets if t["type"] == "page")
-        self.session = self.send("Target.attachToTarget", {"targetId": page["targetId"], "flatten": True},
-                                 session=False)["sessionId"]
+        self.session = self.send(
+            "Target.attachToTarget", {"targetId": page["targetId"], "flatten": True}, session=False
+        )["sessionId"]
 
     def evaluate(self, expression: str):
         result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
@@ -279,7 +301,7 @@ def test_clicking_a_header_sorts_the_table(browser, rows):
     ascending = browser.evaluate(COLUMN_VALUES % blurry)
     numbers = [float(v) for _, v in ascending if v != ""]
     assert numbers == sorted(numbers) and len(numbers) == 4
-    assert [v for _, v in ascending[len(numbers):]] == [""]  # the failed slide's empty cell last
+    assert [v for _, v in ascending[len(numbers) :]] == [""]  # the failed slide's empty cell last
     assert browser.evaluate(f"document.querySelectorAll('#results th')[{blurry}].className") == "sorted-asc"
 
     browser.evaluate(f"document.querySelectorAll('#results th')[{blurry}].click()")
@@ -298,11 +320,15 @@ def test_clicking_a_header_sorts_the_table(browser, rows):
 def test_every_picture_loads_in_the_browser(browser, rows):
     assert browser.evaluate("Array.from(document.images).every(i => i.loading === 'lazy')")
     for _ in range(200):  # lazy pictures load as they come into view: bring each one there
-        if browser.evaluate("Array.from(document.images).every(function (i) { i.scrollIntoView(); "
-                            "return i.complete && i.naturalWidth > 0; })"):
+        if browser.evaluate(
+            "Array.from(document.images).every(function (i) { i.scrollIntoView(); "
+            "return i.complete && i.naturalWidth > 0; })"
+        ):
             break
         time.sleep(0.05)
-    images = browser.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+    images = browser.evaluate(
+        "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+    )
     assert len(images) == 2 * sum(r["status"] == "ok" for r in rows)
     broken = [src for src, complete, width in images if not complete or width == 0]
     assert broken == []
@@ -330,8 +356,10 @@ def test_filter_shows_one_status_everywhere(browser, rows):
 def test_plot_puts_exactly_the_rescans_above_the_limit(browser, rows):
     """A property, not the drawing code again: in screen space, a mark is above the limit line iff its slide is a rescan."""
     limit_y = browser.evaluate("document.getElementById('limit').getBoundingClientRect().top")
-    marks = browser.evaluate("Array.from(document.querySelectorAll('#plot circle')).map(function (c) {"
-                             " var r = c.getBoundingClientRect(); return [c.dataset.file, r.top + r.height / 2]; })")
+    marks = browser.evaluate(
+        "Array.from(document.querySelectorAll('#plot circle')).map(function (c) {"
+        " var r = c.getBoundingClientRect(); return [c.dataset.file, r.top + r.height / 2]; })"
+    )
     measured = {r["file_name"]: r for r in rows if r["percent_blurry"]}
     assert sorted(name for name, _ in marks) == sorted(measured)
     for name, y in marks:
@@ -346,8 +374,13 @@ def test_header_states_the_rule_the_settings_and_every_colour(run_dir):
 
     page = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "when more than <b id='rescan-limit'>5 %</b> of its tissue is blurry" in page
-    for setting in ("image_work_size=1.25x", "blur_work_size=10x", "blur_radius=7.0", "blur_threshold=0.05",
-                    "blur_max=0.05"):
+    for setting in (
+        "image_work_size=1.25x",
+        "blur_work_size=10x",
+        "blur_radius=7.0",
+        "blur_threshold=0.05",
+        "blur_max=0.05",
+    ):
         assert setting in page
     for ident in ("picture-blur", "picture-outline", "row-error", "row-unjudged", "row-rescan", "row-ok"):
         assert f"id='legend-{ident}'" in page
@@ -368,8 +401,9 @@ def test_a_report_of_300_slides_in_chromium(tmp_path):
             made.append(results.SlideResult(file_name=name, status="error", error=f"{name}: cannot open"))
         else:
             percent = (i * 37 % 200) / 10  # 0 to 19.9
-            made.append(results.SlideResult(file_name=name, tissue_fraction=0.3, percent_blurry=percent,
-                                            rescan=percent > 5))
+            made.append(
+                results.SlideResult(file_name=name, tissue_fraction=0.3, percent_blurry=percent, rescan=percent > 5)
+            )
     report.write_report(tmp_path, made, DEFAULTS)
     proc = chromium("--dump-dom", (tmp_path / "report.html").as_uri(), profile=tmp_path / "profile")
     assert proc.returncode == 0
@@ -377,5 +411,5 @@ def test_a_report_of_300_slides_in_chromium(tmp_path):
     dom = ReportDOM()
     dom.feed(page)
     assert len(dom.rows) == 300 and dom.counts["count-slides"] == "300"
-    assert page.count("<circle class=\"mark") == sum(r.percent_blurry is not None for r in made)
+    assert page.count('<circle class="mark') == sum(r.percent_blurry is not None for r in made)
     assert dom.counts["count-rescan"] == str(sum(bool(r.rescan) for r in made))

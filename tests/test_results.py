@@ -17,10 +17,25 @@ from tests.helpers import ROOT, only_run_dir, run_script
 
 # What issue 6 asks results.tsv to hold, and the README's "Outputs" section promises.
 REQUIRED_COLUMNS = [
-    "file_name", "status", "error", "format", "objective_power",
-    "image_work_size", "tissue_pixels", "tissue_mpp", "blur_work_size", "blur_pixels", "blur_mpp",
-    "tissue_fraction", "percent_blurry", "rescan",
-    "seconds_load", "seconds_tissue", "seconds_blur", "seconds_save", "seconds_total",
+    "file_name",
+    "status",
+    "error",
+    "format",
+    "objective_power",
+    "image_work_size",
+    "tissue_pixels",
+    "tissue_mpp",
+    "blur_work_size",
+    "blur_pixels",
+    "blur_mpp",
+    "tissue_fraction",
+    "percent_blurry",
+    "rescan",
+    "seconds_load",
+    "seconds_tissue",
+    "seconds_blur",
+    "seconds_save",
+    "seconds_total",
     "outputs",
 ]
 
@@ -49,8 +64,19 @@ def test_results_tsv_columns_and_one_line_rows(tmp_path):
 def test_readme_outputs_section_names_what_results_tsv_holds():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Outputs", 1)[1].split("\n## ", 1)[0]
-    for words in ("results.tsv", "report.html", "thumbnail.png", "tissue.png", "blur.png", "overlay.png",
-                  "seconds per step", "`0`", "`1`", "`2`", "atomic"):
+    for words in (
+        "results.tsv",
+        "report.html",
+        "thumbnail.png",
+        "tissue.png",
+        "blur.png",
+        "overlay.png",
+        "seconds per step",
+        "`0`",
+        "`1`",
+        "`2`",
+        "atomic",
+    ):
         assert words in section, words
 
 
@@ -90,10 +116,24 @@ def test_run_names_must_be_plain(tmp_path, name):
 # --- names derived from slide names ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("file_name", [
-    "../../evil.svs", "..", ".", "...svs", "/etc/passwd", "a/../../b.svs", "..\\..\\evil.svs", "",
-    "con.svs", "x" * 400 + ".svs", "\u202etxt.svs", "semi;colon|pipe*.svs", ".hidden.svs",
-])
+@pytest.mark.parametrize(
+    "file_name",
+    [
+        "../../evil.svs",
+        "..",
+        ".",
+        "...svs",
+        "/etc/passwd",
+        "a/../../b.svs",
+        "..\\..\\evil.svs",
+        "",
+        "con.svs",
+        "x" * 400 + ".svs",
+        "\u202etxt.svs",
+        "semi;colon|pipe*.svs",
+        ".hidden.svs",
+    ],
+)
 def test_slide_folders_stay_inside_the_run(tmp_path, file_name):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -117,8 +157,15 @@ def test_dot_dot_slide_name_cannot_write_outside(tmp_path, demo_slides):
     shutil.copyfile(demo_slides[0], tmp_path / "..\\..\\evil2.svs")  # legal on POSIX: backslashes are characters
     before = {p for p in tmp_path.rglob("*")}
     out = tmp_path / "work" / "out"
-    proc = run_script("pipeline.py", "--files", "../../evil.svs", str(tmp_path / "..\\..\\evil2.svs"),
-                      "--output-dir", str(out), cwd=tmp_path / "work" / "sub")
+    proc = run_script(
+        "pipeline.py",
+        "--files",
+        "../../evil.svs",
+        str(tmp_path / "..\\..\\evil2.svs"),
+        "--output-dir",
+        str(out),
+        cwd=tmp_path / "work" / "sub",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = only_run_dir(out)
     new = {p for p in tmp_path.rglob("*")} - before

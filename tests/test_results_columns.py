@@ -9,8 +9,9 @@ from slideqc.output import results, run
 from tests.conftest import CACHE
 
 # 40x, 0.25 µm per pixel, 6144 wide and 2048 high: 1.25x is a downsample of 32, 10x of 4.
-SPEC = synthetic.SlideSpec(name="wide_40x.svs", width=6144, height=2048, blurred_fraction=0.3,
-                           blur_sigma_um=(2.0, 3.0), seed=77)
+SPEC = synthetic.SlideSpec(
+    name="wide_40x.svs", width=6144, height=2048, blurred_fraction=0.3, blur_sigma_um=(2.0, 3.0), seed=77
+)
 
 
 @pytest.fixture
@@ -87,16 +88,18 @@ def test_each_column_is_rounded_as_documented(measured):
 
 
 def test_results_cells_by_hand(tmp_path):
-    rows = [results.SlideResult("=1+2.svs", rescan=False, format="two\nlines", error="one\n  line", mpp=0.5),
-            results.SlideResult("'quoted.svs", rescan=True, tissue_fraction=None),
-            results.SlideResult("plain.svs", format="cr\r\nlf")]
+    rows = [
+        results.SlideResult("=1+2.svs", rescan=False, format="two\nlines", error="one\n  line", mpp=0.5),
+        results.SlideResult("'quoted.svs", rescan=True, tissue_fraction=None),
+        results.SlideResult("plain.svs", format="cr\r\nlf"),
+    ]
     path = results.write_results(tmp_path, rows)
     raw = path.read_bytes().decode("utf-8")
     assert "\r\n" not in raw.replace('"cr\r\nlf"', "")  # rows end in \n alone
     assert raw.startswith("\t".join(results.COLUMNS) + "\n")
     # Sorted by name: ' sorts before =. A ' doubled; None empty; a formula marked as text; the error one line.
     assert "\n''quoted.svs\tok\t\t\t\t\t\t\t\t\t\t\t\t\t\t\ttrue\t" in raw
-    assert "\n'=1+2.svs\tok\tone line\t\"two\nlines\"\t\t0.5\t" in raw
+    assert '\n\'=1+2.svs\tok\tone line\t"two\nlines"\t\t0.5\t' in raw
     assert raw.count("\tfalse\t") == 1
     back = results.read_results(path)
     assert [r["file_name"] for r in back] == ["'quoted.svs", "=1+2.svs", "plain.svs"]

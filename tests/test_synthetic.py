@@ -36,8 +36,9 @@ def test_truth_matches_the_requested_fractions(tmp_path):
 
 
 def test_objective_power_can_be_left_out(tmp_path):
-    spec = synthetic.SlideSpec(name="n.svs", width=1024, height=768, seed=1,
-                               write_objective_power=False, write_mpp=False)
+    spec = synthetic.SlideSpec(
+        name="n.svs", width=1024, height=768, seed=1, write_objective_power=False, write_mpp=False
+    )
     synthetic.write_slide(spec, tmp_path / "n.svs")
     slide = openslide.OpenSlide(str(tmp_path / "n.svs"))
     assert openslide.PROPERTY_NAME_OBJECTIVE_POWER not in slide.properties
@@ -48,8 +49,9 @@ def test_levels_are_area_averages_of_level_0_made_strip_by_strip(tmp_path):
     import cv2
     import numpy as np
 
-    spec = synthetic.SlideSpec(name="p.svs", width=2600, height=1900, blurred_fraction=0.3, seed=5,
-                               downsamples=(1, 4, 16, 32))
+    spec = synthetic.SlideSpec(
+        name="p.svs", width=2600, height=1900, blurred_fraction=0.3, seed=5, downsamples=(1, 4, 16, 32)
+    )
     synthetic.write_slide(spec, tmp_path / "p.svs", workers=2)
     slide = openslide.OpenSlide(str(tmp_path / "p.svs"))
     assert slide.level_dimensions == ((2600, 1900), (650, 475), (162, 118), (81, 59))
@@ -57,8 +59,9 @@ def test_levels_are_area_averages_of_level_0_made_strip_by_strip(tmp_path):
     # Measured: 0.993 and 0.976; shifted by one pixel of the level, 0.972 and 0.877.
     for level, factor, least in ((1, 4, 0.985), (3, 32, 0.95)):
         width, height = slide.level_dimensions[level]
-        expected = cv2.resize(level0[:height * factor, :width * factor], (width, height),
-                              interpolation=cv2.INTER_AREA).astype(float)
+        expected = cv2.resize(
+            level0[: height * factor, : width * factor], (width, height), interpolation=cv2.INTER_AREA
+        ).astype(float)
         found = np.asarray(slide.read_region((0, 0), level, (width, height)))[..., :3]
         # JPEG both ways moves single pixels; a shifted or wrongly averaged level would decorrelate.
         assert np.corrcoef(found.ravel(), expected.ravel())[0, 1] > least

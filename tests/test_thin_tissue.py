@@ -12,7 +12,7 @@ RADIUS = 7.0  # the default blur radius: the erosion takes 14 pixels off every e
 
 def strip(width: int, shape=(200, 300)) -> np.ndarray:
     tissue = np.zeros(shape, bool)
-    tissue[50:150, 100:100 + width] = True
+    tissue[50:150, 100 : 100 + width] = True
     return tissue
 
 

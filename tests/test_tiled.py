@@ -21,8 +21,15 @@ SMALL_TILE = 128  # blur work pixels: a 1024 x 768 work level becomes 8 x 6 tile
 @pytest.fixture(scope="module")
 def moderate_slide():
     """4096 x 3072 px at 40x, half its tissue blurred, in large regions that cross many tile seams."""
-    spec = synthetic.SlideSpec(name="moderate.svs", width=4096, height=3072, blurred_fraction=0.5,
-                               blur_sigma_um=(1.5, 3.0), tissue_fraction=0.3, seed=12)
+    spec = synthetic.SlideSpec(
+        name="moderate.svs",
+        width=4096,
+        height=3072,
+        blurred_fraction=0.5,
+        blur_sigma_um=(1.5, 3.0),
+        tissue_fraction=0.3,
+        seed=12,
+    )
     return synthetic.write_set([spec], CACHE / "tiled")[0]
 
 
@@ -40,8 +47,15 @@ def _untiled(s, blur_work_size=PARAMS.blur_work_size):
 
 
 def _measure(s, tile_size=SMALL_TILE, workers=1, blur_work_size=PARAMS.blur_work_size):
-    return tiled.measure_blur(s, blur_work_size, s.masks["tissue"], PARAMS.blur_radius, PARAMS.blur_threshold,
-                              tile_size=tile_size, workers=workers)
+    return tiled.measure_blur(
+        s,
+        blur_work_size,
+        s.masks["tissue"],
+        PARAMS.blur_radius,
+        PARAMS.blur_threshold,
+        tile_size=tile_size,
+        workers=workers,
+    )
 
 
 def test_tiles_equal_the_whole_image_across_seams(moderate_slide):
@@ -49,8 +63,9 @@ def test_tiles_equal_the_whole_image_across_seams(moderate_slide):
     blurry, inner, whole = _untiled(s)
     counted = blurry & inner
     # The test means something only if blurry tissue lies on both sides of tile seams.
-    across_columns = sum(int((counted[:, x - 1] & counted[:, x]).sum())
-                         for x in range(SMALL_TILE, counted.shape[1], SMALL_TILE))
+    across_columns = sum(
+        int((counted[:, x - 1] & counted[:, x]).sum()) for x in range(SMALL_TILE, counted.shape[1], SMALL_TILE)
+    )
     across_rows = sum(int((counted[y - 1] & counted[y]).sum()) for y in range(SMALL_TILE, counted.shape[0], SMALL_TILE))
     assert across_columns > 200 and across_rows > 200
     truth = synthetic.read_truth(moderate_slide).percent_blurry
@@ -61,8 +76,9 @@ def test_tiles_equal_the_whole_image_across_seams(moderate_slide):
     assert found.shape == blurry.shape
     # 10x is a pyramid level of this slide, so the tiles are exact crops: not merely close.
     assert found.fraction == whole
-    assert found.counts == algorithms.BlurCounts.of(blurry, algorithms.resize_mask(s.masks["tissue"], blurry.shape),
-                                                    inner)
+    assert found.counts == algorithms.BlurCounts.of(
+        blurry, algorithms.resize_mask(s.masks["tissue"], blurry.shape), inner
+    )
     assert np.array_equal(found.mask, algorithms.area_fraction(counted, s.masks["tissue"].shape) >= 0.5)
     # One tile is the untiled algorithm.
     assert _measure(s, tile_size=4096).fraction == whole
@@ -155,13 +171,23 @@ BIG_SLIDE_MEMORY = 1.0 * 2**30
 
 
 def test_big_slide_in_bounded_memory():
-    spec = synthetic.SlideSpec(name="big_40k.svs", width=40960, height=30720, blurred_fraction=0.3,
-                               blur_sigma_um=(1.5, 3.0), tissue_fraction=0.08, seed=40, downsamples=(1, 4, 16, 64))
+    spec = synthetic.SlideSpec(
+        name="big_40k.svs",
+        width=40960,
+        height=30720,
+        blurred_fraction=0.3,
+        blur_sigma_um=(1.5, 3.0),
+        tissue_fraction=0.08,
+        seed=40,
+        downsamples=(1, 4, 16, 64),
+    )
     [path] = synthetic.write_set([spec], CACHE / "tiled")
     truth = synthetic.read_truth(path)
-    code = ("import resource, sys; from slideqc import qc; "
-            f"s = qc.detect_blur(qc.segment_tissue(qc.load_slide({str(path)!r}))); "
-            "print(100 * s.blurry_fraction, len(s.reads))")
+    code = (
+        "import resource, sys; from slideqc import qc; "
+        f"s = qc.detect_blur(qc.segment_tissue(qc.load_slide({str(path)!r}))); "
+        "print(100 * s.blurry_fraction, len(s.reads))"
+    )
     child = _benchmark_module().run_measured([sys.executable, "-c", code])
     assert child.returncode == 0, child.stderr
     percent, reads = child.stdout.split()
@@ -220,8 +246,10 @@ def test_a_refused_malloc_setting_is_not_in_force(fake_libc, refused):
     assert len(fake_libc.calls) <= 2  # not asked again
 
 
-@pytest.mark.parametrize("system, libc", [("Linux", ("", "")), ("Linux", ("musl", "1.2")),
-                                          ("Darwin", ("", "")), ("Darwin", ("glibc", "2.36"))])
+@pytest.mark.parametrize(
+    "system, libc",
+    [("Linux", ("", "")), ("Linux", ("musl", "1.2")), ("Darwin", ("", "")), ("Darwin", ("glibc", "2.36"))],
+)
 def test_without_glibc_on_linux_malloc_is_left_alone(fake_libc, monkeypatch, system, libc):
     """musl (an empty libc_ver on Alpine), macOS: no mallopt to call, the settings are not in force."""
     monkeypatch.setattr(tiled.platform, "system", lambda: system)
@@ -265,8 +293,9 @@ print(first, tuned, mapped(40 * MB), mapped(24 * MB), kept(4, 14 * MB))
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc's malloc settings")
-@pytest.mark.parametrize("run, expected", [("tuned", "True True True False True"),
-                                           ("stock", "True None True True False")])
+@pytest.mark.parametrize(
+    "run, expected", [("tuned", "True True True False True"), ("stock", "True None True True False")]
+)
 def test_a_block_below_the_mmap_threshold_is_kept_for_the_next_tile(run, expected):
     """In a fresh process, as mallopt(3) documents it. A 20 MiB block is mapped, and handed back when freed
     (stock glibc then raises its thresholds to 20 and 40 MiB); a 40 MiB one, above 32 MiB, is mapped either

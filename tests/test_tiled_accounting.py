@@ -24,8 +24,9 @@ def segmented(demo_slides):
 @pytest.mark.parametrize("measure", algorithms.MEASURES)
 def test_seams_that_cut_tissue_pixels_change_nothing(segmented, measure):
     def measure_with(tile_size):
-        return tiled.measure_blur(segmented, "10x", segmented.masks["tissue"], 7.0, tile_size=tile_size, workers=1,
-                                  measure=measure)
+        return tiled.measure_blur(
+            segmented, "10x", segmented.masks["tissue"], 7.0, tile_size=tile_size, workers=1, measure=measure
+        )
 
     cut, whole = measure_with(100), measure_with(WHOLE)
     assert whole.tiles_total == 1 and cut.tiles_total > 100

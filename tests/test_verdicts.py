@@ -42,7 +42,7 @@ def test_every_place_a_verdict_is_made_and_shown(checked, fraction, flagged):
     table = cli.summary_table([row])  # the summary printed at the end
     assert table.splitlines()[1].endswith("RESCAN" if flagged else "ok")
     page = report.render_report([row], QCSettings(blur_max=LIMIT))  # the report
-    assert (f"<tr class='{'rescan' if flagged else 'ok'}'" in page)
+    assert f"<tr class='{'rescan' if flagged else 'ok'}'" in page
     assert f"id='count-rescan'>{int(flagged)}<" in page
 
 

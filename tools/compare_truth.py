@@ -26,8 +26,10 @@ def table(rows: list[dict], data_dir: Path) -> str:
         truth = synthetic.read_truth(data_dir / row["file_name"])
         true_blur = "" if truth is None else f"{truth.percent_blurry:.1f}"
         verdict = "RESCAN" if row["rescan"] == "true" else "ok"
-        lines.append(f"{row['file_name'][:40]:40s} {100 * float(row['tissue_fraction']):8.1f} "
-                     f"{float(row['percent_blurry']):9.1f} {true_blur:>7s}  {verdict}")
+        lines.append(
+            f"{row['file_name'][:40]:40s} {100 * float(row['tissue_fraction']):8.1f} "
+            f"{float(row['percent_blurry']):9.1f} {true_blur:>7s}  {verdict}"
+        )
     return "\n".join(lines)
 
 

@@ -38,13 +38,16 @@ def main() -> int:
     for module in sorted(counts):
         c = counts[module]
         killed, survived = sum(c[s] for s in KILLED), c["survived"]
-        total.update({"killed": killed, "survived": survived, "no tests": c["no tests"],
-                      "not checked": c["not checked"]})
+        total.update(
+            {"killed": killed, "survived": survived, "no tests": c["no tests"], "not checked": c["not checked"]}
+        )
         score = f"{100 * killed / (killed + survived):.0f} %" if killed + survived else "-"
         print(f"| {module} | {killed} | {survived} | {c['no tests']} | {c['not checked']} | {score} |")
     checked = total["killed"] + total["survived"]
     overall = f"{100 * total['killed'] / checked:.0f} %" if checked else "-"
-    print(f"| all | {total['killed']} | {total['survived']} | {total['no tests']} | {total['not checked']} | {overall} |")
+    print(
+        f"| all | {total['killed']} | {total['survived']} | {total['no tests']} | {total['not checked']} | {overall} |"
+    )
     return 0
 
 

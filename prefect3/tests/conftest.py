@@ -49,18 +49,20 @@ PORT = _free_port()
 API_URL = f"http://127.0.0.1:{PORT}/api"
 for _name in [n for n in os.environ if n.startswith("PREFECT_")]:
     del os.environ[_name]  # nothing of the user's Prefect configuration leaks in
-os.environ.update({
-    "PREFECT_HOME": str(PREFECT_HOME),
-    "PREFECT_API_URL": API_URL,
-    "PREFECT_SERVER_API_HOST": "127.0.0.1",
-    "PREFECT_SERVER_API_PORT": str(PORT),
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "PREFECT_UI_ENABLED": "true",
-    # This process runs tasks outside flows (tests of the load task) and outlives the server:
-    # its logs stay local. The scripts and servers it starts send theirs to the server (CHILD_ENV).
-    "PREFECT_LOGGING_TO_API_ENABLED": "false",
-})
+os.environ.update(
+    {
+        "PREFECT_HOME": str(PREFECT_HOME),
+        "PREFECT_API_URL": API_URL,
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(PORT),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_ENABLED": "true",
+        # This process runs tasks outside flows (tests of the load task) and outlives the server:
+        # its logs stay local. The scripts and servers it starts send theirs to the server (CHILD_ENV).
+        "PREFECT_LOGGING_TO_API_ENABLED": "false",
+    }
+)
 CHILD_ENV = {**os.environ, "PREFECT_LOGGING_TO_API_ENABLED": "true"}
 
 
@@ -75,8 +77,15 @@ def start(args: list[str], log: Path, cwd: Path | None = None, env: dict | None 
     """A background process in its own session (so it and its children stop together), logging to ``log``."""
     handle = open(log, "wb")
     try:
-        return subprocess.Popen(args, cwd=cwd or ROOT, env=env or CHILD_ENV, stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            args,
+            cwd=cwd or ROOT,
+            env=env or CHILD_ENV,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     finally:
         handle.close()
 
@@ -103,8 +112,9 @@ def tail(log: Path, chars: int = 3000) -> str:
 def api(method: str, path: str, body: dict | None = None, timeout: float = 30, base: str = API_URL):
     """Call the test server's REST API (or the one at ``base``); returns the decoded JSON (None for 404)."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read() or b"null")
@@ -132,8 +142,14 @@ def wait_until(check, timeout: float, proc: subprocess.Popen, log: Path, what: s
 
 def run_script(script: str, *args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python <script> <args>`` with the Prefect 3 venv's Python, against the test server (``env``: instead of CHILD_ENV)."""
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=CHILD_ENV if env is None else env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=ROOT,
+        env=CHILD_ENV if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def only_run_dir(output_dir: Path) -> Path:
@@ -144,8 +160,9 @@ def only_run_dir(output_dir: Path) -> Path:
 
 def per_slide(rows: list[dict]) -> dict[str, tuple]:
     """file name -> what the QC decided: status, error, tissue, percent blurry, rescan."""
-    return {r["file_name"]: (r["status"], r["error"], r["tissue_fraction"], r["percent_blurry"], r["rescan"])
-            for r in rows}
+    return {
+        r["file_name"]: (r["status"], r["error"], r["tissue_fraction"], r["percent_blurry"], r["rescan"]) for r in rows
+    }
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -185,8 +202,13 @@ def server(port: int, log: Path, env: dict | None = None):
     proc = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], log, env=env)
     base = f"http://127.0.0.1:{port}/api"
     try:
-        wait_until(lambda: api("GET", "/health", timeout=5, base=base) is True, SERVER_START_SECONDS, proc, log,
-                   "prefect server start")
+        wait_until(
+            lambda: api("GET", "/health", timeout=5, base=base) is True,
+            SERVER_START_SECONDS,
+            proc,
+            log,
+            "prefect server start",
+        )
         yield base.removesuffix("/api")
     finally:
         stop(proc)
@@ -210,9 +232,10 @@ def serve(folder: Path, env: dict | None = None, base: str = API_URL):
     log = folder / "serve.log"
     proc = start([sys.executable, str(ROOT / "prefect3" / "serve.py"), "--limit", "2"], log, cwd=folder, env=env)
     try:
-        deployments = {name: wait_until(lambda f=flow, n=name: read_deployment(f, n, base), 120, proc, log,
-                                        "prefect3/serve.py")
-                       for flow, name in (("Image QC", "qc-slide"), ("Image QC (mapped)", "qc-batch"))}
+        deployments = {
+            name: wait_until(lambda f=flow, n=name: read_deployment(f, n, base), 120, proc, log, "prefect3/serve.py")
+            for flow, name in (("Image QC", "qc-slide"), ("Image QC (mapped)", "qc-batch"))
+        }
         yield {"deployment": deployments["qc-slide"], "batch": deployments["qc-batch"], "log": log, "proc": proc}
     finally:
         stop(proc)
@@ -237,8 +260,12 @@ def postgres():
 
 def server_env(port: int, database_url: str) -> dict:
     """The environment of another Prefect server, on 127.0.0.1:``port`` and that database, and of its clients."""
-    return {**CHILD_ENV, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_SERVER_API_PORT": str(port),
-            "PREFECT_API_DATABASE_CONNECTION_URL": database_url}
+    return {
+        **CHILD_ENV,
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_API_DATABASE_CONNECTION_URL": database_url,
+    }
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ INSTALL = "apt-get install postgresql (make test installs it when run as root)"
 
 def bin_dir() -> Path:
     """The newest PostgreSQL's programs: Debian's folder, else wherever initdb is on PATH."""
+
     def version(folder: str) -> tuple:  # 9.6 < 15
         return tuple(int(part) for part in Path(folder).parent.name.split(".") if part.isdigit())
 
@@ -64,18 +65,50 @@ class Postgres:
 
     def start(self) -> Postgres:
         # Trust on loopback only, for a throwaway cluster: the README's lab set-up uses a password.
-        self._run("initdb", "--pgdata", str(self.data), "--username", DB_USER, "--auth", "trust",
-                  "--encoding", "UTF8", "--no-sync")
-        self._run("pg_ctl", "--pgdata", str(self.data), "--log", str(self.log), "--wait", "start",
-                  "--options", f"-h 127.0.0.1 -p {self.port} -k {self.folder}")
+        self._run(
+            "initdb",
+            "--pgdata",
+            str(self.data),
+            "--username",
+            DB_USER,
+            "--auth",
+            "trust",
+            "--encoding",
+            "UTF8",
+            "--no-sync",
+        )
+        self._run(
+            "pg_ctl",
+            "--pgdata",
+            str(self.data),
+            "--log",
+            str(self.log),
+            "--wait",
+            "start",
+            "--options",
+            f"-h 127.0.0.1 -p {self.port} -k {self.folder}",
+        )
         self.started = True
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", DB_USER, DATABASE)
         return self
 
     def query(self, sql: str) -> str:
         """``sql`` run by psql on the Prefect database; its rows, unaligned."""
-        return self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", DB_USER, "-d", DATABASE,
-                         "--no-align", "--tuples-only", "--command", sql)
+        return self._run(
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            DB_USER,
+            "-d",
+            DATABASE,
+            "--no-align",
+            "--tuples-only",
+            "--command",
+            sql,
+        )
 
     def pid(self) -> int | None:
         """The postmaster's process id (its first line of postmaster.pid), while it runs."""

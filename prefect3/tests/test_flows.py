@@ -22,8 +22,20 @@ from prefect3.tests.conftest import (
 )
 from slideqc.output import results
 
-SHARED_FLAGS = ["--data-dir", "--file-type", "--files", "--image-work-size", "--blur-work-size", "--blur-radius",
-                "--blur-threshold", "--blur-max", "--output-dir", "--run-name", "--overwrite", "--log-level"]
+SHARED_FLAGS = [
+    "--data-dir",
+    "--file-type",
+    "--files",
+    "--image-work-size",
+    "--blur-work-size",
+    "--blur-radius",
+    "--blur-threshold",
+    "--blur-max",
+    "--output-dir",
+    "--run-name",
+    "--overwrite",
+    "--log-level",
+]
 SCRIPTS = ["prefect3/qc_flow.py", "prefect3/qc_flow_parallel.py", "prefect3/run_deployments.py"]
 
 
@@ -50,8 +62,9 @@ def test_same_command_line_as_pipeline(script):
 
 
 def test_bad_parameter_is_a_usage_error(data_dir, tmp_path):
-    proc = run_script("prefect3/qc_flow.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
-                      "--blur-max", "2")
+    proc = run_script(
+        "prefect3/qc_flow.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--blur-max", "2"
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: --blur-max")
 
@@ -69,14 +82,16 @@ def test_a_temporary_server_that_does_not_start_ends_in_one_line(script, data_di
     assert errors == [  # then Prefect's own "Stopping temporary server" line, at exit
         "error: Prefect's temporary server did not start within 1 s. Give it longer "
         "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=300), or start one yourself: "
-        "prefect server start, then PREFECT_API_URL=http://127.0.0.1:4200/api"], proc.stderr[-3000:]
+        "prefect server start, then PREFECT_API_URL=http://127.0.0.1:4200/api"
+    ], proc.stderr[-3000:]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # no empty run folder left
 
 
 @pytest.mark.parametrize("option", ["--batch-size", "--limit"])
 def test_server_options_below_one_are_usage_errors(option, data_dir, tmp_path):
-    proc = run_script("prefect3/run_deployments.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
-                      option, "0")
+    proc = run_script(
+        "prefect3/run_deployments.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path), option, "0"
+    )
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {option}: must be >= 1, got 0", proc.stderr
     assert not any(tmp_path.iterdir())
 
@@ -110,8 +125,17 @@ def test_flow_parameters_are_typed():
     from prefect3.qc_flow_parallel import qc_slides
 
     properties = qc_slide.parameters.properties
-    assert list(properties) == ["file_name", "image_work_size", "blur_work_size", "blur_radius", "blur_threshold",
-                                "blur_max", "run_dir", "redo", "tile_threads"]
+    assert list(properties) == [
+        "file_name",
+        "image_work_size",
+        "blur_work_size",
+        "blur_radius",
+        "blur_threshold",
+        "blur_max",
+        "run_dir",
+        "redo",
+        "tile_threads",
+    ]
     assert properties["file_name"]["type"] == "string" and properties["blur_radius"]["type"] == "number"
     assert properties["image_work_size"]["default"] == "1.25x" and properties["blur_max"]["default"] == 0.05
     assert qc_slide.parameters.required == ["file_name"]
@@ -127,14 +151,22 @@ def test_serial_flow_same_as_pipeline_and_load_is_cached(prefect_server, data_di
     assert len(cached) == 3
 
     # Same files, same work sizes, same --cache-dir: the load task's cache key (path, mtime, work sizes) hits.
-    again = run_script("prefect3/qc_flow.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "again"),
-                       "--cache-dir", str(tmp_path / "first" / ".qc-cache"))
+    again = run_script(
+        "prefect3/qc_flow.py",
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(tmp_path / "again"),
+        "--cache-dir",
+        str(tmp_path / "first" / ".qc-cache"),
+    )
     check_run(again, tmp_path / "again", reference)
     assert (again.stdout + again.stderr).count("Finished in state Cached") == 3
     assert not (tmp_path / "again" / ".qc-cache").exists()
 
-    redo = run_script("prefect3/qc_flow.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "redo"),
-                      "--redo")
+    redo = run_script(
+        "prefect3/qc_flow.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "redo"), "--redo"
+    )
     check_run(redo, tmp_path / "redo", reference)
     assert "Finished in state Cached" not in redo.stdout + redo.stderr
 
@@ -142,27 +174,61 @@ def test_serial_flow_same_as_pipeline_and_load_is_cached(prefect_server, data_di
 @pytest.mark.parametrize("runner", ["local", "threads", "dask"])
 def test_mapped_flow_same_as_pipeline(runner, prefect_server, data_dir, reference, tmp_path):
     env = {k: v for k, v in CHILD_ENV.items() if k not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")}
-    proc = run_script("prefect3/qc_flow_parallel.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
-                      "--executor", runner, "--workers", "2", env=env)
+    proc = run_script(
+        "prefect3/qc_flow_parallel.py",
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(tmp_path),
+        "--executor",
+        runner,
+        "--workers",
+        "2",
+        env=env,
+    )
     check_run(proc, tmp_path, reference)
     log = proc.stdout + proc.stderr
     assert "Flow run" in log and "Image QC (mapped)" in log
-    assert "failed to send telemetry" not in log.lower()  # analytics off, whatever the environment says (common.local_run_defaults)
+    assert (
+        "failed to send telemetry" not in log.lower()
+    )  # analytics off, whatever the environment says (common.local_run_defaults)
     assert "distributed.worker" not in log  # Dask's INFO lines stay out
 
 
 def test_mapped_flow_on_an_existing_dask_scheduler(prefect_server, data_dir, reference, tmp_path):
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
-    scheduler = start([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                       "--no-dashboard"], tmp_path / "scheduler.log")
+    scheduler = start(
+        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        tmp_path / "scheduler.log",
+    )
     worker = None
     try:
-        worker = start([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "2",
-                        "--no-dashboard", "--host", "127.0.0.1"], tmp_path / "worker.log")
-        proc = run_script("prefect3/qc_flow_parallel.py", "--data-dir", str(data_dir), "--output-dir",
-                          str(tmp_path / "out"), "--address", address)
-        assert proc.returncode == 1, (proc.stdout[-2000:] + proc.stderr[-2000:] + tail(tmp_path / "worker.log"))
+        worker = start(
+            [
+                str(BIN / "dask"),
+                "worker",
+                address,
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "2",
+                "--no-dashboard",
+                "--host",
+                "127.0.0.1",
+            ],
+            tmp_path / "worker.log",
+        )
+        proc = run_script(
+            "prefect3/qc_flow_parallel.py",
+            "--data-dir",
+            str(data_dir),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--address",
+            address,
+        )
+        assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:] + tail(tmp_path / "worker.log")
         check_run(proc, tmp_path / "out", reference)
     finally:
         if worker is not None:
@@ -175,10 +241,21 @@ def test_run_deployments_needs_a_server_and_the_deployment(prefect_server, data_
 
     from prefect3.tests.conftest import CHILD_ENV
 
-    script = [sys.executable, str(ROOT / "prefect3" / "run_deployments.py"), "--data-dir", str(data_dir),
-              "--output-dir", str(tmp_path / "out")]
-    nothing = subprocess.run(script, env={**CHILD_ENV, "PREFECT_API_URL": f"http://127.0.0.1:{_free_port()}/api"},
-                             capture_output=True, text=True, timeout=120)
+    script = [
+        sys.executable,
+        str(ROOT / "prefect3" / "run_deployments.py"),
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
+    nothing = subprocess.run(
+        script,
+        env={**CHILD_ENV, "PREFECT_API_URL": f"http://127.0.0.1:{_free_port()}/api"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert nothing.returncode == 3 and "no Prefect server answers at" in nothing.stderr, nothing.stderr
     missing = run_script("prefect3/run_deployments.py", *script[2:], "--deployment", "Image QC/no-such-deployment")
     assert missing.returncode == 3 and "no deployment 'Image QC/no-such-deployment'" in missing.stderr
@@ -239,18 +316,33 @@ def test_scripts_import_the_project_from_anywhere(tmp_path):
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, str(ROOT / "prefect3" / "qc_flow.py"), "--help"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "prefect3" / "qc_flow.py"), "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 def test_offline_without_telemetry_errors(data_dir, tmp_path):
     """No server configured: the script's own temporary server, with no analytics setting given, sends nothing."""
-    env = {k: v for k, v in CHILD_ENV.items()
-           if k not in ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")}
+    env = {
+        k: v
+        for k, v in CHILD_ENV.items()
+        if k not in ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")
+    }
     env["PREFECT_HOME"] = str(tmp_path / "home")
-    proc = run_script("prefect3/qc_flow.py", "--files", str(data_dir / "synthetic_01_blur00.svs"),
-                      "--output-dir", str(tmp_path / "out"), env=env)
+    proc = run_script(
+        "prefect3/qc_flow.py",
+        "--files",
+        str(data_dir / "synthetic_01_blur00.svs"),
+        "--output-dir",
+        str(tmp_path / "out"),
+        env=env,
+    )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert "Starting temporary server" in log or "temporary server" in log.lower()
@@ -258,9 +350,18 @@ def test_offline_without_telemetry_errors(data_dir, tmp_path):
 
 
 def test_processes_executor_is_refused_in_one_line(data_dir, tmp_path):
-    proc = run_script("prefect3/qc_flow_parallel.py", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
-                      "--executor", "processes")
+    proc = run_script(
+        "prefect3/qc_flow_parallel.py",
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(tmp_path),
+        "--executor",
+        "processes",
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: --executor processes: not in the Prefect 3 edition; use --executor dask "
-                                   "for worker processes (a local Dask cluster), or threads")
+    assert proc.stderr.strip() == (
+        "error: --executor processes: not in the Prefect 3 edition; use --executor dask "
+        "for worker processes (a local Dask cluster), or threads"
+    )
     assert not any(tmp_path.iterdir())  # nothing written

@@ -39,8 +39,15 @@ from slideqc.output import results
 @pytest.fixture(scope="module")
 def postgres_batch(postgres_served, postgres_env, data_dir, tmp_path_factory) -> dict:
     """The four files of ``data_dir`` in two batch runs on the PostgreSQL server."""
-    runs = drive(postgres_served["batch"], data_dir, tmp_path_factory.mktemp("postgres-out"), "--batch-size", "2",
-                 env=postgres_env, base=postgres_env["PREFECT_API_URL"])
+    runs = drive(
+        postgres_served["batch"],
+        data_dir,
+        tmp_path_factory.mktemp("postgres-out"),
+        "--batch-size",
+        "2",
+        env=postgres_env,
+        base=postgres_env["PREFECT_API_URL"],
+    )
     return {**postgres_served, **runs}
 
 
@@ -79,8 +86,14 @@ def test_database_down_is_one_line(tmp_path, data_dir):
         env = server_env(port, database.url)
         with server(port, tmp_path / "server.log", env):
             database.stop()
-            proc = run_script("prefect3/run_deployments.py", "--data-dir", str(data_dir), "--output-dir",
-                              str(tmp_path / "out"), env=env)
+            proc = run_script(
+                "prefect3/run_deployments.py",
+                "--data-dir",
+                str(data_dir),
+                "--output-dir",
+                str(tmp_path / "out"),
+                env=env,
+            )
     finally:
         database.stop()
     assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -117,33 +130,66 @@ def test_readme_postgres_commands_as_printed():
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_user:
         shutil.chown(home, "postgres", "postgres")
-    env = {**server_env(port, ""), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "PREFECT_HOME": str(home / "prefect-home")}
+    env = {
+        **server_env(port, ""),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PREFECT_HOME": str(home / "prefect-home"),
+    }
     log = Path(tempfile.mkdtemp(prefix="slideqc-readme-postgres-log-")) / "server.log"
     proc = None
     try:
-        setup_run = subprocess.run([*as_user, "env", f"HOME={home}", "bash", "-c",
-                                    script.replace("5432", str(db_port))],
-                                   cwd=home, env=env, capture_output=True, text=True, timeout=180)
+        setup_run = subprocess.run(
+            [*as_user, "env", f"HOME={home}", "bash", "-c", script.replace("5432", str(db_port))],
+            cwd=home,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert setup_run.returncode == 0, setup_run.stdout[-2000:] + setup_run.stderr[-2000:]
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = setup_run.stdout.rsplit("\nURL=", 1)[1].strip()
         assert env["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://prefect:choose-a-password@")
         proc = start(["bash", "-c", "exec " + start_server.replace("4200", str(port))], log, cwd=home, env=env)
         base = env["PREFECT_API_URL"]
-        wait_until(lambda: api("GET", "/ready", timeout=5, base=base) == {"message": "OK"}, SERVER_START_SECONDS,
-                   proc, log, "the README's PostgreSQL commands")
+        wait_until(
+            lambda: api("GET", "/ready", timeout=5, base=base) == {"message": "OK"},
+            SERVER_START_SECONDS,
+            proc,
+            log,
+            "the README's PostgreSQL commands",
+        )
         # The server's tables are in that PostgreSQL, reached with the README's password.
         password = (home / ".prefect-db-password").read_text().strip()
-        psql = subprocess.run([str(bin_dir() / "psql"), "-h", "127.0.0.1", "-p", str(db_port), "-U", "prefect",
-                               "-d", "prefect", "-At", "-c", "SELECT count(*) FROM deployment"],
-                              env={**os.environ, "PGPASSWORD": password}, capture_output=True, text=True, timeout=60)
+        psql = subprocess.run(
+            [
+                str(bin_dir() / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(db_port),
+                "-U",
+                "prefect",
+                "-d",
+                "prefect",
+                "-At",
+                "-c",
+                "SELECT count(*) FROM deployment",
+            ],
+            env={**os.environ, "PGPASSWORD": password},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert psql.returncode == 0 and psql.stdout.strip() == "0", psql.stderr
         assert not (home / "prefect-home" / "prefect.db").exists()  # no SQLite beside it
         assert " ERROR " not in tail(log, 100_000), tail(log)
     finally:
         if proc is not None:
             stop(proc)
-        subprocess.run([*as_user, str(bin_dir() / "pg_ctl"), "--pgdata", str(home / "prefect-db"), "--mode", "fast",
-                        "stop"], capture_output=True, timeout=60)
+        subprocess.run(
+            [*as_user, str(bin_dir() / "pg_ctl"), "--pgdata", str(home / "prefect-db"), "--mode", "fast", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(log.parent, ignore_errors=True)

@@ -21,13 +21,27 @@ from slideqc.output import results
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def drive(deployment: dict, data_dir: Path, out: Path, *args: str, env: dict | None = None,
-          base: str = API_URL) -> dict:
+def drive(
+    deployment: dict, data_dir: Path, out: Path, *args: str, env: dict | None = None, base: str = API_URL
+) -> dict:
     """One run of the driver on ``data_dir``, waited for, results written; and the deployment's flow runs."""
-    proc = run_script("prefect3/run_deployments.py", "--data-dir", str(data_dir), "--output-dir", str(out),
-                      "--timeout", "600", *args, env=env)
-    flow_runs = api("POST", "/flow_runs/filter", {
-        "flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}, "limit": 50}, base=base)
+    proc = run_script(
+        "prefect3/run_deployments.py",
+        "--data-dir",
+        str(data_dir),
+        "--output-dir",
+        str(out),
+        "--timeout",
+        "600",
+        *args,
+        env=env,
+    )
+    flow_runs = api(
+        "POST",
+        "/flow_runs/filter",
+        {"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}, "limit": 50},
+        base=base,
+    )
     return {"proc": proc, "out": out, "flow_runs": flow_runs}
 
 
@@ -48,7 +62,7 @@ def served_batches(served_deployment, data_dir, tmp_path_factory) -> dict:
 def check_run_folder(runs: dict, reference: dict) -> list[dict]:
     """The driver's exit code (1: the broken file), its rows equal to pipeline.py's, the pictures, the report."""
     proc = runs["proc"]
-    assert proc.returncode == 1, (proc.stdout[-3000:] + proc.stderr[-3000:] + tail(runs["serve_log"]))
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:] + tail(runs["serve_log"])
     [run_dir] = [p for p in runs["out"].iterdir() if p.is_dir()]
     assert json.loads((run_dir / "run.json").read_text()) == {"status": "complete", "slides": 4, "rows": 4}
     rows = results.read_results(run_dir / "results.tsv")
@@ -91,17 +105,39 @@ def test_flow_run_states_from_the_api(served_runs, data_dir):
     run_id = runs["qc-synthetic_02_blur30.svs"]["id"]
     tasks = api("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
     names = {re.sub(r"-[0-9a-f]+$", "", t["name"]) for t in tasks}
-    assert names == {"load_image", "tissue_segmentation_simple", "identify_blurry_regions", "is_blurry",
-                     "warn_rescan", "save_results"}
+    assert names == {
+        "load_image",
+        "tissue_segmentation_simple",
+        "identify_blurry_regions",
+        "is_blurry",
+        "warn_rescan",
+        "save_results",
+    }
     assert all(t["state"]["type"] == "COMPLETED" for t in tasks)
 
 
 def chromium(url: str, user_data: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={user_data}",
-         "--window-size=1400,1000", "--virtual-time-budget=15000", *args, url],
-        capture_output=True, text=True, timeout=180)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={user_data}",
+            "--window-size=1400,1000",
+            "--virtual-time-budget=15000",
+            *args,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_ui_shows_the_flow_runs(served_runs, prefect_server, tmp_path):
