@@ -33,6 +33,7 @@ from array import array
 from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar, cast
 
 import cv2
 import numpy as np
@@ -48,7 +49,25 @@ _PIXELS = re.compile(r"^\s*(\d+)\s*$")
 
 
 class SlideError(Exception):
-    """A slide that cannot be quality-checked; the message names the slide."""
+    """A slide that cannot be quality-checked: ``reason`` in a lab person's words, ``slide`` its name.
+
+    ``str(error)`` is ``"<slide>: <reason>"``, one line for the log and the slide's row.
+    """
+
+    def __init__(self, reason: str, slide: str = "") -> None:
+        super().__init__(f"{slide}: {reason}" if slide else reason)
+        self.reason, self.slide = reason, slide
+
+
+class SettingError(ValueError):
+    """A setting's value cannot be used: ``setting`` names it, ``reason`` says why.
+
+    ``str(error)`` is ``"<setting>: <reason>"``. The command line says it as ``--<setting>: <reason>``.
+    """
+
+    def __init__(self, setting: str, reason: str) -> None:
+        super().__init__(f"{setting}: {reason}")
+        self.setting, self.reason = setting, reason
 
 
 @dataclass(frozen=True)
@@ -65,16 +84,16 @@ class WorkSize:
         if match := _MAGNIFICATION.match(raw):
             value = float(match.group(1))
             if value <= 0:
-                raise ValueError(f"{parameter}: magnification must be > 0, got {raw!r}")
+                raise SettingError(parameter, f"magnification must be > 0, got {raw!r}")
             return cls(text=f"{value:g}x", magnification=value)
         if match := _PIXELS.match(raw):
             value = int(match.group(1))
             if value < 16:
-                raise ValueError(f"{parameter}: pixel size must be >= 16, got {raw!r}")
+                raise SettingError(parameter, f"pixel size must be >= 16, got {raw!r}")
             return cls(text=str(value), longest_side=value)
-        raise ValueError(
-            f"{parameter}: {raw!r} is not a work size; use a magnification like '1.25x' "
-            "or a longest side in pixels like '1000'"
+        raise SettingError(
+            parameter,
+            f"{raw!r} is not a work size; use a magnification like '1.25x' or a longest side in pixels like '1000'",
         )
 
 
@@ -177,24 +196,56 @@ class PackedMasks(MutableMapping):
         return sum(len(data) for data, _, _ in self._packed.values())
 
 
+Finding = TypeVar("Finding")
+
+
+class Findings:
+    """What the QC steps found on a slide: one typed value per kind, looked up by its type.
+
+    Each step stores its own frozen dataclass (``slideqc.qc.Tissue``, ``slideqc.qc.Blur``, ...)
+    with :meth:`add` and reads another's with ``s.found[Tissue]``, typed as that class: a new
+    step brings its own type and needs no new field here.
+    """
+
+    def __init__(self) -> None:
+        self._by_type: dict[type, object] = {}
+
+    def add(self, finding: object) -> None:
+        """Store ``finding``, replacing an earlier one of its type."""
+        self._by_type[type(finding)] = finding
+
+    def __getitem__(self, kind: type[Finding]) -> Finding:
+        try:
+            return cast(Finding, self._by_type[kind])
+        except KeyError:
+            raise KeyError(f"no {kind.__name__} found yet: its step has not run") from None
+
+    def get(self, kind: type[Finding]) -> Finding | None:
+        """The finding of type ``kind``, or None when its step has not run."""
+        return cast(Finding | None, self._by_type.get(kind))
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._by_type
+
+    def __repr__(self) -> str:
+        return f"Findings({', '.join(kind.__name__ for kind in self._by_type)})"
+
+
 class BaseImage:
     """One slide: its OpenSlide handle, images per work size, masks and what the QC found."""
+
+    TISSUE, USABLE = "tissue", "usable"  # the masks every slide gets (see :meth:`set_tissue`)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.name = display_name(self.path.name)  # the name shown in rows, logs and folder names
         self.masks = PackedMasks()
         self.mask_steps: list[MaskStep] = []
-        # What the QC steps find, filled in step by step (None: not measured yet).
-        self.image_work_size: WorkSize | None = None  # set by loading: tissue is found at this size
-        self.blur_work_size: WorkSize | None = None  # and blur at this one
-        self.tissue_fraction: float | None = None  # of the slide, 0 to 1
-        self.stain_contrast: float | None = None  # glass minus tissue, 8-bit gray levels
-        self.blur_radius: float | None = None  # the blur step's settings, as it was run
-        self.blur_threshold: float | None = None
-        self.blurry_fraction: float | None = None  # of the tissue, 0 to 1
-        self.rescan: bool | None = None
-        self.cannot_judge: str | None = None  # why the QC cannot judge the slide ("" when it can)
+        # Set by loading (None: not loaded yet): tissue is found at the image work size, blur at the other.
+        self.image_work_size: WorkSize | None = None
+        self.blur_work_size: WorkSize | None = None
+        self.found = Findings()  # what each step found, by its type
+        self.settings_used: dict[str, str | float] = {}  # each setting a step ran with (ran_with), by name
         self.timings: dict[str, float] = {}  # seconds per step
         self.reads = ReadLog()
         self._images: dict[str, np.ndarray] = {}
@@ -212,17 +263,17 @@ class BaseImage:
     def _open(self) -> None:
         """Open the OpenSlide handle; any failure becomes one SlideError in a lab person's words."""
         if self.path.is_dir():
-            raise SlideError(f"{self.name}: is a folder, not a slide file")
+            raise SlideError("is a folder, not a slide file", self.name)
         if not self.path.is_file():
-            raise SlideError(f"{self.name}: no such file: {self.path}")
+            raise SlideError(f"no such file: {self.path}", self.name)
         if self.path.stat().st_size == 0:
-            raise SlideError(f"{self.name}: empty file (0 bytes); copy it again from the scanner")
+            raise SlideError("empty file (0 bytes); copy it again from the scanner", self.name)
         try:
             self._slide = openslide.OpenSlide(str(self.path))
         except openslide.OpenSlideUnsupportedFormatError:
-            raise SlideError(f"{self.name}: {why_unreadable(self.path)}") from None
+            raise SlideError(why_unreadable(self.path), self.name) from None
         except (openslide.OpenSlideError, OSError) as error:
-            raise SlideError(f"{self.name}: {why_unreadable(self.path, error)}") from None
+            raise SlideError(why_unreadable(self.path, error), self.name) from None
 
     @property
     def slide(self) -> openslide.OpenSlide:
@@ -279,8 +330,9 @@ class BaseImage:
         base = self.base_magnification
         if base is None:
             raise SlideError(
-                f"{self.name}: no objective power or microns per pixel in the slide, so work size "
-                f"{size.text!r} cannot be used; pass a pixel work size such as '2000' instead"
+                f"no objective power or microns per pixel in the slide, so work size {size.text!r} cannot be "
+                "used; pass a pixel work size such as '2000' instead",
+                self.name,
             )
         return base / size.magnification
 
@@ -354,8 +406,9 @@ class BaseImage:
             level_width, level_height = self.level_dimensions[level]
             whole = "read whole" if (width, height) == (level_width, level_height) else f"{width}x{height} px at once"
             raise SlideError(
-                f"{self.name}: work size {size.text!r} needs level {level} ({level_width}x{level_height} px) "
-                f"{whole}; choose a smaller work size"
+                f"work size {size.text!r} needs level {level} ({level_width}x{level_height} px) {whole}; "
+                "choose a smaller work size",
+                self.name,
             )
         rgb = self.read_region(location, level, (width, height))
         rows, cols = window[2:]
@@ -392,9 +445,9 @@ class BaseImage:
         self._slide = None
         truncated = _truncation(self.path)
         if truncated:
-            return SlideError(f"{self.name}: {truncated}")
+            return SlideError(truncated, self.name)
         detail = _one_line(error).replace(str(self.path), self.name)
-        return SlideError(f"{self.name}: cannot read pixels at level {level} (corrupt tile?): {detail}")
+        return SlideError(f"cannot read pixels at level {level} (corrupt tile?): {detail}", self.name)
 
     def thumbnail(self, longest_side: int = 1024) -> np.ndarray:
         """A small RGB overview, resized from the smallest cached work image that is big enough."""
@@ -415,6 +468,43 @@ class BaseImage:
         self.masks[name] = mask
         if removed_fraction is not None:
             self.mask_steps.append(MaskStep(name, removed_fraction))
+
+    def ran_with(self, **settings: str | float) -> None:
+        """Record the settings a step ran with (QC setting names), for the slide's own report."""
+        self.settings_used.update(settings)
+
+    def set_tissue(self, tissue: np.ndarray) -> None:
+        """Store the tissue mask; the usable tissue (:attr:`usable`) starts as all of it."""
+        self.masks[self.TISSUE] = tissue
+        self.masks[self.USABLE] = tissue
+
+    @property
+    def usable(self) -> np.ndarray:
+        """The tissue the QC judges (bool, at the tissue mask's shape): the tissue minus what steps excluded.
+
+        HistoQC's "mask in use": each step that finds something not to judge the focus on
+        (:meth:`exclude`) narrows it, and the blur step reads only it.
+        """
+        if self.USABLE not in self.masks:
+            raise SlideError("no tissue mask yet: run the tissue step first", self.name)
+        return self.masks[self.USABLE]
+
+    def exclude(self, name: str, mask: np.ndarray) -> float:
+        """Take ``mask`` (bool, any shape) out of the usable tissue; returns the share of the tissue it took.
+
+        A tissue pixel is taken out when any of it is covered by ``mask`` (resized to the
+        tissue mask's shape by area). The share, 0 to 1 of the tissue, is recorded as the
+        step ``name`` (:attr:`mask_steps`), and ``mask`` is kept under that name at its own shape.
+        """
+        usable = self.usable
+        covered = mask
+        if mask.shape != usable.shape:
+            covered = cv2.resize(mask.astype(np.float32), usable.shape[::-1], interpolation=cv2.INTER_AREA) > 0
+        tissue_pixels = int(np.count_nonzero(self.masks[self.TISSUE]))
+        share = int(np.count_nonzero(usable & covered)) / tissue_pixels if tissue_pixels else 0.0
+        self.masks[self.USABLE] = usable & ~covered
+        self.set_mask(name, mask, removed_fraction=share)
+        return share
 
 
 def display_name(text: str) -> str:

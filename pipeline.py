@@ -25,13 +25,13 @@ def load_image(file_name, image_work_size, blur_work_size) -> BaseImage:
 
 def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
     s = qc.segment_tissue(s)
-    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.tissue_fraction)
+    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.found[qc.Tissue].fraction)
     return s
 
 
 def identify_blurry_regions(s: BaseImage, blur_radius, blur_threshold, tile_threads) -> BaseImage:
     s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
-    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.blurry_fraction)
+    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.found[qc.Blur].fraction)
     return s
 
 
@@ -43,7 +43,7 @@ def warn_rescan(s: BaseImage, blur_max):
     logger.warning(
         "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
         s.name,
-        100 * s.blurry_fraction,
+        100 * s.found[qc.Blur].fraction,
         100 * blur_max,
     )
 
@@ -61,10 +61,10 @@ def check_slide(file_name, settings: QCSettings, run_dir, tile_threads) -> resul
         if is_blurry(s, settings.blur_max):
             warn_rescan(s, settings.blur_max)
         return save_results(s, settings.blur_max, run_dir)
-    except Exception as error:  # one bad slide never stops the batch
-        message = qc.error_message(file_name, error)
-        logger.error(message)
-        return results.error_result(file_name, message)
+    except Exception as error:  # one bad slide never stops the batch: it gets its error row
+        row = results.error_row(file_name, error)
+        logger.error(row.error)
+        return row
 
 
 def main(argv=None) -> int:

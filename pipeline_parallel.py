@@ -1,6 +1,7 @@
 """Slide QC in plain Python, in parallel: the baseline the Prefect flows are compared with.
 
-The same steps as pipeline.py, one slide per worker process.
+The same steps as pipeline.py (slideqc.qc.STEPS, run by slideqc.output.run.check_slide),
+one slide per worker process.
 
     python pipeline_parallel.py --data-dir data --workers 2
 """
@@ -10,8 +11,8 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
-from pipeline import check_slide
 from slideqc import cli
+from slideqc.output.run import check_slide
 
 
 def main(argv=None) -> int:

@@ -38,9 +38,10 @@ from pathlib import Path
 
 import run_benchmark as rb  # the sibling script: its subprocess runner and memory sampler
 
+from BaseImage import BaseImage
 from slideqc import qc, synthetic
 from slideqc.output import files, results
-from slideqc.settings import BATCH_SIZE
+from slideqc.settings import BATCH_SIZE, DEFAULTS
 
 ROOT = rb.ROOT
 SECTION = "batch-scale"
@@ -154,13 +155,12 @@ class Cluster:
 
 def bytes_per_task(slide: Path) -> dict[str, int]:
     """Pickled bytes of what each step hands to the next (a process executor copies this)."""
-    s = qc.load_slide(slide)
-    sizes = {"load": len(pickle.dumps(s))}
-    s = qc.segment_tissue(s)
-    sizes["tissue"] = len(pickle.dumps(s))
-    s = qc.detect_blur(s, tile_threads=1)
-    sizes["blur"] = len(pickle.dumps(s))
-    sizes["row"] = len(pickle.dumps(results.result_from_slide(s, 0.05)))
+    s: BaseImage | Path = slide
+    sizes = {}
+    for step in qc.STEPS:  # every step, as a mapped flow hands it to the next
+        s = step.run(s, DEFAULTS, tile_threads=1)
+        sizes[step.name] = len(pickle.dumps(s))
+    sizes["row"] = len(pickle.dumps(results.result_from_slide(s, DEFAULTS.blur_max)))
     return sizes
 
 

@@ -26,7 +26,7 @@ SIGMAS_UM = [0.0, 1.0, 1.5, 2.0, 3.0, 4.0]
 def measure(path: Path, work_size: str, params: QCSettings) -> float:
     s = qc.load_slide(path, params.image_work_size, work_size)
     s = qc.detect_blur(qc.segment_tissue(s), params.blur_radius, params.blur_threshold)
-    return 100 * s.blurry_fraction
+    return 100 * s.found[qc.Blur].fraction
 
 
 def main() -> int:

@@ -78,8 +78,7 @@ class Timers:
 
 
 def qc_once(path: Path, params: QCSettings) -> None:
-    s = qc.load_slide(path, params.image_work_size, params.blur_work_size)
-    qc.detect_blur(qc.segment_tissue(s), params.blur_radius, params.blur_threshold, tile_threads=1)
+    qc.run_steps(path, params, tile_threads=1)
 
 
 def main(argv=None) -> int:

@@ -263,9 +263,7 @@ def run_config(
 
 
 def _qc(path: Path, params: QCSettings) -> BaseImage:
-    s = qc.load_slide(path, params.image_work_size, params.blur_work_size)
-    s = qc.segment_tissue(s)
-    return qc.detect_blur(s, params.blur_radius, params.blur_threshold, tile_threads=1)
+    return qc.run_steps(path, params, tile_threads=1)
 
 
 def per_slide(path: Path, params: QCSettings, repeats: int) -> dict:

@@ -49,11 +49,10 @@ def overview_picture(slide: Path, out: Path, height: int = 360) -> Path:
     from slideqc.output import pictures
 
     params = QCSettings()
-    s = qc.load_slide(slide, params.image_work_size, params.blur_work_size)
-    s = qc.detect_blur(qc.segment_tissue(s), params.blur_radius, params.blur_threshold)
+    s = qc.run_steps(slide, params)
     thumbnail = pictures.slide_thumbnail(s)
     tissue, blur = s.masks["tissue"], s.masks["blur"] & s.masks["tissue"]
-    percent = 100 * s.blurry_fraction
+    percent = 100 * s.found[qc.Blur].fraction
     panels = [
         ("1. slide (thumbnail)", thumbnail),
         ("2. tissue mask", tissue),

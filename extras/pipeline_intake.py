@@ -201,7 +201,7 @@ def qc_arrived(candidates, complete, copied, output_dir, qc: dict) -> dict:
         return summary
 
     qc = {**QC_DEFAULTS, **(qc or {})}
-    settings = QCSettings(**{name: qc[name] for name in QCSettings().as_dict()})
+    settings = QCSettings.from_values(qc)
     run_dir = files.create_run_dir(output_dir, qc["run_name"], qc["overwrite"])
     writer = run.RunWriter(run_dir, settings)
     if to_qc:
@@ -210,12 +210,10 @@ def qc_arrived(candidates, complete, copied, output_dir, qc: dict) -> dict:
             executor = LocalExecutor()
         else:
             executor = LocalDaskExecutor(scheduler=qc["executor"], num_workers=qc["workers"])
-        state = qc_flow.flow.run(
-            parameters=dict(
-                file_names=to_qc, run_dir=str(run_dir), tile_threads=qc["tile_threads"], **settings.as_dict()
-            ),
-            executor=executor,
-        )
+        # The QC flow's own Parameters only: a setting it does not declare keeps its default there.
+        declared = {p.name for p in qc_flow.flow.parameters()}
+        values = dict(file_names=to_qc, run_dir=str(run_dir), tile_threads=qc["tile_threads"], **settings.as_dict())
+        state = qc_flow.flow.run(parameters={k: v for k, v in values.items() if k in declared}, executor=executor)
         writer.rows = prefect1.gathered_rows(state, qc_flow.rows, to_qc)
         for row in sorted(writer.rows, key=lambda r: r.file_name):
             if not row.ok:
@@ -458,6 +456,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.log_level)
     settings = cli.settings_from_args(args)  # every option checked before any file is touched
+    cli.refuse_undeclared(args, {p.name for p in qc_flow.flow.parameters()})
     tile_threads = cli.tile_threads(args)
     try:
         intake.check_options(args)

@@ -39,7 +39,7 @@ def load_image(file_name, image_work_size, blur_work_size) -> BaseImage:
 def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
     logger = prefect.context.get("logger")
     s = qc.segment_tissue(s)
-    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.tissue_fraction)
+    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.found[qc.Tissue].fraction)
     return s
 
 
@@ -47,7 +47,7 @@ def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
 def identify_blurry_regions(s: BaseImage, blur_radius, blur_threshold, tile_threads) -> BaseImage:
     logger = prefect.context.get("logger")
     s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
-    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.blurry_fraction)
+    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.found[qc.Blur].fraction)
     return s
 
 
@@ -62,7 +62,7 @@ def warn_rescan(s: BaseImage, blur_max):
     logger.warning(
         "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
         s.name,
-        100 * s.blurry_fraction,
+        100 * s.found[qc.Blur].fraction,
         100 * blur_max,
     )
 
@@ -80,8 +80,8 @@ def save_results(s: BaseImage, blur_max, run_dir) -> results.SlideResult:
 
 
 @task(trigger=all_finished)
-def gather_rows(file_names, loaded, tissue, blurry, saved) -> list:
-    return [prefect1.row_for(*slide) for slide in zip(file_names, loaded, tissue, blurry, saved, strict=True)]
+def gather_rows(file_names, load, tissue, blur, save) -> list:
+    return prefect1.rows_for(file_names, dict(load=load, tissue=tissue, blur=blur, save=save))
 
 
 with Flow("Image QC parallel") as flow:
@@ -101,14 +101,14 @@ with Flow("Image QC parallel") as flow:
     )
     rescan = apply_map(check_rescan, blurry, unmapped(blur_max))
     saved = save_results.map(blurry, unmapped(blur_max), unmapped(run_dir), upstream_tasks=[rescan])
-    rows = gather_rows(file_names, s, tissue, blurry, saved)
+    rows = gather_rows(file_names, load=s, tissue=tissue, blur=blurry, save=saved)
 
 flow.set_reference_tasks([saved])
 
 
 def main(argv=None) -> int:
     args = cli.parse_args(__doc__, argv, parallel=True, executor=True, batches=True)
-    qc_run = cli.start_run(args)
+    qc_run = cli.start_run(args, flow_parameters={p.name for p in flow.parameters()})
     stack = contextlib.ExitStack()
     if args.address:
         prefect1.check_scheduler(args.address)
@@ -130,15 +130,8 @@ def main(argv=None) -> int:
     with stack:
         for batch in cli.chunks(qc_run.file_names, args.batch_size):
             # One flow run per batch: the rows go to results.tsv as each ends.
-            state = flow.run(
-                parameters=dict(
-                    file_names=[str(f) for f in batch],
-                    run_dir=str(qc_run.folder),
-                    tile_threads=qc_run.tile_threads,
-                    **qc_run.settings.as_dict(),
-                ),
-                executor=new_executor(),
-            )
+            file_names = [str(f) for f in batch]
+            state = flow.run(parameters=dict(file_names=file_names, **qc_run.parameters), executor=new_executor())
             qc_run.add_all(prefect1.gathered_rows(state, rows, batch))
             # Prefect's states hold reference cycles (a skipped task's exception, its traceback's frames),
             # which Python frees only in a full collection, now and then: free this batch's now.

@@ -18,7 +18,7 @@ from prefect.triggers import all_finished
 from BaseImage import BaseImage
 from slideqc import cli, prefect1, qc
 from slideqc.output import results, run
-from slideqc.settings import DEFAULTS, QCSettings
+from slideqc.settings import DEFAULTS
 
 
 @task
@@ -32,7 +32,7 @@ def load_image(file_name, image_work_size, blur_work_size) -> BaseImage:
 def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
     logger = prefect.context.get("logger")
     s = qc.segment_tissue(s)
-    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.tissue_fraction)
+    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.found[qc.Tissue].fraction)
     return s
 
 
@@ -40,7 +40,7 @@ def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
 def identify_blurry_regions(s: BaseImage, blur_radius, blur_threshold, tile_threads) -> BaseImage:
     logger = prefect.context.get("logger")
     s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
-    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.blurry_fraction)
+    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.found[qc.Blur].fraction)
     return s
 
 
@@ -55,7 +55,7 @@ def warn_rescan(s: BaseImage, blur_max):
     logger.warning(
         "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
         s.name,
-        100 * s.blurry_fraction,
+        100 * s.found[qc.Blur].fraction,
         100 * blur_max,
     )
 
@@ -67,23 +67,10 @@ def save_results(s: BaseImage, blur_max, run_dir) -> results.SlideResult:
 
 # Runs whatever happened to the slide: a failed slide gets its error row.
 @task(trigger=all_finished)
-def save_row(
-    file_name,
-    loaded,
-    tissue,
-    blurry,
-    saved,
-    run_dir,
-    image_work_size,
-    blur_work_size,
-    blur_radius,
-    blur_threshold,
-    blur_max,
-) -> results.SlideResult:
-    row = prefect1.row_for(file_name, loaded, tissue, blurry, saved)
+def save_row(file_name, run_dir, load, tissue, blur, save) -> results.SlideResult:
+    row = prefect1.row_for(file_name, [load, tissue, blur, save])
     if run_dir:
-        settings = QCSettings(image_work_size, blur_work_size, blur_radius, blur_threshold, blur_max)
-        prefect1.save_row(row, run_dir, settings)
+        prefect1.save_row(row, run_dir, prefect1.run_settings())
     return row
 
 
@@ -104,26 +91,15 @@ with Flow("Image QC") as flow:
     with case(rescan, True):
         warning = warn_rescan(blurry, blur_max)
     saved = save_results(blurry, blur_max, run_dir, upstream_tasks=[warning])
-    row = save_row(
-        file_name,
-        s,
-        tissue,
-        blurry,
-        saved,
-        run_dir,
-        image_work_size,
-        blur_work_size,
-        blur_radius,
-        blur_threshold,
-        blur_max,
-    )
+    row = save_row(file_name, run_dir, load=s, tissue=tissue, blur=blurry, save=saved)
 
 
 def main(argv=None) -> int:
     args = cli.parse_args(__doc__, argv)
-    cli.check_usage(args)
+    parameters = {p.name for p in flow.parameters()}
+    cli.check_usage(args, flow_parameters=parameters)
     prefect1.check_server()
-    qc_run = cli.start_run(args)
+    qc_run = cli.start_run(args, flow_parameters=parameters)
 
     client = Client()
     client.create_project(project_name="Image QC")
@@ -132,12 +108,7 @@ def main(argv=None) -> int:
         flow_run_id = client.create_flow_run(
             flow_id=flow_id,
             run_name=f"{qc_run.folder.name}/{file_name.name}",
-            parameters=dict(
-                file_name=str(file_name.resolve()),
-                run_dir=str(qc_run.folder.resolve()),
-                tile_threads=qc_run.tile_threads,
-                **qc_run.settings.as_dict(),
-            ),
+            parameters=dict(file_name=str(file_name.resolve()), **qc_run.parameters),
         )
         print(f"flow run {flow_run_id}: {file_name.name}  {client.get_cloud_url('flow-run', flow_run_id)}")
 

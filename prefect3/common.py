@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from BaseImage import display_name
-from slideqc import cli, qc
+from slideqc import cli
 from slideqc.output import results
 from slideqc.output.cache import slide_key
 
@@ -71,16 +71,15 @@ def slide_run_name() -> str:
 # --- rows from states ------------------------------------------------------------------
 
 
-def _error_text(file_name, state) -> str:
-    """The one-line error of a failed state: from its exception when Prefect kept it, else its message."""
+def error_row(file_name, state) -> results.SlideResult:
+    """The row of a failed state: from its exception when Prefect kept it, else from its message."""
     try:
         error = state.result(raise_on_failure=False)
     except Exception:  # the exception could not be read back (not persisted): use the message
         error = None
     if isinstance(error, BaseException):
-        return qc.error_message(file_name, error)
-    message = " ".join((state.message or state.name or "failed").split())
-    return f"{Path(file_name).name}: {message}"
+        return results.error_row(file_name, error)
+    return results.error_result(file_name, " ".join((state.message or state.name or "failed").split()))
 
 
 def row_from_state(file_name, state) -> results.SlideResult:
@@ -90,8 +89,8 @@ def row_from_state(file_name, state) -> results.SlideResult:
         return value if isinstance(value, results.SlideResult) else results.SlideResult(**value)
     if state is None or not state.is_final():
         name = "no state" if state is None else state.name
-        return results.error_result(file_name, f"{Path(file_name).name}: the flow run did not finish ({name})")
-    return results.error_result(file_name, _error_text(file_name, state))
+        return results.error_result(file_name, f"the flow run did not finish ({name})")
+    return error_row(file_name, state)
 
 
 def rows_from_batch_state(file_names: list, state) -> list[results.SlideResult]:
@@ -102,23 +101,22 @@ def rows_from_batch_state(file_names: list, state) -> list[results.SlideResult]:
     return [row_from_state(name, state) for name in file_names]
 
 
-def row_from_futures(file_name, futures: list) -> results.SlideResult:
-    """A slide's row from its mapped steps' futures: the saved row, or the first step's real error.
+def row_from_futures(file_name, steps: dict) -> results.SlideResult:
+    """A slide's row from its mapped steps' futures, by step name: the saved row, or the first step's real error.
 
     In Prefect 3 a step whose upstream failed never runs (its state is not
     Completed either); the first Failed step holds the cause.
     """
-    for future in futures:
+    for future in steps.values():
         future.wait()
-    saved = futures[-1]
+    saved = steps["save"]
     if saved.state.is_completed():
         return saved.result()
-    for future in futures:
+    for future in steps.values():
         if future.state.is_failed():
-            return results.error_result(file_name, _error_text(file_name, future.state))
+            return error_row(file_name, future.state)
     return results.error_result(
-        file_name,
-        f"{Path(file_name).name}: a QC step did not run ({saved.state.name}) because an earlier one did not finish",
+        file_name, f"a QC step did not run ({saved.state.name}) because an earlier one did not finish"
     )
 
 

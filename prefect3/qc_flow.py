@@ -32,7 +32,7 @@ def load_image(file_name: str, image_work_size: str, blur_work_size: str) -> Bas
 @task
 def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
     s = qc.segment_tissue(s)
-    get_run_logger().info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.tissue_fraction)
+    get_run_logger().info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.found[qc.Tissue].fraction)
     return s
 
 
@@ -41,7 +41,7 @@ def identify_blurry_regions(
     s: BaseImage, blur_radius: float, blur_threshold: float, tile_threads: int | None = None
 ) -> BaseImage:
     s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
-    get_run_logger().info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.blurry_fraction)
+    get_run_logger().info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.found[qc.Blur].fraction)
     return s
 
 
@@ -55,7 +55,7 @@ def warn_rescan(s: BaseImage, blur_max: float) -> None:
     get_run_logger().warning(
         "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
         s.name,
-        100 * s.blurry_fraction,
+        100 * s.found[qc.Blur].fraction,
         100 * blur_max,
     )
 
@@ -80,7 +80,7 @@ def qc_slide(
     tile_threads: int | None = None,
 ) -> dict:
     """The QC of one slide; returns its results.tsv row as a dict. A slide that fails fails the run."""
-    QCSettings(image_work_size, blur_work_size, blur_radius, blur_threshold, blur_max)  # one line per bad value
+    QCSettings.from_values(locals())  # the settings among the parameters: one line per bad value
     file_name = common.local_path(file_name)  # a name that is not UTF-8 arrives as a file:// URI
     load = load_image.with_options(refresh_cache=True) if redo else load_image
     s = load(file_name, image_work_size, blur_work_size)
@@ -97,18 +97,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cli.setup_logging(args.log_level)
     common.local_run_defaults()
-    qc_run = cli.start_run(args)
+    qc_run = cli.start_run(args, flow_parameters=qc_slide.parameters.properties)
 
     with common.flow_runs(args.cache_dir or default_cache_dir(args.output_dir)):
         for name in qc_run.file_names:
-            state = qc_slide(
-                file_name=common.path_parameter(name),
-                run_dir=str(qc_run.folder),
-                redo=args.redo,
-                tile_threads=qc_run.tile_threads,
-                **qc_run.settings.as_dict(),
-                return_state=True,
-            )
+            file_name = common.path_parameter(name)
+            state = qc_slide(file_name=file_name, redo=args.redo, **qc_run.parameters, return_state=True)
             qc_run.add(common.row_from_state(name, state))
 
     return qc_run.finish()

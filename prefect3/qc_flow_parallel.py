@@ -43,7 +43,7 @@ def qc_slides(
     tile_threads: int | None = None,
 ) -> list[dict]:
     """The QC of every slide, each step mapped over the slides; one results row (a dict) per slide."""
-    QCSettings(image_work_size, blur_work_size, blur_radius, blur_threshold, blur_max)
+    QCSettings.from_values(locals())  # the settings among the parameters: one line per bad value
     file_names = [common.local_path(name) for name in file_names]  # names that are not UTF-8: file:// URIs
     load = load_image.with_options(refresh_cache=True) if redo else load_image
     loaded = load.map(file_names, unmapped(image_work_size), unmapped(blur_work_size))
@@ -64,9 +64,10 @@ def qc_slides(
         warning.wait()
 
     # One row per slide, whatever happened to it: a failed slide never fails the others.
+    steps = dict(load=loaded, tissue=tissue, blur=blurry, save=saved)
     return [
-        asdict(common.row_from_futures(name, steps))
-        for name, *steps in zip(file_names, loaded, tissue, blurry, saved, strict=True)
+        asdict(common.row_from_futures(name, {step: futures[i] for step, futures in steps.items()}))
+        for i, name in enumerate(file_names)
     ]
 
 
@@ -77,17 +78,12 @@ def main(argv=None) -> int:
     cli.setup_logging(args.log_level)
     common.local_run_defaults()
     runner = common.make_task_runner(args.executor, args.workers, args.address)
-    qc_run = cli.start_run(args)
+    qc_run = cli.start_run(args, flow_parameters=qc_slides.parameters.properties)
 
     with common.flow_runs(args.cache_dir or default_cache_dir(args.output_dir)):
-        state = qc_slides.with_options(task_runner=runner)(
-            file_names=[common.path_parameter(name) for name in qc_run.file_names],
-            run_dir=str(qc_run.folder),
-            redo=args.redo,
-            tile_threads=qc_run.tile_threads,
-            **qc_run.settings.as_dict(),
-            return_state=True,
-        )
+        file_names = [common.path_parameter(name) for name in qc_run.file_names]
+        qc = qc_slides.with_options(task_runner=runner)
+        state = qc(file_names=file_names, redo=args.redo, **qc_run.parameters, return_state=True)
     qc_run.add_all(common.rows_from_batch_state(qc_run.file_names, state))
 
     return qc_run.finish()

@@ -21,6 +21,7 @@ PREFECT_API_URL, it cannot reach its database, or it has no such deployment
 (one error line; nothing is written then).
 """
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -30,8 +31,11 @@ from prefect.deployments import run_deployment
 
 from BaseImage import display_name
 from prefect3 import common
+from prefect3.qc_flow import qc_slide
+from prefect3.qc_flow_parallel import qc_slides
 from prefect3.serve import BATCH_DEPLOYMENT, DEPLOYMENT
 from slideqc import cli
+from slideqc.output import results
 from slideqc.settings import BATCH_SIZE
 
 POLL_SECONDS = 1.0
@@ -139,7 +143,8 @@ def main(argv=None) -> int:
     cli.setup_logging(args.log_level)
     one_each = args.batch_size == 1
     deployment = args.deployment or (f"Image QC/{DEPLOYMENT}" if one_each else f"Image QC (mapped)/{BATCH_DEPLOYMENT}")
-    cli.check_usage(args)  # usage errors first (exit code 2), then the server (3)
+    flow = qc_slide if one_each else qc_slides
+    cli.check_usage(args, flow.parameters.properties)  # usage errors first (exit code 2), then the server (3)
     problem = server_problem(deployment)
     if problem:
         print(
@@ -147,9 +152,9 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return EXIT_NO_SERVER
-    qc_run = cli.start_run(args)
+    qc_run = cli.start_run(args, flow_parameters=flow.parameters.properties)
     batches = cli.chunks(qc_run.file_names, args.batch_size)
-    cli.log.info(
+    logging.getLogger("slideqc").info(
         "%d flow run(s) of %s for %d slide(s), %d at a time",
         len(batches),
         deployment,
@@ -158,12 +163,7 @@ def main(argv=None) -> int:
     )
 
     # The serving process has its own working folder: hand it absolute paths.
-    settings = dict(
-        run_dir=str(qc_run.folder.resolve()),
-        redo=args.redo,
-        tile_threads=qc_run.tile_threads,
-        **qc_run.settings.as_dict(),
-    )
+    settings = dict(redo=args.redo, **qc_run.parameters)
 
     def start(number: int, names: list):
         paths = [common.path_parameter(Path(name).resolve()) for name in names]
@@ -188,7 +188,8 @@ def main(argv=None) -> int:
         rows = [common.row_from_state(names[0], state)] if one_each else common.rows_from_batch_state(names, state)
         for row in rows:
             if state is None or not state.is_final():
-                row.error += f" after {args.timeout:g} s; is a process serving {deployment}? (python prefect3/serve.py)"
+                why = f"{row.reason} after {args.timeout:g} s; is a process serving {deployment}? (python prefect3/serve.py)"
+                row = results.error_result(row.file_name, why)
             qc_run.add(row)
 
     run_in_turn(batches, start, args.limit, args.timeout, add_rows)

@@ -1,23 +1,37 @@
-"""The QC steps on a BaseImage: load, tissue, blur, rescan decision.
+"""The QC steps on a BaseImage, and the one ordered list of them (:data:`STEPS`).
 
 Each step takes the per-slide object and returns it with a mask or a value
-added, so the same functions serve the plain scripts, the Prefect tasks and
-the tests. The algorithms themselves live in :mod:`slideqc.algorithms`.
+added (HistoQC's shape: ``(s, settings...) -> s``), so the same functions serve
+the plain scripts, the Prefect tasks and the tests. What a step finds is a
+frozen dataclass of its own, stored in ``s.found`` (:class:`Tissue`,
+:class:`Blur`); a step that finds something not to judge the focus on narrows
+the usable tissue (``s.exclude``), which is all the blur step reads.
+
+:data:`STEPS` lists the steps in order and :func:`run_steps` runs them on a
+slide with its settings: every runner that is not a lesson calls it, so a new
+step reaches all of them. The lessons keep one visible task per step, in the
+same order (tests/test_steps_in_lessons.py checks both). A step's settings are
+its parameters that are named like a field of :class:`~slideqc.settings.QCSettings`.
+The algorithms themselves live in :mod:`slideqc.algorithms`.
 """
 
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import openslide
 
-from BaseImage import BaseImage, SlideError, WorkSize, display_name
+from BaseImage import BaseImage, SettingError, SlideError, WorkSize, display_name
 from slideqc import algorithms, tiled
-from slideqc.settings import DEFAULTS, JUDGE_LIMITS, JudgeLimits, cannot_judge_reason, rescan_needed
+from slideqc.settings import DEFAULTS, JUDGE_LIMITS, JudgeLimits, QCSettings, cannot_judge_reason, rescan_needed
 
 log = logging.getLogger("slideqc")
 
@@ -25,11 +39,29 @@ MIN_WORK_PIXELS = 16  # a tissue image smaller than this on a side cannot be seg
 # A bad slide's errors: said in one line (the log keeps tracebacks for anything else: a bug).
 SLIDE_ERRORS = (SlideError, openslide.OpenSlideError, OSError, MemoryError)
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT)  # a full disk or quota: not the slide's fault
-NO_ROOM_TEXT = "no space left on the disk"  # in a slide's error: the run stops (cli.Run.add), exit 4
+NO_ROOM_TEXT = "no space left on the disk"  # said in a slide's error; the run stops on it (exit 4)
+
+
+@dataclass(frozen=True)
+class Tissue:
+    """What the tissue step found."""
+
+    fraction: float  # of the slide, 0 to 1
+    stain_contrast: float | None  # the glass minus the tissue, 8-bit gray levels; None: nothing to compare
+
+
+@dataclass(frozen=True)
+class Blur:
+    """What the blur step found."""
+
+    fraction: float  # of the usable tissue that is blurry, 0 to 1
+    tiles_read: int  # tiles of the blur work level read (those with usable tissue)
+    tiles_total: int
 
 
 @contextmanager
-def timed(s: BaseImage, step: str):
+def timed(s: BaseImage, step: str) -> Iterator[None]:
+    """Add the seconds the block takes to ``s.timings[step]``."""
     started = time.perf_counter()
     try:
         yield
@@ -49,23 +81,26 @@ def load_slide(
     s.work_shape(blur_size)  # fails early, naming the slide, when the size cannot be resolved
     if min(rows, cols) < MIN_WORK_PIXELS:
         raise SlideError(
-            f"{s.name}: too small: {s.dimensions[0]}x{s.dimensions[1]} px is {cols}x{rows} px at "
-            f"image_work_size {tissue_size.text}; at least {MIN_WORK_PIXELS} px per side are needed"
+            f"too small: {s.dimensions[0]}x{s.dimensions[1]} px is {cols}x{rows} px at "
+            f"image_work_size {tissue_size.text}; at least {MIN_WORK_PIXELS} px per side are needed",
+            s.name,
         )
     s.image_work_size, s.blur_work_size = tissue_size, blur_size
+    s.ran_with(image_work_size=tissue_size.text, blur_work_size=blur_size.text)
     s.timings["load"] = time.perf_counter() - started
     return s
 
 
 def segment_tissue(s: BaseImage) -> BaseImage:
-    """Tissue mask at the image work size; records the tissue fraction."""
+    """Tissue mask at the image work size (:class:`Tissue`); the usable tissue starts as all of it."""
     with timed(s, "tissue"):
         image = s.get_image(s.image_work_size)
         tissue = algorithms.tissue_mask(image)
-        s.set_mask("tissue", tissue)
-        s.tissue_fraction = float(tissue.mean())
+        s.set_tissue(tissue)
+        fraction = float(tissue.mean())
         # Against the glass: a slide that is tissue from edge to edge has none to compare with.
-        s.stain_contrast = algorithms.stain_contrast(image, tissue) if 0 < s.tissue_fraction < 1 else None
+        contrast = algorithms.stain_contrast(image, tissue) if 0 < fraction < 1 else None
+        s.found.add(Tissue(fraction, contrast))
     return s
 
 
@@ -75,23 +110,23 @@ def detect_blur(
     blur_threshold: float = DEFAULTS.blur_threshold,
     tile_threads: int | None = None,
 ) -> BaseImage:
-    """Blur at the blur work size, tile by tile; records the fraction of the tissue that is blurry.
+    """Blur at the blur work size, tile by tile, on the usable tissue (:class:`Blur`).
 
     The blur work level is never held whole (see :mod:`slideqc.tiled`): tiles
-    with tissue are read with enough context for the result to be the whole
+    with usable tissue are read with enough context for the result to be the whole
     image's, on ``tile_threads`` threads (default: one per CPU; a runner that
-    checks slides side by side passes its share), and tiles of bare glass are not read.
+    checks slides side by side passes its share), and the other tiles are not read.
     """
-    if "tissue" not in s.masks:
-        raise SlideError(f"{s.name}: blur detection needs the tissue mask; run segment_tissue first")
+    if s.USABLE not in s.masks:
+        raise SlideError("blur detection needs the tissue mask; run segment_tissue first", s.name)
+    usable = s.usable
     with timed(s, "blur"):
-        found = tiled.measure_blur(
-            s, s.blur_work_size, s.masks["tissue"], blur_radius, blur_threshold, workers=tile_threads
-        )
-        s.blur_radius, s.blur_threshold, s.blurry_fraction = blur_radius, blur_threshold, found.fraction
+        found = tiled.measure_blur(s, s.blur_work_size, usable, blur_radius, blur_threshold, workers=tile_threads)
+        s.ran_with(blur_radius=blur_radius, blur_threshold=blur_threshold)
+        s.found.add(Blur(found.fraction, found.tiles_read, found.tiles_total))
         # The blurry pixels that were counted, kept at the tissue resolution: enough for
         # pictures, small to pass between processes.
-        s.set_mask("blur", found.mask, removed_fraction=algorithms.fraction_of(found.mask, s.masks["tissue"]))
+        s.set_mask("blur", found.mask, removed_fraction=algorithms.fraction_of(found.mask, s.masks[s.TISSUE]))
     # The last step that measures: let go of the OpenSlide handle, its tile cache (tens of MB)
     # and the tissue work image, as a flow keeps every slide's object until the run ends. The
     # pictures reopen the slide for its thumbnail.
@@ -99,14 +134,56 @@ def detect_blur(
     return s
 
 
+StepName = Literal["load", "tissue", "blur"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One QC step: its name and its function ``(s or path, settings...) -> s``."""
+
+    name: StepName
+    function: Callable[..., BaseImage]
+
+    @property
+    def settings(self) -> tuple[str, ...]:
+        """The QC settings the step takes: its parameters named like a field of QCSettings."""
+        names = QCSettings.names()
+        return tuple(p for p in inspect.signature(self.function).parameters if p in names)
+
+    def run(self, s: BaseImage | str | Path, settings: QCSettings, tile_threads: int | None = None) -> BaseImage:
+        """The step on ``s`` (a path for the load step) with its settings from ``settings``."""
+        values = {name: getattr(settings, name) for name in self.settings}
+        if "tile_threads" in inspect.signature(self.function).parameters:
+            values["tile_threads"] = tile_threads
+        return self.function(s, **values)
+
+
+# The QC, in order: every runner that is not a lesson runs exactly these (run_steps), and every
+# lesson has one task per step, in this order. The decision (judge, needs_rescan) and the pictures
+# come after, from what these found.
+STEPS: tuple[Step, ...] = (
+    Step("load", load_slide),
+    Step("tissue", segment_tissue),
+    Step("blur", detect_blur),
+)
+
+
+def run_steps(path: str | Path, settings: QCSettings = DEFAULTS, tile_threads: int | None = None) -> BaseImage:
+    """Every step of :data:`STEPS` on the slide at ``path``, in order, with ``settings``."""
+    s: BaseImage | str | Path = path
+    for step in STEPS:
+        s = step.run(s, settings, tile_threads)
+    assert isinstance(s, BaseImage)
+    return s
+
+
 def needs_rescan(s: BaseImage, blur_max: float = DEFAULTS.blur_max) -> bool:
-    """True when more than ``blur_max`` (a fraction, 0.05 = 5 %) of the tissue is blurry.
+    """True when more than ``blur_max`` (a fraction, 0.05 = 5 %) of the usable tissue is blurry.
 
     A slide that cannot be judged (:func:`judge`) is never sent to a rescan for blur: its
-    row says why it cannot be judged instead, and ``rescan`` stays None.
+    row says why it cannot be judged instead.
     """
-    s.rescan = None if judge(s) else rescan_needed(s.blurry_fraction, blur_max)
-    return bool(s.rescan)
+    return not judge(s) and rescan_needed(s.found[Blur].fraction, blur_max)
 
 
 def judge(s: BaseImage, limits: JudgeLimits = JUDGE_LIMITS) -> str:
@@ -118,38 +195,55 @@ def judge(s: BaseImage, limits: JudgeLimits = JUDGE_LIMITS) -> str:
     scanner's noise: such a slide's row gets the status ``cannot judge`` with this
     reason, never ``ok`` and never a confident rescan.
     """
-    s.cannot_judge = cannot_judge_reason(
-        s.tissue_fraction, s.microns_per_pixel(s.blur_work_size), limits, stain_contrast=s.stain_contrast
+    tissue = s.found[Tissue]
+    return cannot_judge_reason(
+        tissue.fraction, s.microns_per_pixel(s.blur_work_size), limits, stain_contrast=tissue.stain_contrast
     )
-    return s.cannot_judge
 
 
-def describe(s: BaseImage) -> str:
-    """One line for the log: what the QC found."""
+def describe(s: BaseImage, blur_max: float = DEFAULTS.blur_max) -> str:
+    """One line for the log: what the QC found, and RESCAN when the slide needs one."""
     text = (
-        f"{s.name}: tissue {100 * s.tissue_fraction:.1f} % of the slide, "
-        f"{100 * s.blurry_fraction:.1f} % of the tissue blurry"
+        f"{s.name}: tissue {100 * s.found[Tissue].fraction:.1f} % of the slide, "
+        f"{100 * s.found[Blur].fraction:.1f} % of the tissue blurry"
     )
-    return text + (" -> RESCAN" if s.rescan else "")
+    return text + (" -> RESCAN" if needs_rescan(s, blur_max) else "")
+
+
+def error_reason(path: str | Path, error: BaseException) -> str:
+    """What went wrong with the slide at ``path``, in one line without the slide's name.
+
+    SlideErrors say what is wrong in a lab person's words, a SettingError names its
+    setting; anything else is an unexpected failure and keeps its type, so it can be
+    looked up. The slide's path in the text is shortened to its name.
+    """
+    name = display_name(Path(path).name)
+    if isinstance(error, SlideError):
+        text = error.reason
+    elif isinstance(error, SettingError):
+        text = f"{error.setting}: {error.reason}"
+    else:
+        text = str(error)
+    text = display_name(" ".join(text.replace(str(path), name).split())) or type(error).__name__
+    if isinstance(error, SlideError | SettingError):
+        return text
+    if isinstance(error, openslide.OpenSlideError):  # raised past BaseImage: still a slide problem
+        return f"OpenSlide cannot read the slide (corrupt tile?): {text}"
+    if isinstance(error, MemoryError):
+        return "out of memory; try a smaller work size"
+    if isinstance(error, OSError) and error.errno in NO_ROOM:
+        where = f" writing {display_name(str(error.filename))}" if error.filename else ""
+        return f"{NO_ROOM_TEXT}{where}; free some space and run again"
+    return f"{type(error).__name__}: {text}"
+
+
+def no_room_path(error: BaseException) -> str | None:
+    """The path a full disk (or quota) could not take when ``error`` is that, else None ("" when unnamed)."""
+    if isinstance(error, OSError) and error.errno in NO_ROOM:
+        return display_name(str(error.filename)) if error.filename else ""
+    return None
 
 
 def error_message(path: str | Path, error: BaseException) -> str:
-    """A one-line error that names the slide, for the log and the slide's row in results.tsv.
-
-    SlideErrors already say what is wrong in a lab person's words; anything
-    else is an unexpected failure and keeps its type, so it can be looked up.
-    """
-    name = display_name(Path(path).name)
-    text = display_name(" ".join(str(error).replace(str(path), name).split())) or type(error).__name__
-    if isinstance(error, SlideError | ValueError) and text.startswith(name):
-        return text
-    if isinstance(error, SlideError):
-        return f"{name}: {text}"
-    if isinstance(error, openslide.OpenSlideError):  # raised past BaseImage: still a slide problem
-        return f"{name}: OpenSlide cannot read the slide (corrupt tile?): {text}"
-    if isinstance(error, MemoryError):
-        return f"{name}: out of memory; try a smaller work size"
-    if isinstance(error, OSError) and error.errno in NO_ROOM:
-        where = f" writing {display_name(str(error.filename))}" if error.filename else ""
-        return f"{name}: {NO_ROOM_TEXT}{where}; free some space and run again"
-    return f"{name}: {type(error).__name__}: {text}"
+    """A one-line error that names the slide, for the log: ``<slide>: <error_reason>``."""
+    return f"{display_name(Path(path).name)}: {error_reason(path, error)}"

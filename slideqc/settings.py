@@ -8,45 +8,72 @@ so a default is written once, here.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
 
-from BaseImage import WorkSize
+from BaseImage import SettingError, WorkSize
+
+# SettingError is raised here too (QCSettings), so it is importable from here.
+__all__ = [
+    "BATCH_SIZE",
+    "DEFAULTS",
+    "JUDGE_LIMITS",
+    "JudgeLimits",
+    "QCSettings",
+    "SettingError",
+    "SettingKind",
+    "cannot_judge_reason",
+    "rescan_needed",
+]
+
+SettingKind = Literal["work size", "number"]  # how a setting's value is checked (QCSettings.__post_init__)
 
 
 def _setting(
-    default, help: str, unit: str = "", low: float | None = None, high: float | None = None, low_open: bool = False
-):
-    return field(default=default, metadata=dict(help=help, unit=unit, low=low, high=high, low_open=low_open))
+    default: Any,
+    help: str,
+    *,
+    kind: SettingKind = "number",
+    unit: str = "",
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> Any:
+    return field(default=default, metadata=dict(help=help, kind=kind, unit=unit, low=low, high=high, low_open=low_open))
 
 
-def _check_number(name: str, value, low: float, high: float, low_open: bool = False) -> None:
+def _check_number(name: str, value: object, low: float, high: float, low_open: bool = False) -> None:
     try:
-        number = float(value)
+        number = float(value)  # type: ignore[arg-type]  # anything float() takes; the rest is refused below
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: {value!r} is not a number") from None
+        raise SettingError(name, f"{value!r} is not a number") from None
     ok = not math.isnan(number) and (number > low if low_open else number >= low) and number <= high
     if not ok:
         bracket = "(" if low_open else "["
-        raise ValueError(f"{name}: must be in {bracket}{low:g}, {high:g}], got {value!r}")
+        raise SettingError(name, f"must be in {bracket}{low:g}, {high:g}], got {value!r}")
 
 
 @dataclass(frozen=True)
 class QCSettings:
-    """The QC settings, with the workshop's defaults. Validated on creation (ValueError names the setting)."""
+    """The QC settings, with the workshop's defaults. Validated on creation (SettingError names the setting)."""
 
     image_work_size: str = _setting(
         "1.25x",
         "work size for tissue segmentation: a magnification ('1.25x') or pixels ('1000')",
+        kind="work size",
         unit="magnification or pixels",
     )
     blur_work_size: str = _setting(
         "10x",
         "work size for blur detection; blur is only visible at higher magnification",
+        kind="work size",
         unit="magnification or pixels",
     )
     blur_radius: float = _setting(
         7.0,
-        "size of the window the focus measure averages over (a box of the spread of a Gaussian of this sigma), in pixels at the blur work size",
+        "size of the window the focus measure averages over (a box of the spread of a Gaussian of this sigma), "
+        "in pixels at the blur work size",
         unit="pixels",
         low=0,
         high=100,
@@ -69,14 +96,27 @@ class QCSettings:
 
     def __post_init__(self) -> None:
         for setting in fields(self):
-            value = getattr(self, setting.name)
-            if setting.metadata["unit"] == "magnification or pixels":
+            value, meta = getattr(self, setting.name), setting.metadata
+            if meta["kind"] == "work size":
                 WorkSize.parse(value, setting.name)
             else:
-                _check_number(setting.name, value, **{k: setting.metadata[k] for k in ("low", "high", "low_open")})
+                _check_number(setting.name, value, meta["low"], meta["high"], meta["low_open"])
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """Every setting's name, in order."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> QCSettings:
+        """The settings among ``values`` (a flow's parameters, say), the defaults for the others.
+
+        Names in ``values`` that are not settings are left out, so a flow can pass all its parameters.
+        """
+        return cls(**{name: values[name] for name in cls.names() if name in values})
 
 
 DEFAULTS = QCSettings()

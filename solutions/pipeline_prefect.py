@@ -30,7 +30,7 @@ def load_image(file_name, image_work_size, blur_work_size) -> BaseImage:
 def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
     logger = prefect.context.get("logger")
     s = qc.segment_tissue(s)
-    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.tissue_fraction)
+    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.found[qc.Tissue].fraction)
     return s
 
 
@@ -38,7 +38,7 @@ def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
 def identify_blurry_regions(s: BaseImage, blur_radius, blur_threshold, tile_threads) -> BaseImage:
     logger = prefect.context.get("logger")
     s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
-    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.blurry_fraction)
+    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.found[qc.Blur].fraction)
     return s
 
 
@@ -53,7 +53,7 @@ def warn_rescan(s: BaseImage, blur_max):
     logger.warning(
         "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
         s.name,
-        100 * s.blurry_fraction,
+        100 * s.found[qc.Blur].fraction,
         100 * blur_max,
     )
 
@@ -84,18 +84,11 @@ with Flow("Image QC") as flow:
 
 def main(argv=None) -> int:
     args = cli.parse_args(__doc__, argv)
-    qc_run = cli.start_run(args)
+    qc_run = cli.start_run(args, flow_parameters={p.name for p in flow.parameters()})
 
     for file_name in qc_run.file_names:
-        state = flow.run(
-            parameters=dict(
-                file_name=str(file_name),
-                run_dir=str(qc_run.folder),
-                tile_threads=qc_run.tile_threads,
-                **qc_run.settings.as_dict(),
-            )
-        )
-        qc_run.add(prefect1.slide_row(file_name, state, [s, tissue, blurry, saved]))
+        state = flow.run(parameters=dict(file_name=str(file_name), **qc_run.parameters))
+        qc_run.add(prefect1.slide_row(file_name, state))
 
     return qc_run.finish()
 

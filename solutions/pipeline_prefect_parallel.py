@@ -32,7 +32,7 @@ def load_image(file_name, image_work_size, blur_work_size) -> BaseImage:
 def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
     logger = prefect.context.get("logger")
     s = qc.segment_tissue(s)
-    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.tissue_fraction)
+    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.found[qc.Tissue].fraction)
     return s
 
 
@@ -40,7 +40,7 @@ def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
 def identify_blurry_regions(s: BaseImage, blur_radius, blur_threshold, tile_threads) -> BaseImage:
     logger = prefect.context.get("logger")
     s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
-    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.blurry_fraction)
+    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.found[qc.Blur].fraction)
     return s
 
 
@@ -55,7 +55,7 @@ def warn_rescan(s: BaseImage, blur_max):
     logger.warning(
         "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
         s.name,
-        100 * s.blurry_fraction,
+        100 * s.found[qc.Blur].fraction,
         100 * blur_max,
     )
 
@@ -73,8 +73,8 @@ def save_results(s: BaseImage, blur_max, run_dir) -> results.SlideResult:
 
 
 @task(trigger=all_finished)
-def write_results(file_names, loaded, tissue, blurry, saved, run_dir) -> list:
-    rows = [prefect1.row_for(*slide) for slide in zip(file_names, loaded, tissue, blurry, saved, strict=True)]
+def write_results(file_names, run_dir, load, tissue, blur, save) -> list:
+    rows = prefect1.rows_for(file_names, dict(load=load, tissue=tissue, blur=blur, save=save))
     if run_dir:
         writer = run.RunWriter(run_dir, prefect1.run_settings())
         writer.rows = rows
@@ -99,14 +99,14 @@ with Flow("Image QC parallel") as flow:
     )
     rescan = apply_map(check_rescan, blurry, unmapped(blur_max))
     saved = save_results.map(blurry, unmapped(blur_max), unmapped(run_dir), upstream_tasks=[rescan])
-    rows = write_results(file_names, s, tissue, blurry, saved, run_dir)
+    rows = write_results(file_names, run_dir, load=s, tissue=tissue, blur=blurry, save=saved)
 
 flow.set_reference_tasks([saved])
 
 
 def main(argv=None) -> int:
     args = cli.parse_args(__doc__, argv, parallel=True, executor=True)
-    qc_run = cli.start_run(args)
+    qc_run = cli.start_run(args, flow_parameters={p.name for p in flow.parameters()})
 
     if args.address:
         prefect1.check_scheduler(args.address)
@@ -120,15 +120,8 @@ def main(argv=None) -> int:
         executor = LocalExecutor()
     else:
         executor = LocalDaskExecutor(scheduler=args.executor, num_workers=args.workers)
-    state = flow.run(
-        parameters=dict(
-            file_names=[str(f) for f in qc_run.file_names],
-            run_dir=str(qc_run.folder),
-            tile_threads=qc_run.tile_threads,
-            **qc_run.settings.as_dict(),
-        ),
-        executor=executor,
-    )
+    file_names = [str(f) for f in qc_run.file_names]
+    state = flow.run(parameters=dict(file_names=file_names, **qc_run.parameters), executor=executor)
     qc_run.add_all(prefect1.gathered_rows(state, rows, qc_run.file_names))
 
     return qc_run.finish()

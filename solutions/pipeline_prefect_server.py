@@ -31,7 +31,7 @@ def load_image(file_name, image_work_size, blur_work_size) -> BaseImage:
 def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
     logger = prefect.context.get("logger")
     s = qc.segment_tissue(s)
-    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.tissue_fraction)
+    logger.info("%s: tissue is %.1f %% of the slide", s.name, 100 * s.found[qc.Tissue].fraction)
     return s
 
 
@@ -39,7 +39,7 @@ def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
 def identify_blurry_regions(s: BaseImage, blur_radius, blur_threshold, tile_threads) -> BaseImage:
     logger = prefect.context.get("logger")
     s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
-    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.blurry_fraction)
+    logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.found[qc.Blur].fraction)
     return s
 
 
@@ -54,7 +54,7 @@ def warn_rescan(s: BaseImage, blur_max):
     logger.warning(
         "%s: RESCAN: %.1f %% of the tissue is blurry (more than %.1f %%)",
         s.name,
-        100 * s.blurry_fraction,
+        100 * s.found[qc.Blur].fraction,
         100 * blur_max,
     )
 
@@ -85,9 +85,10 @@ with Flow("Image QC") as flow:
 
 def main(argv=None) -> int:
     args = cli.parse_args(__doc__, argv)
-    cli.check_usage(args)
+    parameters = {p.name for p in flow.parameters()}
+    cli.check_usage(args, flow_parameters=parameters)
     prefect1.check_server()
-    qc_run = cli.start_run(args)
+    qc_run = cli.start_run(args, flow_parameters=parameters)
 
     client = Client()
     client.create_project(project_name="Image QC")
@@ -96,12 +97,7 @@ def main(argv=None) -> int:
         flow_run_id = client.create_flow_run(
             flow_id=flow_id,
             run_name=f"{qc_run.folder.name}/{file_name.name}",
-            parameters=dict(
-                file_name=str(file_name.resolve()),
-                run_dir=str(qc_run.folder.resolve()),
-                tile_threads=qc_run.tile_threads,
-                **qc_run.settings.as_dict(),
-            ),
+            parameters=dict(file_name=str(file_name.resolve()), **qc_run.parameters),
         )
         print(f"flow run {flow_run_id}: {file_name.name}  {client.get_cloud_url('flow-run', flow_run_id)}")
 

@@ -231,7 +231,7 @@ def test_a_failed_read_does_not_poison_the_slide_or_others(tmp_path, demo_slides
     assert s.slide.properties.get(openslide.PROPERTY_NAME_VENDOR) == "aperio"
 
     good = qc.detect_blur(qc.segment_tissue(qc.load_slide(demo_slides[1])))
-    assert good.blurry_fraction > 0.1
+    assert good.found[qc.Blur].fraction > 0.1
 
 
 def test_odd_names_via_files_get_their_own_folders(tmp_path, demo_slides):

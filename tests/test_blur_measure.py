@@ -48,7 +48,7 @@ def test_sharp_pale_tissue_is_not_blurry(slides, name, bound):
     truth = synthetic.read_truth(slides[name])
     assert truth.percent_blurry == 0.0
     s, reason, found = _qc(slides[name])
-    assert s.tissue_fraction == pytest.approx(truth.tissue_fraction, abs=0.05)  # the tissue is found
+    assert s.found[qc.Tissue].fraction == pytest.approx(truth.tissue_fraction, abs=0.05)  # the tissue is found
     assert 100 * found.fraction < bound
     assert reason == ""
 
@@ -77,9 +77,9 @@ def test_tissue_too_faint_to_judge_is_reported(slides):
     """At 10 % of the usual stain the noise hides a 2 µm blur: the slide must say it cannot judge, not pass."""
     truth = synthetic.read_truth(slides["too_faint"])
     s, reason, found = _qc(slides["too_faint"])
-    assert s.tissue_fraction == pytest.approx(truth.tissue_fraction, abs=0.05)
+    assert s.found[qc.Tissue].fraction == pytest.approx(truth.tissue_fraction, abs=0.05)
     assert reason.startswith("tissue too faint to judge its focus")
-    assert s.stain_contrast < 12  # gray levels: 10 % of the usual stain's ~70
+    assert s.found[qc.Tissue].stain_contrast < 12  # gray levels: 10 % of the usual stain's ~70
 
 
 def _tissue_like(shape=(240, 320), seed=5, blur_px: float = 0.0) -> np.ndarray:

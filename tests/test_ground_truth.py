@@ -33,8 +33,8 @@ def test_percent_blurry_matches_truth(demo_slides, index):
     path = demo_slides[index]
     truth = synthetic.read_truth(path)
     s, rescan = _run(path)
-    assert 100 * s.blurry_fraction == pytest.approx(truth.percent_blurry, abs=5)
-    assert s.tissue_fraction == pytest.approx(truth.tissue_fraction, abs=0.05)
+    assert 100 * s.found[qc.Blur].fraction == pytest.approx(truth.percent_blurry, abs=5)
+    assert s.found[qc.Tissue].fraction == pytest.approx(truth.tissue_fraction, abs=0.05)
     assert rescan == (truth.percent_blurry > 100 * DEFAULTS.blur_max)
 
 
@@ -57,14 +57,14 @@ def test_blur_needs_its_own_work_size(demo_slides):
     truth = synthetic.read_truth(path).percent_blurry
     s_low, _ = _run(path, QCSettings(blur_work_size="1.25x"))
     s_default, _ = _run(path)
-    assert 100 * s_low.blurry_fraction < 10 < truth
-    assert abs(100 * s_default.blurry_fraction - truth) <= 5
+    assert 100 * s_low.found[qc.Blur].fraction < 10 < truth
+    assert abs(100 * s_default.found[qc.Blur].fraction - truth) <= 5
 
 
 def test_sharp_slide_is_not_flagged_at_the_default(demo_slides):
     s, rescan = _run(demo_slides[0])
     assert not rescan
-    assert 100 * s.blurry_fraction < 100 * DEFAULTS.blur_max
+    assert 100 * s.found[qc.Blur].fraction < 100 * DEFAULTS.blur_max
 
 
 def test_reads_the_right_pyramid_level_never_level_0(demo_slides):

@@ -32,12 +32,12 @@ def measured(request, demo_slides):
 
 def test_percent_blurry_within_half_the_rescan_limit(measured):
     s, truth, _ = measured
-    assert 100 * s.blurry_fraction == pytest.approx(truth.percent_blurry, abs=POINTS)
+    assert 100 * s.found[qc.Blur].fraction == pytest.approx(truth.percent_blurry, abs=POINTS)
 
 
 def test_tissue_fraction_only_gains_the_dilated_edge(measured):
     s, truth, _ = measured
-    assert truth.tissue_fraction <= s.tissue_fraction <= truth.tissue_fraction + TISSUE_OVER
+    assert truth.tissue_fraction <= s.found[qc.Tissue].fraction <= truth.tissue_fraction + TISSUE_OVER
 
 
 def test_masks_agree_with_the_true_masks(measured):

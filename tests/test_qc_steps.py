@@ -15,7 +15,7 @@ import numpy as np
 import openslide
 import pytest
 
-from BaseImage import SlideError
+from BaseImage import SettingError, SlideError
 from slideqc import qc, synthetic
 from slideqc.settings import JudgeLimits
 from tests.conftest import CACHE
@@ -60,7 +60,7 @@ def test_no_stain_contrast_without_glass_or_tissue(demo_slides, monkeypatch, fra
     """A slide all glass or all tissue has nothing to compare its stain with: None, not a number."""
     monkeypatch.setattr(qc.algorithms, "tissue_mask", lambda image: np.full(image.shape[:2], bool(fraction)))
     s = qc.segment_tissue(qc.load_slide(demo_slides[0]))
-    assert s.tissue_fraction == fraction and s.stain_contrast is None
+    assert s.found[qc.Tissue].fraction == fraction and s.found[qc.Tissue].stain_contrast is None
 
 
 def test_blur_needs_the_tissue_mask_first(demo_slides):
@@ -76,30 +76,31 @@ def test_the_blur_threshold_given_is_used(demo_slides):
     path = demo_slides[1]
     default = qc.detect_blur(qc.segment_tissue(qc.load_slide(path)), tile_threads=1)
     highest = qc.detect_blur(qc.segment_tissue(qc.load_slide(path)), blur_threshold=1.0, tile_threads=1)
-    assert highest.blur_threshold == 1.0
-    assert default.blurry_fraction < 0.5 < 0.9 < highest.blurry_fraction
+    assert highest.settings_used["blur_threshold"] == 1.0
+    assert default.found[qc.Blur].fraction < 0.5 < 0.9 < highest.found[qc.Blur].fraction
 
 
 def test_a_coarse_blur_work_size_cannot_be_judged(demo_slides):
     """256 px on the long side of an 8192 px slide at 0.25 µm: 8 µm per pixel, over the 4 µm limit."""
     s = qc.segment_tissue(qc.load_slide(demo_slides[0], blur_work_size="256"))
     assert qc.judge(s).startswith("cannot judge blur at 8 µm per pixel (at most 4 µm is needed)")
-    s.blurry_fraction = 0.5
-    assert qc.needs_rescan(s, 0.05) is False and s.rescan is None
+    s.found.add(qc.Blur(fraction=0.5, tiles_read=0, tiles_total=0))
+    assert qc.needs_rescan(s, 0.05) is False
 
 
 def test_the_judge_uses_the_limits_given(segmented):
     assert qc.judge(segmented) == ""
     assert qc.judge(segmented, JudgeLimits(min_tissue_fraction=0.99)).startswith("no tissue: ")
-    assert segmented.cannot_judge.startswith("no tissue: ")
 
 
 def test_the_log_line_by_hand(segmented):
     s = copy.copy(segmented)
-    s.tissue_fraction, s.blurry_fraction, s.rescan = 0.25, 0.125, False
-    assert qc.describe(s) == f"{s.name}: tissue 25.0 % of the slide, 12.5 % of the tissue blurry"
-    s.rescan = True
-    assert qc.describe(s) == f"{s.name}: tissue 25.0 % of the slide, 12.5 % of the tissue blurry -> RESCAN"
+    s.found.add(qc.Tissue(fraction=0.25, stain_contrast=70.0))
+    s.found.add(qc.Blur(fraction=0.125, tiles_read=1, tiles_total=1))
+    assert qc.describe(s, blur_max=0.125) == f"{s.name}: tissue 25.0 % of the slide, 12.5 % of the tissue blurry"
+    assert (
+        qc.describe(s, blur_max=0.124) == f"{s.name}: tissue 25.0 % of the slide, 12.5 % of the tissue blurry -> RESCAN"
+    )
 
 
 # --- one-line error messages ------------------------------------------------------------------
@@ -114,8 +115,8 @@ def no_room(code, filename=None):
 @pytest.mark.parametrize(
     "error, message",
     [
-        (SlideError("a.svs: empty file"), "a.svs: empty file"),  # says it already
-        (ValueError("a.svs: bad value"), "a.svs: bad value"),
+        (SlideError("empty file", "a.svs"), "a.svs: empty file"),  # names its slide: said once
+        (SettingError("blur_max", "bad value"), "a.svs: blur_max: bad value"),  # names its setting
         (SlideError("empty file"), "a.svs: empty file"),
         (SlideError("two\n   lines"), "a.svs: two lines"),
         (openslide.OpenSlideError("bad tile"), "a.svs: OpenSlide cannot read the slide (corrupt tile?): bad tile"),

@@ -73,7 +73,8 @@ def measured(demo_slides):
     """A demo slide through tissue segmentation, its measurements then set to values with many digits."""
     s = qc.segment_tissue(qc.load_slide(demo_slides[0]))
     s.mpp = 0.2468013579  # 40x: 1.25x is a downsample of 32, 10x of 4
-    s.tissue_fraction, s.blurry_fraction = 0.123456789, 0.0123456789
+    s.found.add(qc.Tissue(fraction=0.123456789, stain_contrast=s.found[qc.Tissue].stain_contrast))
+    s.found.add(qc.Blur(fraction=0.0123456789, tiles_read=1, tiles_total=1))
     s.timings = {"load": 0.00123456, "tissue": 1.23456789, "blur": 2.3456789, "save": 0.0005999}
     return s
 

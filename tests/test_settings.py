@@ -143,7 +143,21 @@ def test_a_setting_field_keeps_what_it_is_given():
     """The fields above are made when the module is imported; this checks the maker itself, in the test."""
     made = settings._setting(3, "some help", unit="u", low=0, high=1, low_open=True)
     assert made.default == 3
-    assert dict(made.metadata) == {"help": "some help", "unit": "u", "low": 0, "high": 1, "low_open": True}
-    plain = settings._setting("1x", "h")
+    assert dict(made.metadata) == {
+        "help": "some help",
+        "kind": "number",
+        "unit": "u",
+        "low": 0,
+        "high": 1,
+        "low_open": True,
+    }
+    plain = settings._setting("1x", "h", kind="work size")
     assert plain.default == "1x"
-    assert dict(plain.metadata) == {"help": "h", "unit": "", "low": None, "high": None, "low_open": False}
+    assert dict(plain.metadata) == {
+        "help": "h",
+        "kind": "work size",
+        "unit": "",
+        "low": None,
+        "high": None,
+        "low_open": False,
+    }

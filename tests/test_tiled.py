@@ -101,7 +101,10 @@ def test_detect_blur_stores_the_counted_blur_relative_to_tissue(moderate_slide):
     assert step.name == "blur"
     assert step.removed_fraction == pytest.approx(algorithms.fraction_of(s.masks["blur"], s.masks["tissue"]))
     assert s.work_shape(s.blur_work_size) == (768, 1024)
-    assert (s.blur_radius, s.blur_threshold) == (PARAMS.blur_radius, PARAMS.blur_threshold)
+    assert (s.settings_used["blur_radius"], s.settings_used["blur_threshold"]) == (
+        PARAMS.blur_radius,
+        PARAMS.blur_threshold,
+    )
     assert s.timings["blur"] > 0
 
 
@@ -152,7 +155,7 @@ def test_tile_threads_given_are_used_and_give_the_same_result(moderate_slide, mo
     one = qc.detect_blur(_tissue(moderate_slide), PARAMS.blur_radius, PARAMS.blur_threshold, tile_threads=1)
     three = qc.detect_blur(_tissue(moderate_slide), PARAMS.blur_radius, PARAMS.blur_threshold, tile_threads=3)
     assert sizes == [1, 3]
-    assert one.blurry_fraction == three.blurry_fraction
+    assert one.found[qc.Blur].fraction == three.found[qc.Blur].fraction
     with pytest.raises(ValueError, match="workers must be >= 1"):
         qc.detect_blur(_tissue(moderate_slide), PARAMS.blur_radius, PARAMS.blur_threshold, tile_threads=0)
 
@@ -186,7 +189,7 @@ def test_big_slide_in_bounded_memory():
     code = (
         "import resource, sys; from slideqc import qc; "
         f"s = qc.detect_blur(qc.segment_tissue(qc.load_slide({str(path)!r}))); "
-        "print(100 * s.blurry_fraction, len(s.reads))"
+        "print(100 * s.found[qc.Blur].fraction, len(s.reads))"
     )
     child = _benchmark_module().run_measured([sys.executable, "-c", code])
     assert child.returncode == 0, child.stderr

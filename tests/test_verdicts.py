@@ -7,6 +7,7 @@ The expectation is the rule as the README states it, by hand: a slide is flagged
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 
@@ -33,8 +34,8 @@ def test_the_rule(fraction, flagged):
 @pytest.mark.parametrize("fraction, flagged", CASES)
 def test_every_place_a_verdict_is_made_and_shown(checked, fraction, flagged):
     s = copy.deepcopy(checked)
-    s.blurry_fraction = fraction
-    assert qc.needs_rescan(s, LIMIT) is flagged and s.rescan is flagged  # the QC step
+    s.found.add(replace(s.found[qc.Blur], fraction=fraction))
+    assert qc.needs_rescan(s, LIMIT) is flagged  # the QC step
     assert qc.describe(s).endswith(" -> RESCAN") is flagged  # the log line
     row = results.result_from_slide(s, LIMIT)
     assert row.rescan is flagged and row.blur_max == LIMIT  # the results row
@@ -48,7 +49,7 @@ def test_every_place_a_verdict_is_made_and_shown(checked, fraction, flagged):
 
 def test_the_limit_is_the_setting_not_a_constant(checked):
     s = copy.deepcopy(checked)
-    s.blurry_fraction = 0.2
+    s.found.add(replace(s.found[qc.Blur], fraction=0.2))
     assert results.result_from_slide(s, 0.25).rescan is False
     assert results.result_from_slide(s, 0.15).rescan is True
     assert DEFAULTS.blur_max == LIMIT  # the README's 5 %
@@ -56,7 +57,9 @@ def test_the_limit_is_the_setting_not_a_constant(checked):
 
 def test_a_slide_that_cannot_be_judged_is_never_flagged(checked):
     s = copy.deepcopy(checked)
-    s.tissue_fraction, s.blurry_fraction = 0.0, 1.0  # no tissue: a blur figure means nothing
-    assert qc.needs_rescan(s, LIMIT) is False and s.rescan is None
+    # No tissue: a blur figure means nothing.
+    s.found.add(replace(s.found[qc.Tissue], fraction=0.0))
+    s.found.add(replace(s.found[qc.Blur], fraction=1.0))
+    assert qc.needs_rescan(s, LIMIT) is False
     row = results.result_from_slide(s, LIMIT)
     assert row.status == results.CANNOT_JUDGE and row.rescan is None and row.error.startswith(f"{s.name}: no tissue")

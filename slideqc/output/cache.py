@@ -14,6 +14,9 @@ from pathlib import Path
 from slideqc.output.files import safe_name
 from slideqc.settings import QCSettings
 
+# The slide objects a persisted result holds: raised when BaseImage's fields change (2: what the
+# steps found moved into s.found), so a cache from before is computed again, never half-read.
+PERSISTED_FORMAT = 2
 CACHE_DIRNAME = ".qc-cache"  # persisted results, inside the output folder unless --cache-dir says otherwise
 
 
@@ -31,6 +34,7 @@ def slide_key(file_name: str | Path, settings: dict, names: tuple[str, ...] = ME
     path = Path(file_name).resolve()
     stat = path.stat() if path.exists() else None
     identity = {
+        "format": PERSISTED_FORMAT,
         "path": str(path),
         "size": stat.st_size if stat else None,
         "mtime_ns": stat.st_mtime_ns if stat else None,

@@ -27,10 +27,11 @@ from slideqc.output.pictures import OUTLINE_COLOUR, OVERLAY_COLOUR
 from slideqc.output.results import SlideResult
 from slideqc.settings import QCSettings
 
+# (SlideResult field, header). The error column shows the reason: the slide is named beside it.
 TABLE_COLUMNS = [
     ("file_name", "Slide"), ("status", "Status"), ("format", "Format"), ("objective_power", "Objective"),
     ("tissue_percent", "Tissue %"), ("percent_blurry", "% blurry"),
-    ("rescan", "Rescan"), ("seconds_total", "Seconds"), ("error", "Error"),
+    ("rescan", "Rescan"), ("seconds_total", "Seconds"), ("reason", "Error"),
 ]
 # Row order and filter keys: what needs a person first. A row's key is also its CSS class.
 KINDS = [("error", "Failed"), ("unjudged", "Cannot judge"), ("rescan", "Rescan"), ("ok", "OK")]
@@ -97,8 +98,6 @@ def _value(row: SlideResult, key: str) -> str:
     if key == "tissue_percent":  # tissue and blur both in percent: of the slide, of the tissue
         return "" if row.tissue_fraction is None else f"{100 * row.tissue_fraction:.1f}"
     value = getattr(row, key)
-    if key == "error":  # the slide is named beside it: say it once
-        return value.removeprefix(f"{row.file_name}: ")
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -196,7 +195,7 @@ def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Sli
                                    ("Slides that cannot be judged", "unjudged", unjudged)):
         if listed:
             out.append(f"<h2>{heading}</h2><ul id='{ident}'>")
-            out += [f"<li><b>{e(r.file_name)}</b>: {e(_value(r, 'error'))}</li>" for r in listed]
+            out += [f"<li><b>{e(r.file_name)}</b>: {e(_value(r, 'reason'))}</li>" for r in listed]
             out.append("</ul>")
     out.append("<h2>Results</h2><table class='sortable' id='results'><thead><tr>")
     out += [f"<th>{e(label)}</th>" for _, label in TABLE_COLUMNS]

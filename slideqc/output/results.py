@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from BaseImage import BaseImage, display_name
@@ -21,6 +21,7 @@ from slideqc.output.files import RESULTS_FILE, atomic_write_bytes
 from slideqc.settings import rescan_needed
 
 OK, ERROR, CANNOT_JUDGE = "ok", "error", "cannot judge"  # the values of the status column
+NOT_A_COLUMN = {"column": False}  # a SlideResult field that code reads and results.tsv does not show
 
 
 @dataclass
@@ -51,6 +52,10 @@ class SlideResult:
     seconds_save: float | None = None  # writing the PNGs
     seconds_total: float | None = None
     outputs: str = ""  # folder of the slide's PNGs, relative to the run folder
+    # For code, not columns: the error without the slide's name, and the path a full disk could not
+    # take when that stopped the slide (None otherwise; the run stops on it: cli's Run, exit 4).
+    reason: str = field(default="", metadata=NOT_A_COLUMN)
+    no_room_path: str | None = field(default=None, metadata=NOT_A_COLUMN)
 
     @property
     def ok(self) -> bool:
@@ -66,7 +71,7 @@ class SlideResult:
         return self.status == CANNOT_JUDGE
 
 
-COLUMNS = [f.name for f in fields(SlideResult)]
+COLUMNS = [f.name for f in fields(SlideResult) if f.metadata.get("column", True)]
 
 
 def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> SlideResult:
@@ -75,25 +80,47 @@ def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> Slide
     blur_rows, blur_cols = s.work_shape(s.blur_work_size)
     timings = s.timings
     reason = qc.judge(s)
+    blur = s.found[qc.Blur]
     return SlideResult(
-        file_name=s.name, status=CANNOT_JUDGE if reason else OK, error=f"{s.name}: {reason}" if reason else "",
-        format=s.vendor, objective_power=s.objective_power, mpp=s.mpp,
-        width=s.dimensions[0], height=s.dimensions[1],
-        image_work_size=s.image_work_size.text, tissue_pixels=f"{tissue_cols}x{tissue_rows}",
+        file_name=s.name,
+        status=CANNOT_JUDGE if reason else OK,
+        error=f"{s.name}: {reason}" if reason else "",
+        reason=reason,
+        format=s.vendor,
+        objective_power=s.objective_power,
+        mpp=s.mpp,
+        width=s.dimensions[0],
+        height=s.dimensions[1],
+        image_work_size=s.image_work_size.text,
+        tissue_pixels=f"{tissue_cols}x{tissue_rows}",
         tissue_mpp=_round(s.microns_per_pixel(s.image_work_size), 4),
-        blur_work_size=s.blur_work_size.text, blur_pixels=f"{blur_cols}x{blur_rows}",
+        blur_work_size=s.blur_work_size.text,
+        blur_pixels=f"{blur_cols}x{blur_rows}",
         blur_mpp=_round(s.microns_per_pixel(s.blur_work_size), 4),
-        tissue_fraction=_round(s.tissue_fraction, 4),
-        percent_blurry=_round(100 * s.blurry_fraction, 2),
-        rescan=None if reason else rescan_needed(s.blurry_fraction, blur_max), blur_max=blur_max,
-        seconds_load=_round(timings.get("load"), 3), seconds_tissue=_round(timings.get("tissue"), 3),
-        seconds_blur=_round(timings.get("blur"), 3), seconds_save=_round(timings.get("save"), 3),
-        seconds_total=_round(sum(timings.values()), 3), outputs=outputs,
+        tissue_fraction=_round(s.found[qc.Tissue].fraction, 4),
+        percent_blurry=_round(100 * blur.fraction, 2),
+        rescan=None if reason else rescan_needed(blur.fraction, blur_max),
+        blur_max=blur_max,
+        seconds_load=_round(timings.get("load"), 3),
+        seconds_tissue=_round(timings.get("tissue"), 3),
+        seconds_blur=_round(timings.get("blur"), 3),
+        seconds_save=_round(timings.get("save"), 3),
+        seconds_total=_round(sum(timings.values()), 3),
+        outputs=outputs,
     )
 
 
-def error_result(path: str | Path, message: str) -> SlideResult:
-    return SlideResult(file_name=display_name(Path(path).name), status=ERROR, error=display_name(message))
+def error_result(path: str | Path, reason: str, *, no_room_path: str | None = None) -> SlideResult:
+    """The row of a slide that failed: ``reason`` says why, without the slide's name (the row adds it)."""
+    name = display_name(Path(path).name)
+    reason = display_name(reason)
+    return SlideResult(file_name=name, status=ERROR, error=f"{name}: {reason}", reason=reason,
+                       no_room_path=no_room_path)
+
+
+def error_row(path: str | Path, error: BaseException) -> SlideResult:
+    """The row of a slide whose QC raised ``error`` (:func:`slideqc.qc.error_reason` says it)."""
+    return error_result(path, qc.error_reason(path, error), no_room_path=qc.no_room_path(error))
 
 
 def _round(value: float | None, digits: int) -> float | None:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import logging
+
 from BaseImage import BaseImage
+from slideqc import qc
 from slideqc.output.files import COMPLETE, RUNNING, create_run_dir, read_run_status, write_run_status
 from slideqc.output.pictures import write_slide_images
 from slideqc.output.report import write_report
-from slideqc.output.results import SlideResult, result_from_slide, write_results
+from slideqc.output.results import SlideResult, error_row, result_from_slide, write_results
 from slideqc.settings import QCSettings
+
+log = logging.getLogger("slideqc")
 
 
 class RunWriter:
@@ -67,9 +72,8 @@ class RunWriter:
 
 
 def settings_of(s: BaseImage, blur_max: float) -> QCSettings:
-    """The settings a checked slide was measured with, as its steps recorded them."""
-    return QCSettings(image_work_size=s.image_work_size.text, blur_work_size=s.blur_work_size.text,
-                      blur_radius=s.blur_radius, blur_threshold=s.blur_threshold, blur_max=blur_max)
+    """The settings a checked slide was measured with, as its steps recorded them (``s.ran_with``)."""
+    return QCSettings.from_values({**s.settings_used, "blur_max": blur_max})
 
 
 def save_slide(s: BaseImage, blur_max: float, run_dir: str | Path | None = None,
@@ -86,3 +90,22 @@ def save_slide(s: BaseImage, blur_max: float, run_dir: str | Path | None = None,
     writer.add(result_from_slide(s, blur_max, write_slide_images(s, writer.run_dir)))
     writer.finish()
     return writer.rows[0]
+
+
+def check_slide(
+    path: str | Path, settings: QCSettings, run_dir: str | Path | None, tile_threads: int | None = None
+) -> SlideResult:
+    """The whole QC of one slide, for a runner that is not a lesson: every step, its pictures, its row.
+
+    The steps are :data:`slideqc.qc.STEPS` (:func:`slideqc.qc.run_steps`). Any error becomes the
+    slide's error row, logged in one line: one bad slide never stops a batch.
+    """
+    try:
+        s = qc.run_steps(path, settings, tile_threads)
+        row = save_slide(s, settings.blur_max, run_dir)
+    except Exception as error:  # noqa: BLE001 (one bad slide never stops the batch: it gets its error row)
+        row = error_row(path, error)
+        log.error("%s", row.error)
+        return row
+    log.info("%s", qc.describe(s, settings.blur_max))
+    return row

@@ -1,0 +1,133 @@
+"""Quick checks that a Prefect server (exercises 2 and 5) or a Dask scheduler (``--address``) can run the QC.
+
+Each answers within seconds, in one message that says what to start, where Prefect's
+own client would retry for a minute and end in a traceback.
+"""
+
+from __future__ import annotations
+
+import prefect
+
+from slideqc import cli
+
+SERVER_COMMANDS = """\
+Start a Prefect server (it needs Docker with docker compose), then run this again:
+    prefect backend server        # once: talk to a local server, not Prefect Cloud
+    prefect server start          # leave it running; the UI is at http://localhost:8080
+    prefect agent local start     # in another terminal: it runs the flow runs"""
+
+
+class NoServer(cli.NoService):
+    """No Prefect server answers: reported in one message, exit code 3."""
+
+
+def check_server(timeout: float = 3.0) -> str:
+    """The configured Prefect server's API address, after asking it ``query { hello }``.
+
+    Raises NoServer, with what to do, when the backend is not a server or
+    nothing answers within ``timeout`` seconds. (Prefect's own client would
+    retry for a minute or more before failing with a traceback.)
+    """
+    import requests
+
+    if prefect.config.backend != "server":
+        raise NoServer(f"Prefect's backend is {prefect.config.backend!r}, not 'server'.\n{SERVER_COMMANDS}")
+    url = prefect.config.server.endpoint.rstrip("/")
+    try:
+        response = requests.post(url, json={"query": "query { hello }"}, timeout=timeout)
+    except requests.Timeout:
+        raise NoServer(f"no Prefect server answers at {url} (no answer in {timeout:g} s).\n{SERVER_COMMANDS}") from None
+    except requests.ConnectionError:
+        raise NoServer(f"no Prefect server answers at {url} (cannot connect).\n{SERVER_COMMANDS}") from None
+    except requests.RequestException as error:
+        raise NoServer(f"{url} is not an address a Prefect server can have ({error}).\n{SERVER_COMMANDS}") from None
+    try:
+        answer = response.json()
+        if "hello" not in (answer.get("data") or {}):
+            raise ValueError(answer)
+    except (ValueError, AttributeError):
+        raise NoServer(
+            f"something answers at {url}, but not a Prefect server's API "
+            f"(HTTP {response.status_code}).\n{SERVER_COMMANDS}"
+        ) from None
+    return url
+
+
+def run_main(main, argv: list[str] | None = None) -> int:
+    """cli.run_main (which reports a missing server in one message with exit code 3)."""
+    return cli.run_main(main, argv)
+
+
+# --- a Dask scheduler (exercise 4, --address) -------------------------------------------
+
+SCHEDULER_COMMANDS = """Start a scheduler and a worker with the project's venv active (make installs the project into it):
+    dask scheduler --host 127.0.0.1 --port 8786
+    dask worker tcp://127.0.0.1:8786 --nthreads 1
+or leave out --address to run on this machine."""
+
+
+def check_scheduler(address: str, timeout: float = 5.0) -> str:
+    """Check that a Dask scheduler answers at ``address``, has workers, and that they import the QC.
+
+    Raises cli.NoService (one message, what to do; exit code 3) within about
+    ``timeout`` seconds, where Prefect's DaskExecutor would wait half a minute and
+    then fail with a traceback, or hand every slide a row that hides the cause.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    url = address if "://" in address else f"tcp://{address}"
+    parts = urlsplit(url)
+    try:
+        host, port = parts.hostname, parts.port or 8786
+    except ValueError as error:
+        raise cli.NoService(
+            f"--address {address}: not a scheduler address ({error}), e.g. tcp://127.0.0.1:8786\n{SCHEDULER_COMMANDS}"
+        ) from None
+    if parts.scheme not in ("tcp", "tls") or not host:
+        raise cli.NoService(
+            f"--address {address}: not a scheduler address, e.g. tcp://127.0.0.1:8786\n{SCHEDULER_COMMANDS}"
+        )
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        why = f"no answer in {timeout:g} s" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise cli.NoService(f"no Dask scheduler answers at {url} ({why}).\n{SCHEDULER_COMMANDS}") from None
+    from distributed import Client
+
+    try:
+        with Client(url, timeout=timeout, set_as_default=False) as client:
+            if not client.scheduler_info().get("workers"):
+                try:
+                    client.wait_for_workers(1, timeout=timeout)
+                except TimeoutError:
+                    raise cli.NoService(
+                        f"the Dask scheduler at {url} has no workers (none joined in "
+                        f"{timeout:g} s).\n{SCHEDULER_COMMANDS}"
+                    ) from None
+            problems = client.run(worker_import_problem)
+    except cli.NoService:
+        raise
+    except Exception as error:  # noqa: BLE001 (any failure here is the cluster's, said in one line)
+        text = " ".join(f"{type(error).__name__}: {error}".split())
+        raise cli.NoService(f"the Dask scheduler at {url} cannot run the QC: {text}\n{SCHEDULER_COMMANDS}") from None
+    bad = {worker: problem for worker, problem in problems.items() if problem}
+    if bad:
+        worker, problem = next(iter(bad.items()))
+        raise cli.NoService(
+            f"{len(bad)} of {len(problems)} Dask worker(s) at {url} cannot import the QC "
+            f"(worker {worker}: {problem}).\n{SCHEDULER_COMMANDS}"
+        )
+    return url
+
+
+def worker_import_problem() -> str:
+    """Run on each Dask worker: "" when it imports the QC, else why not (one line)."""
+    import importlib
+
+    try:
+        for module in ("BaseImage", "slideqc.qc", "slideqc.output.run"):
+            importlib.import_module(module)
+    except Exception as error:  # noqa: BLE001
+        return f"{type(error).__name__}: {error}"
+    return ""
