@@ -216,13 +216,13 @@ def qc_arrived(candidates, complete, copied, output_dir, qc: dict) -> dict:
         state = qc_flow.flow.run(parameters={k: v for k, v in values.items() if k in declared}, executor=executor)
         writer.rows = prefect1.gathered_rows(state, qc_flow.rows, to_qc)
         for row in sorted(writer.rows, key=lambda r: r.file_name):
-            if not row.ok:
+            if not row.judged:
                 log.error("%s: QC failed: %s", row.file_name, row.error)
             else:
                 log.info(
                     "%s: QC %s: tissue %.3f, %.1f %% blurry",
                     row.file_name,
-                    "RESCAN" if row.rescan else "ok",
+                    "RESCAN" if row.needs_rescan else "ok",
                     row.tissue_fraction,
                     row.percent_blurry,
                 )
@@ -230,7 +230,7 @@ def qc_arrived(candidates, complete, copied, output_dir, qc: dict) -> dict:
         intake.mark_checked(
             output_dir,
             {
-                by_name[row.file_name]: intake.QC_OK if row.ok else intake.QC_ERROR
+                by_name[row.file_name]: intake.QC_OK if row.judged else intake.QC_ERROR
                 for row in writer.rows
                 if row.file_name in by_name
             },
@@ -311,7 +311,7 @@ def end_pass(summary, released, output_dir, control: Control | None) -> None:
     counts = {}
     for outcome in outcomes:
         counts[outcome.action] = counts.get(outcome.action, 0) + 1
-    qc_failed = sum(1 for row in summary["rows"] if not row.ok)
+    qc_failed = sum(1 for row in summary["rows"] if not row.judged)
     if counts.get(intake.ERROR) or qc_failed or not isinstance(released, list):
         control.failed = True
     counts[intake.HELD] = sum(1 for o in (released if isinstance(released, list) else []) if o.action == intake.HELD)

@@ -75,3 +75,8 @@ def wait_for_dask(address: str, what: str, timeout: float = 60, workers: int = 1
 def per_slide(rows: list[dict]) -> dict[str, tuple]:
     """file name -> (status, percent blurry, rescan) from results.tsv rows."""
     return {r["file_name"]: (r["status"], r["percent_blurry"], r["rescan"]) for r in rows}
+
+
+def truth_status(truth, blur_max_percent: float = 5.0) -> str:
+    """The status a judged slide should get from its truth: the README's rule at the default limit (5 %)."""
+    return "rescan" if truth.percent_blurry > blur_max_percent else "ok"

@@ -91,7 +91,7 @@ def test_bad_files_get_error_rows_and_good_slides_complete_outputs(script, corpu
     for name, want in expected.items():
         row = rows[name]
         if want.ok:
-            assert row["status"] == "ok" and row["error"] == "", (name, row["error"])
+            assert row["status"] in results.JUDGED and row["error"] == "", (name, row["error"])
             continue
         message = row["error"]
         assert row["status"] == "error", name
@@ -134,7 +134,7 @@ def test_exit_code_0_when_every_slide_passes(script, demo_dir, tmp_path):
     proc = run(script, "--data-dir", str(demo_dir), "--output-dir", str(tmp_path / "out"))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     rows = results.read_results(only_run_dir(tmp_path / "out") / "results.tsv")
-    assert len(rows) == 3 and {r["status"] for r in rows} == {"ok"}
+    assert len(rows) == 3 and {r["status"] for r in rows} <= set(results.JUDGED)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

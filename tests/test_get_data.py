@@ -683,7 +683,7 @@ def test_pipeline_checks_jpeg2000_slides_like_jpeg_ones(jp2k_slides, tmp_path):
     truth = synthetic.read_truth(jp2k_slides["jpeg"]).percent_blurry
     jpeg = float(rows["jpeg.svs"]["percent_blurry"])
     for name in (f"jp2k_{APERIO_JP2K_RGB}.svs", f"jp2k_{APERIO_JP2K_YCBCR}.svs"):
-        assert rows[name]["status"] == "ok", rows[name]
+        assert rows[name]["status"] in results.JUDGED, rows[name]
         assert float(rows[name]["percent_blurry"]) == pytest.approx(jpeg, abs=0.5)
         assert float(rows[name]["percent_blurry"]) == pytest.approx(truth, abs=5)
         assert float(rows[name]["tissue_fraction"]) == pytest.approx(

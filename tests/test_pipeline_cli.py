@@ -6,7 +6,7 @@ import pytest
 
 from slideqc import synthetic
 from slideqc.output import results
-from tests.helpers import only_run_dir, run_script
+from tests.helpers import only_run_dir, run_script, truth_status
 
 
 def test_pipeline_checks_every_slide(demo_dir, tmp_path):
@@ -18,7 +18,7 @@ def test_pipeline_checks_every_slide(demo_dir, tmp_path):
     assert [r["file_name"] for r in rows] == sorted(p.name for p in demo_dir.glob("*.svs"))
     for row in rows:
         truth = synthetic.read_truth(demo_dir / row["file_name"])
-        assert row["status"] == "ok"
+        assert row["status"] == truth_status(truth)
         assert float(row["percent_blurry"]) == pytest.approx(truth.percent_blurry, abs=5)
         assert row["rescan"] == ("true" if truth.percent_blurry > 5 else "false")
         for picture in ("thumbnail", "tissue", "blur", "overlay"):
@@ -82,7 +82,7 @@ def test_bad_slides_do_not_stop_the_batch(demo_copy, tmp_path):
     assert proc.returncode == 1, proc.stderr
     rows = {r["file_name"]: r for r in results.read_results(only_run_dir(out) / "results.tsv")}
     for name in good:
-        assert rows[name]["status"] == "ok"
+        assert rows[name]["status"] in results.JUDGED
     for name in ("not a slide.svs", "empty.svs", "truncated.svs"):
         assert rows[name]["status"] == "error"
         assert name in rows[name]["error"] and "\n" not in rows[name]["error"]
@@ -145,4 +145,4 @@ def test_a_stray_truth_file_changes_nothing(demo_copy, tmp_path):
     after = run_script("pipeline.py", "--files", str(slide), "--output-dir", str(tmp_path / "after"))
     assert before.returncode == after.returncode == 0, after.stderr
     rows = [results.read_results(only_run_dir(tmp_path / d) / "results.tsv")[0] for d in ("before", "after")]
-    assert rows[0]["status"] == "ok" and rows[0]["percent_blurry"] == rows[1]["percent_blurry"]
+    assert rows[0]["status"] in results.JUDGED and rows[0]["percent_blurry"] == rows[1]["percent_blurry"]

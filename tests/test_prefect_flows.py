@@ -277,7 +277,7 @@ def test_corrupt_file_among_good_slides(demo_copy, tmp_path):
     assert state.is_failed()  # the flow says a slide failed...
     rows = {r.file_name: r for r in state.result[module.rows].result}
     assert rows["corrupt.svs"].status == "error" and "corrupt.svs" in rows["corrupt.svs"].error
-    assert all(r.status == "ok" for name, r in rows.items() if name != "corrupt.svs")
+    assert all(r.status in results.JUDGED for name, r in rows.items() if name != "corrupt.svs")
     table = {r["file_name"]: r for r in results.read_results(run_dir / "results.tsv")}
     assert table["corrupt.svs"]["status"] == "error"  # ...and its outputs say which one and why
     assert len(table) == len(files)

@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import ROOT, wait_for_dask
+from slideqc import synthetic
+from tests.helpers import ROOT, truth_status, wait_for_dask
 
 SKIP_MARK = "<!-- not run by the tests"
 CLUSTER_MARK = "<!-- dask-cluster"  # long-running servers: run by test_readme_dask_cluster_commands
@@ -176,7 +177,8 @@ def test_readme_dask_cluster_commands(demo_dir, tmp_path):
         run_dir = next(out.iterdir())
         rows = (run_dir / "results.tsv").read_text(encoding="utf-8").splitlines()
         assert len(rows) == 1 + len(list(demo_dir.glob("*.svs")))
-        assert [row.split("\t")[1] for row in rows[1:]] == ["ok"] * (len(rows) - 1), rows
+        statuses = {row.split("\t")[0]: row.split("\t")[1] for row in rows[1:]}
+        assert statuses == {p.name: truth_status(synthetic.read_truth(p)) for p in demo_dir.glob("*.svs")}, rows
     finally:
         for server in reversed(servers):
             server.terminate()

@@ -144,9 +144,10 @@ def test_dom_table_matches_results_tsv(run_dir, rows, tmp_path):
     dom = ReportDOM()
     dom.feed(proc.stdout.decode("utf-8"))
 
-    ok = [r for r in rows if r["status"] == "ok"]
+    judged = [r for r in rows if r["status"] in results.JUDGED]
     failed = [r for r in rows if r["status"] == "error"]
-    flagged = [r for r in ok if r["rescan"] == "true"]
+    flagged = [r for r in judged if r["rescan"] == "true"]
+    assert all((r["status"] == "rescan") == (r["rescan"] == "true") for r in judged)
     assert len(rows) == 5 and len(failed) == 1 and len(flagged) == 3  # the fixture is what it should be
 
     assert len(dom.rows) == len(rows)
@@ -162,7 +163,7 @@ def test_dom_table_matches_results_tsv(run_dir, rows, tmp_path):
     assert {r["file"] for r in dom.rows if r["class"] == "error"} == {r["file_name"] for r in failed}
     assert dom.counts == {
         "count-slides": str(len(rows)),
-        "count-ok": str(len(ok)),
+        "count-ok": str(sum(r["status"] == "ok" for r in rows)),  # passed, and only those
         "count-failed": str(len(failed)),
         "count-rescan": str(len(flagged)),
         "count-unjudged": str(sum(r["status"] == "cannot judge" for r in rows)),
@@ -170,9 +171,9 @@ def test_dom_table_matches_results_tsv(run_dir, rows, tmp_path):
     assert dom.failed == [r["error"] for r in failed]  # "<b>slide</b>: what is wrong", as in results.tsv
     assert "corrupt tile" in dom.failed[0] and "<tile>" in dom.failed[0]  # escaped, shown as written
     by_file = {r["file"]: r["cells"] for r in dom.rows}
-    for row in ok:
+    for row in judged:
         assert row["percent_blurry"] in by_file[row["file_name"]]
-    assert len(dom.images) == 2 * len(ok)  # a thumbnail and an overlay per slide
+    assert len(dom.images) == 2 * len(judged)  # a thumbnail and an overlay per slide
 
 
 def test_report_needs_nothing_from_the_network(run_dir):
@@ -329,7 +330,7 @@ def test_every_picture_loads_in_the_browser(browser, rows):
     images = browser.evaluate(
         "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
     )
-    assert len(images) == 2 * sum(r["status"] == "ok" for r in rows)
+    assert len(images) == 2 * sum(r["status"] in results.JUDGED for r in rows)
     broken = [src for src, complete, width in images if not complete or width == 0]
     assert broken == []
 
@@ -402,7 +403,13 @@ def test_a_report_of_300_slides_in_chromium(tmp_path):
         else:
             percent = (i * 37 % 200) / 10  # 0 to 19.9
             made.append(
-                results.SlideResult(file_name=name, tissue_fraction=0.3, percent_blurry=percent, rescan=percent > 5)
+                results.SlideResult(
+                    file_name=name,
+                    status="rescan" if percent > 5 else "ok",
+                    tissue_fraction=0.3,
+                    percent_blurry=percent,
+                    rescan=percent > 5,
+                )
             )
     report.write_report(tmp_path, made, DEFAULTS)
     proc = chromium("--dump-dom", (tmp_path / "report.html").as_uri(), profile=tmp_path / "profile")

@@ -42,7 +42,7 @@ REQUIRED_COLUMNS = [
 
 def rows_for_test() -> list[results.SlideResult]:
     return [
-        results.SlideResult(file_name="b.svs", tissue_fraction=0.3, percent_blurry=12.5, rescan=True),
+        results.SlideResult(file_name="b.svs", status="rescan", tissue_fraction=0.3, percent_blurry=12.5, rescan=True),
         results.error_result("/data/a.svs", "two\nlines\tand a tab"),
     ]
 
@@ -241,7 +241,9 @@ def test_run_writer_keeps_the_table_current(tmp_path):
     writer = run.RunWriter(tmp_path, QCSettings())
     writer.add(results.error_result("x.svs", "empty file (0 bytes)"))
     assert len(results.read_results(tmp_path / files.RESULTS_FILE)) == 1  # a killed batch keeps its rows
-    writer.add(results.SlideResult(file_name="y.svs", tissue_fraction=0.4, percent_blurry=50.0, rescan=True))
+    writer.add(
+        results.SlideResult(file_name="y.svs", status="rescan", tissue_fraction=0.4, percent_blurry=50.0, rescan=True)
+    )
     report = writer.finish()
     assert report.is_file() and len(results.read_results(tmp_path / files.RESULTS_FILE)) == 2
     assert [r.file_name for r in writer.failed] == ["x.svs"] and [r.file_name for r in writer.flagged] == ["y.svs"]

@@ -20,7 +20,7 @@ from slideqc.output.files import RESULTS_FILE
 def table(rows: list[dict], data_dir: Path) -> str:
     lines = [f"{'slide':40s} {'tissue %':>8s} {'% blurry':>9s} {'truth':>7s}  result"]
     for row in rows:
-        if row["status"] != "ok":
+        if row["status"] not in results.JUDGED:
             lines.append(f"{row['file_name'][:40]:40s} {'':>8s} {'':>9s} {'':>7s}  {row['status'].upper()}")
             continue
         truth = synthetic.read_truth(data_dir / row["file_name"])

@@ -26,7 +26,7 @@ class Progress:
 
     def update(self, rows: list[SlideResult]) -> None:
         for row in rows:
-            key = "failed" if row.failed else "cannot judge" if row.unjudged else "rescan" if row.rescan else None
+            key = "failed" if row.failed else "cannot judge" if row.unjudged else "rescan" if row.needs_rescan else None
             if key:
                 self.counts[key] += 1
         self.done += len(rows)

@@ -83,8 +83,8 @@ def finish_run(writer: RunWriter, started: float) -> int:
     report = writer.finish(complete=True)
     print(summary_table(writer.rows), flush=True)
     print(
-        f"\n{len(writer.rows)} slide(s), {len(writer.failed)} failed, {len(writer.unjudged)} cannot be judged, "
-        f"{len(writer.flagged)} flagged for rescan, in {time.perf_counter() - started:.1f} s"
+        f"\n{len(writer.rows)} slide(s): {len(writer.passed)} passed (ok), {len(writer.flagged)} RESCAN, "
+        f"{len(writer.unjudged)} cannot be judged, {len(writer.failed)} failed, in {time.perf_counter() - started:.1f} s"
     )
     print(f"results: {writer.run_dir / RESULTS_FILE}\nreport:  {report}")
     if writer.failed:
@@ -108,7 +108,7 @@ def summary_table(rows: list[SlideResult]) -> str:
         if row.failed:
             lines.append(f"{name:40s} {'':>8s} {'':>9s}  ERROR {row.error}")
             continue
-        verdict = f"CANNOT JUDGE {row.reason}" if row.unjudged else ("RESCAN" if row.rescan else "ok")
+        verdict = f"CANNOT JUDGE {row.reason}" if row.unjudged else ("RESCAN" if row.needs_rescan else "ok")
         lines.append(f"{name:40s} {100 * (row.tissue_fraction or 0):8.1f} {row.percent_blurry or 0:9.1f}  {verdict}")
     return "\n".join(lines)
 

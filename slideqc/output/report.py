@@ -34,7 +34,8 @@ TABLE_COLUMNS = [
     ("rescan", "Rescan"), ("seconds_total", "Seconds"), ("reason", "Error"),
 ]
 # Row order and filter keys: what needs a person first. A row's key is also its CSS class.
-KINDS = [("error", "Failed"), ("unjudged", "Cannot judge"), ("rescan", "Rescan"), ("ok", "OK")]
+# "ok" is a slide that passed, and only that: a slide that needs a rescan says RESCAN everywhere.
+KINDS = [("error", "Failed"), ("unjudged", "Cannot judge"), ("rescan", "Rescan"), ("ok", "Passed")]
 ROW_COLOURS = {"error": "#f8d7da", "unjudged": "#e2e3e5", "rescan": "#fff2cc", "ok": "#ffffff"}
 MARK_COLOURS = {"error": "#c0392b", "unjudged": "#7f8c8d", "rescan": "#d68910", "ok": "#2e86c1"}
 
@@ -91,7 +92,7 @@ PLOT_WIDTH, PLOT_HEIGHT, MARGIN = 900, 260, 44
 
 
 def _kind(row: SlideResult) -> str:
-    return "error" if row.failed else "unjudged" if row.unjudged else ("rescan" if row.rescan else "ok")
+    return "error" if row.failed else "unjudged" if row.unjudged else ("rescan" if row.needs_rescan else "ok")
 
 
 def _value(row: SlideResult, key: str) -> str:
@@ -158,7 +159,7 @@ def _legend() -> str:
              ("row-error", swatch(ROW_COLOURS["error"]), "failed: the slide could not be checked"),
              ("row-unjudged", swatch(ROW_COLOURS["unjudged"]), "cannot judge: no tissue, too faint or too coarse"),
              ("row-rescan", swatch(ROW_COLOURS["rescan"]), "rescan: too much of the tissue is blurry"),
-             ("row-ok", swatch(ROW_COLOURS["ok"]), "ok")]
+             ("row-ok", swatch(ROW_COLOURS["ok"]), "ok: passed, nothing to do")]
     return ("<p id='legend'>" + "".join(f"<span id='legend-{ident}'>{mark}{text}</span>" for ident, mark, text in items)
             + "</p>")
 
@@ -170,7 +171,7 @@ def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Sli
     ok = [r for r in rows if r.ok]
     failed = [r for r in rows if r.failed]
     unjudged = [r for r in rows if r.unjudged]
-    flagged = [r for r in ok if r.rescan]
+    flagged = [r for r in rows if r.needs_rescan]
     e = html.escape
     out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
            f"<style>{STYLE}</style></head><body><h1>{e(title)}</h1>",
@@ -181,10 +182,10 @@ def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Sli
            f"<p id='settings'>Made {e(time.strftime('%Y-%m-%d %H:%M:%S'))} with "
            + ", ".join(f"<code>{e(k)}={e(str(v))}</code>" for k, v in params.as_dict().items()) + "</p>",
            "<div class='cards'>"]
-    for label, count, ident in (("Slides", len(rows), "count-slides"), ("OK", len(ok), "count-ok"),
+    for label, count, ident in (("Slides", len(rows), "count-slides"), ("Passed (ok)", len(ok), "count-ok"),
                                 ("Failed", len(failed), "count-failed"),
                                 ("Cannot judge", len(unjudged), "count-unjudged"),
-                                ("Flagged for rescan", len(flagged), "count-rescan")):
+                                ("Rescan", len(flagged), "count-rescan")):
         out.append(f"<div class='card'><b id='{ident}'>{count}</b>{e(label)}</div>")
     out.append("</div>")
     out.append(_legend())

@@ -20,7 +20,10 @@ from slideqc import qc
 from slideqc.output.files import RESULTS_FILE, atomic_write_bytes
 from slideqc.settings import rescan_needed
 
-OK, ERROR, CANNOT_JUDGE = "ok", "error", "cannot judge"  # the values of the status column
+# The values of the status column: ok (passed), rescan (judged: too much of the tissue is blurry),
+# cannot judge (the reason says why), error (the slide could not be checked).
+OK, RESCAN, ERROR, CANNOT_JUDGE = "ok", "rescan", "error", "cannot judge"
+JUDGED = (OK, RESCAN)  # the statuses of a slide whose verdict is in its rescan column
 NOT_A_COLUMN = {"column": False}  # a SlideResult field that code reads and results.tsv does not show
 
 
@@ -29,7 +32,7 @@ class SlideResult:
     """One row of results.tsv. Fractions are 0 to 1; percent_blurry is 0 to 100."""
 
     file_name: str
-    status: str = OK  # ok | error | cannot judge (no tissue, or too coarse a pixel size for blur)
+    status: str = OK  # ok (passed) | rescan | cannot judge (no tissue, too faint, too coarse) | error
     error: str = ""  # what went wrong (error), or why the slide cannot be judged
     format: str = ""
     objective_power: float | None = None
@@ -59,8 +62,17 @@ class SlideResult:
 
     @property
     def ok(self) -> bool:
-        """Checked and judged: its rescan column is the verdict."""
+        """Passed: checked, judged, and needs nothing."""
         return self.status == OK
+
+    @property
+    def judged(self) -> bool:
+        """Checked and judged (passed, or needs a rescan): its rescan column is the verdict."""
+        return self.status in JUDGED
+
+    @property
+    def needs_rescan(self) -> bool:
+        return self.status == RESCAN
 
     @property
     def failed(self) -> bool:
@@ -81,9 +93,10 @@ def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> Slide
     timings = s.timings
     reason = qc.judge(s)
     blur = s.found[qc.Blur]
+    rescan = None if reason else rescan_needed(blur.fraction, blur_max)
     return SlideResult(
         file_name=s.name,
-        status=CANNOT_JUDGE if reason else OK,
+        status=CANNOT_JUDGE if reason else RESCAN if rescan else OK,
         error=f"{s.name}: {reason}" if reason else "",
         reason=reason,
         format=s.vendor,
@@ -99,7 +112,7 @@ def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> Slide
         blur_mpp=_round(s.microns_per_pixel(s.blur_work_size), 4),
         tissue_fraction=_round(s.found[qc.Tissue].fraction, 4),
         percent_blurry=_round(100 * blur.fraction, 2),
-        rescan=None if reason else rescan_needed(blur.fraction, blur_max),
+        rescan=rescan,
         blur_max=blur_max,
         seconds_load=_round(timings.get("load"), 3),
         seconds_tissue=_round(timings.get("tissue"), 3),

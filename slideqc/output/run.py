@@ -59,6 +59,10 @@ class RunWriter:
         return report
 
     @property
+    def passed(self) -> list[SlideResult]:
+        return [r for r in self.rows if r.ok]
+
+    @property
     def failed(self) -> list[SlideResult]:
         return [r for r in self.rows if r.failed]
 
@@ -68,7 +72,7 @@ class RunWriter:
 
     @property
     def flagged(self) -> list[SlideResult]:
-        return [r for r in self.rows if r.ok and r.rescan]
+        return [r for r in self.rows if r.needs_rescan]
 
 
 def settings_of(s: BaseImage, blur_max: float) -> QCSettings:
