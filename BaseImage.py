@@ -366,6 +366,11 @@ class BaseImage:
             self._images[size.text] = self._read_work_image(size)
         return self._images[size.text]
 
+    def drop_image(self, work_size: str | WorkSize) -> None:
+        """Let go of the work image cached at ``work_size`` (read again if asked for)."""
+        size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
+        self._images.pop(size.text, None)
+
     def _read_work_image(self, size: WorkSize) -> np.ndarray:
         rows, cols = self.work_shape(size)
         return self.read_work_region(size, (0, 0, rows, cols))
@@ -474,9 +479,14 @@ class BaseImage:
         self.settings_used.update(settings)
 
     def set_tissue(self, tissue: np.ndarray) -> None:
-        """Store the tissue mask; the usable tissue (:attr:`usable`) starts as all of it."""
+        """Store the tissue mask; the usable tissue (:attr:`usable`) starts as all of it.
+
+        Set again (a step that finds some of the "tissue" is ink on glass, say), the usable
+        tissue keeps what earlier steps excluded: it is narrowed to the new mask.
+        """
+        usable = self.masks[self.USABLE] & tissue if self.USABLE in self.masks else tissue
         self.masks[self.TISSUE] = tissue
-        self.masks[self.USABLE] = tissue
+        self.masks[self.USABLE] = usable
 
     @property
     def usable(self) -> np.ndarray:

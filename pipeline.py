@@ -29,6 +29,12 @@ def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
     return s
 
 
+def find_artefacts(s: BaseImage, artefact_work_size, fold_max) -> BaseImage:
+    s = qc.find_artefacts(s, artefact_work_size, fold_max)
+    logger.info("%s", qc.describe_artefacts(s))
+    return s
+
+
 def identify_blurry_regions(s: BaseImage, blur_radius, blur_threshold, tile_threads) -> BaseImage:
     s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
     logger.info("%s: %.1f %% of the tissue is blurry", s.name, 100 * s.found[qc.Blur].fraction)
@@ -57,6 +63,7 @@ def check_slide(file_name, settings: QCSettings, run_dir, tile_threads) -> resul
     try:
         s = load_image(file_name, settings.image_work_size, settings.blur_work_size)
         s = tissue_segmentation_simple(s)
+        s = find_artefacts(s, settings.artefact_work_size, settings.fold_max)
         s = identify_blurry_regions(s, settings.blur_radius, settings.blur_threshold, tile_threads)
         if is_blurry(s, settings.blur_max):
             warn_rescan(s, settings.blur_max)

@@ -44,6 +44,14 @@ def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
 
 
 @task
+def find_artefacts(s: BaseImage, artefact_work_size, fold_max) -> BaseImage:
+    logger = prefect.context.get("logger")
+    s = qc.find_artefacts(s, artefact_work_size, fold_max)
+    logger.info("%s", qc.describe_artefacts(s))
+    return s
+
+
+@task
 def identify_blurry_regions(s: BaseImage, blur_radius, blur_threshold, tile_threads) -> BaseImage:
     logger = prefect.context.get("logger")
     s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
@@ -80,8 +88,8 @@ def save_results(s: BaseImage, blur_max, run_dir) -> results.SlideResult:
 
 
 @task(trigger=all_finished)
-def gather_rows(file_names, load, tissue, blur, save) -> list:
-    return prefect1.rows_for(file_names, dict(load=load, tissue=tissue, blur=blur, save=save))
+def gather_rows(file_names, load, tissue, artefacts, blur, save) -> list:
+    return prefect1.rows_for(file_names, dict(load=load, tissue=tissue, artefacts=artefacts, blur=blur, save=save))
 
 
 with Flow("Image QC parallel") as flow:
@@ -91,17 +99,20 @@ with Flow("Image QC parallel") as flow:
     blur_radius = Parameter("blur_radius", default=DEFAULTS.blur_radius)
     blur_threshold = Parameter("blur_threshold", default=DEFAULTS.blur_threshold)
     blur_max = Parameter("blur_max", default=DEFAULTS.blur_max)
+    artefact_work_size = Parameter("artefact_work_size", default=DEFAULTS.artefact_work_size)
+    fold_max = Parameter("fold_max", default=DEFAULTS.fold_max)
     run_dir = Parameter("run_dir", default=None)
     tile_threads = Parameter("tile_threads", default=None)
 
     s = load_image.map(file_names, unmapped(image_work_size), unmapped(blur_work_size))
     tissue = tissue_segmentation_simple.map(s)
+    artefacts = find_artefacts.map(tissue, unmapped(artefact_work_size), unmapped(fold_max))
     blurry = identify_blurry_regions.map(
-        tissue, unmapped(blur_radius), unmapped(blur_threshold), unmapped(tile_threads)
+        artefacts, unmapped(blur_radius), unmapped(blur_threshold), unmapped(tile_threads)
     )
     rescan = apply_map(check_rescan, blurry, unmapped(blur_max))
     saved = save_results.map(blurry, unmapped(blur_max), unmapped(run_dir), upstream_tasks=[rescan])
-    rows = gather_rows(file_names, load=s, tissue=tissue, blur=blurry, save=saved)
+    rows = gather_rows(file_names, load=s, tissue=tissue, artefacts=artefacts, blur=blurry, save=saved)
 
 flow.set_reference_tasks([saved])
 

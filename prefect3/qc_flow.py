@@ -37,6 +37,13 @@ def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
 
 
 @task
+def find_artefacts(s: BaseImage, artefact_work_size: str, fold_max: float) -> BaseImage:
+    s = qc.find_artefacts(s, artefact_work_size, fold_max)
+    get_run_logger().info("%s", qc.describe_artefacts(s))
+    return s
+
+
+@task
 def identify_blurry_regions(
     s: BaseImage, blur_radius: float, blur_threshold: float, tile_threads: int | None = None
 ) -> BaseImage:
@@ -75,6 +82,8 @@ def qc_slide(
     blur_radius: float = DEFAULTS.blur_radius,
     blur_threshold: float = DEFAULTS.blur_threshold,
     blur_max: float = DEFAULTS.blur_max,
+    artefact_work_size: str = DEFAULTS.artefact_work_size,
+    fold_max: float = DEFAULTS.fold_max,
     run_dir: str | None = None,
     redo: bool = False,
     tile_threads: int | None = None,
@@ -85,6 +94,7 @@ def qc_slide(
     load = load_image.with_options(refresh_cache=True) if redo else load_image
     s = load(file_name, image_work_size, blur_work_size)
     s = tissue_segmentation_simple(s)
+    s = find_artefacts(s, artefact_work_size, fold_max)
     s = identify_blurry_regions(s, blur_radius, blur_threshold, tile_threads)
     if is_blurry(s, blur_max):
         warn_rescan(s, blur_max)

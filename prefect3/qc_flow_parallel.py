@@ -18,6 +18,7 @@ from prefect import flow, unmapped
 
 from prefect3 import common
 from prefect3.qc_flow import (
+    find_artefacts,
     identify_blurry_regions,
     is_blurry,
     load_image,
@@ -38,6 +39,8 @@ def qc_slides(
     blur_radius: float = DEFAULTS.blur_radius,
     blur_threshold: float = DEFAULTS.blur_threshold,
     blur_max: float = DEFAULTS.blur_max,
+    artefact_work_size: str = DEFAULTS.artefact_work_size,
+    fold_max: float = DEFAULTS.fold_max,
     run_dir: str | None = None,
     redo: bool = False,
     tile_threads: int | None = None,
@@ -48,8 +51,9 @@ def qc_slides(
     load = load_image.with_options(refresh_cache=True) if redo else load_image
     loaded = load.map(file_names, unmapped(image_work_size), unmapped(blur_work_size))
     tissue = tissue_segmentation_simple.map(loaded)
+    artefacts = find_artefacts.map(tissue, unmapped(artefact_work_size), unmapped(fold_max))
     blurry = identify_blurry_regions.map(
-        tissue, unmapped(blur_radius), unmapped(blur_threshold), unmapped(tile_threads)
+        artefacts, unmapped(blur_radius), unmapped(blur_threshold), unmapped(tile_threads)
     )
     rescan = is_blurry.map(blurry, unmapped(blur_max))
     saved = save_results.map(blurry, unmapped(blur_max), unmapped(run_dir))
@@ -64,7 +68,7 @@ def qc_slides(
         warning.wait()
 
     # One row per slide, whatever happened to it: a failed slide never fails the others.
-    steps = dict(load=loaded, tissue=tissue, blur=blurry, save=saved)
+    steps = dict(load=loaded, tissue=tissue, artefacts=artefacts, blur=blurry, save=saved)
     return [
         asdict(common.row_from_futures(name, {step: futures[i] for step, futures in steps.items()}))
         for i, name in enumerate(file_names)

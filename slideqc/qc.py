@@ -23,15 +23,26 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import openslide
 
 from BaseImage import BaseImage, SettingError, SlideError, WorkSize, display_name
-from slideqc import algorithms, tiled
-from slideqc.settings import DEFAULTS, JUDGE_LIMITS, JudgeLimits, QCSettings, cannot_judge_reason, rescan_needed
+from slideqc import algorithms, artefacts, tiled
+from slideqc.artefacts import KINDS as ARTEFACT_KINDS
+from slideqc.artefacts import ArtefactKind
+from slideqc.settings import (
+    DEFAULTS,
+    JUDGE_LIMITS,
+    JudgeLimits,
+    QCSettings,
+    cannot_judge_reason,
+    recut_needed,
+    rescan_needed,
+)
 
 log = logging.getLogger("slideqc")
 
@@ -48,6 +59,39 @@ class Tissue:
 
     fraction: float  # of the slide, 0 to 1
     stain_contrast: float | None  # the glass minus the tissue, 8-bit gray levels; None: nothing to compare
+
+
+@dataclass(frozen=True)
+class Share:
+    """How much of a slide one kind of artefact covers."""
+
+    of_tissue: float  # of the tissue, 0 to 1: over the section, left out of the focus verdict
+    on_glass: float  # of the slide, 0 to 1: beside the section (ink, bubbles, debris, edges on bare glass)
+
+
+@dataclass(frozen=True)
+class Artefacts:
+    """What the artefact step found: each kind's share, and the tissue left to judge."""
+
+    work_size: str  # the artefact work size it looked at
+    pixels: str  # cols x rows of that image
+    mpp: float | None  # µm per pixel of that image (None: the slide does not say)
+    ink: Share
+    bubble: Share
+    debris: Share
+    edge: Share
+    fold: Share
+    usable_share: float  # of the tissue, 0 to 1: free of every kind, what blur is judged on
+    recut: bool  # the fold's share of the tissue is above fold_max: the lab re-cuts the section
+
+    def share(self, kind: ArtefactKind) -> Share:
+        """The share of one kind (``"ink"``, ``"bubble"``, ...)."""
+        return getattr(self, kind)
+
+    @property
+    def found(self) -> tuple[ArtefactKind, ...]:
+        """The kinds present on the slide (over the tissue or on the glass)."""
+        return tuple(k for k in ARTEFACT_KINDS if self.share(k).of_tissue > 0 or self.share(k).on_glass > 0)
 
 
 @dataclass(frozen=True)
@@ -104,6 +148,62 @@ def segment_tissue(s: BaseImage) -> BaseImage:
     return s
 
 
+# A slide that does not state its pixel size: µm per pixel taken as a 40x scan's (0.25 at level 0)
+# scaled to the work size, so the artefact sizes (in µm) stay in proportion.
+NOMINAL_LEVEL0_MPP = 0.25
+
+
+def find_artefacts(
+    s: BaseImage, artefact_work_size: str = DEFAULTS.artefact_work_size, fold_max: float = DEFAULTS.fold_max
+) -> BaseImage:
+    """Marker ink, air bubbles, debris, coverslip edges and folds (:class:`Artefacts`), left out of the tissue.
+
+    At the artefact work size (:func:`slideqc.artefacts.find_artefacts`): what lies on
+    bare glass stops counting as tissue (ink on glass is not a section), and every kind
+    is taken out of the usable tissue that the blur step judges. A fold over more than
+    ``fold_max`` of the tissue marks the slide for a re-cut.
+    """
+    if s.USABLE not in s.masks:
+        raise SlideError("artefact detection needs the tissue mask; run segment_tissue first", s.name)
+    with timed(s, "artefacts"):
+        size = WorkSize.parse(artefact_work_size, "artefact_work_size")
+        rows, cols = s.work_shape(size)
+        mpp = s.microns_per_pixel(size)
+        nominal = mpp if mpp is not None else NOMINAL_LEVEL0_MPP * s.dimensions[0] / cols
+        image = s.get_image(size)
+        tissue = s.masks[s.TISSUE]
+        found = artefacts.find_artefacts(image, tissue, nominal)
+        if size.text != s.image_work_size.text:
+            s.drop_image(size)  # only the tissue work image is kept (the pictures reuse it)
+        # The tissue less what lies on glass, back at the tissue mask's own shape.
+        s.set_tissue(tissue & algorithms.resize_mask(found.tissue, tissue.shape))
+        s.found.add(replace(s.found[Tissue], fraction=float(s.masks[s.TISSUE].mean())))
+        tissue_pixels = int(np.count_nonzero(found.tissue))
+        shares = {}
+        for kind in ARTEFACT_KINDS:
+            mask = found.of(kind)
+            s.exclude(kind, mask)
+            over = int(np.count_nonzero(mask & found.tissue))
+            shares[kind] = Share(
+                of_tissue=over / tissue_pixels if tissue_pixels else 0.0,
+                on_glass=int(np.count_nonzero(mask & ~found.tissue)) / mask.size,
+            )
+        total = int(np.count_nonzero(s.masks[s.TISSUE]))
+        usable_share = int(np.count_nonzero(s.usable)) / total if total else 0.0
+        s.ran_with(artefact_work_size=size.text, fold_max=fold_max)
+        s.found.add(
+            Artefacts(
+                work_size=size.text,
+                pixels=f"{cols}x{rows}",
+                mpp=mpp,
+                **shares,
+                usable_share=usable_share,
+                recut=recut_needed(shares["fold"].of_tissue, fold_max),
+            )
+        )
+    return s
+
+
 def detect_blur(
     s: BaseImage,
     blur_radius: float = DEFAULTS.blur_radius,
@@ -134,7 +234,7 @@ def detect_blur(
     return s
 
 
-StepName = Literal["load", "tissue", "blur"]
+StepName = Literal["load", "tissue", "artefacts", "blur"]
 
 
 @dataclass(frozen=True)
@@ -164,6 +264,7 @@ class Step:
 STEPS: tuple[Step, ...] = (
     Step("load", load_slide),
     Step("tissue", segment_tissue),
+    Step("artefacts", find_artefacts),
     Step("blur", detect_blur),
 )
 
@@ -196,9 +297,22 @@ def judge(s: BaseImage, limits: JudgeLimits = JUDGE_LIMITS) -> str:
     reason, never ``ok`` and never a confident rescan.
     """
     tissue = s.found[Tissue]
+    found = s.found.get(Artefacts)
+    # A fold that needs a re-cut is the verdict even when it leaves little tissue to judge.
+    usable_share = found.usable_share if found is not None and not found.recut else None
     return cannot_judge_reason(
-        tissue.fraction, s.microns_per_pixel(s.blur_work_size), limits, stain_contrast=tissue.stain_contrast
+        tissue.fraction,
+        s.microns_per_pixel(s.blur_work_size),
+        limits,
+        stain_contrast=tissue.stain_contrast,
+        usable_share=usable_share,
     )
+
+
+def needs_recut(s: BaseImage) -> bool:
+    """True when a fold covers more of the tissue than the artefact step's ``fold_max`` (a re-cut, not a rescan)."""
+    found = s.found.get(Artefacts)
+    return found is not None and found.recut and not judge(s)
 
 
 def describe(s: BaseImage, blur_max: float = DEFAULTS.blur_max) -> str:
@@ -207,7 +321,31 @@ def describe(s: BaseImage, blur_max: float = DEFAULTS.blur_max) -> str:
         f"{s.name}: tissue {100 * s.found[Tissue].fraction:.1f} % of the slide, "
         f"{100 * s.found[Blur].fraction:.1f} % of the tissue blurry"
     )
+    found = s.found.get(Artefacts)
+    if found is not None and found.found:
+        text += (
+            ", artefacts "
+            + ", ".join(f"{kind} {100 * found.share(kind).of_tissue:.1f} %" for kind in found.found)
+            + f" of the tissue ({100 * found.usable_share:.1f} % left to judge)"
+        )
+    if needs_recut(s):
+        return text + " -> RECUT (a fold)"
     return text + (" -> RESCAN" if needs_rescan(s, blur_max) else "")
+
+
+def describe_artefacts(s: BaseImage) -> str:
+    """One line for the log: the artefacts found and the share of the tissue left to judge."""
+    found = s.found[Artefacts]
+    if not found.found:
+        return f"{s.name}: no artefacts"
+    kinds = ", ".join(
+        f"{kind} {100 * found.share(kind).of_tissue:.1f} % of the tissue"
+        + (f" and {100 * found.share(kind).on_glass:.1f} % of the glass" if found.share(kind).on_glass else "")
+        for kind in found.found
+    )
+    return f"{s.name}: artefacts: {kinds}; {100 * found.usable_share:.1f} % of the tissue left to judge" + (
+        " -> RECUT (a fold)" if found.recut else ""
+    )
 
 
 def error_reason(path: str | Path, error: BaseException) -> str:

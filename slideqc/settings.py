@@ -24,6 +24,7 @@ __all__ = [
     "SettingError",
     "SettingKind",
     "cannot_judge_reason",
+    "recut_needed",
     "rescan_needed",
 ]
 
@@ -64,6 +65,12 @@ class QCSettings:
         kind="work size",
         unit="magnification or pixels",
     )
+    artefact_work_size: str = _setting(
+        "2.5x",
+        "work size for finding artefacts (marker ink, air bubbles, debris, coverslip edges, folds)",
+        kind="work size",
+        unit="magnification or pixels",
+    )
     blur_work_size: str = _setting(
         "10x",
         "work size for blur detection; blur is only visible at higher magnification",
@@ -89,6 +96,15 @@ class QCSettings:
     blur_max: float = _setting(
         0.05,
         "fraction of the tissue (0.05 = 5%%) above which a slide needs a rescan",
+        unit="fraction of the tissue",
+        low=0,
+        high=1,
+    )
+
+    fold_max: float = _setting(
+        0.10,
+        "fraction of the tissue (0.10 = 10%%) folded over itself above which a slide needs a re-cut "
+        "(a rescan cannot fix a fold)",
         unit="fraction of the tissue",
         low=0,
         high=1,
@@ -128,6 +144,15 @@ DEFAULTS = QCSettings()
 BATCH_SIZE = 32
 
 
+def recut_needed(fold_fraction: float, fold_max: float) -> bool:
+    """The re-cut rule: more than ``fold_max`` of the tissue is folded over itself (both 0 to 1).
+
+    A fold is in the section itself: scanning it again cannot help; the lab cuts a new section.
+    Exactly at the limit is not a re-cut.
+    """
+    return fold_fraction > fold_max
+
+
 def rescan_needed(blurry_fraction: float, blur_max: float) -> bool:
     """The rescan rule, the one place it is written: more than ``blur_max`` of the tissue is blurry.
 
@@ -152,6 +177,10 @@ class JudgeLimits:
     # the stain ~21, 15 % ~13. Measured (docs/blur_measure.md): at 13 levels 30 % blurred reads
     # 28.5, at 10 levels 24, at 9 levels 18; sharp tissue never reads blurry.
     min_stain_contrast: float = 12.0
+    # Artefacts (ink, bubbles, debris, edges, folds) are left out of the tissue whose focus is
+    # judged. With less than this share of the tissue (0 to 1) left, what remains is a few edges
+    # between artefacts, too little to stand for the slide: clean the slide and scan it again.
+    min_usable_share: float = 0.25
 
 
 JUDGE_LIMITS = JudgeLimits()
@@ -163,12 +192,14 @@ def cannot_judge_reason(
     limits: JudgeLimits = JUDGE_LIMITS,
     *,
     stain_contrast: float | None = None,
+    usable_share: float | None = None,
 ) -> str:
     """Why a measured slide cannot be judged ("" when it can): the rule, written once.
 
     ``tissue_fraction`` is of the slide (0 to 1); ``blur_mpp`` is µm per pixel at the
     blur work size (None when the slide does not state its pixel size: not judged on it);
-    ``stain_contrast`` is the tissue's, in 8-bit gray levels (None: not measured).
+    ``stain_contrast`` is the tissue's, in 8-bit gray levels (None: not measured);
+    ``usable_share`` is the share of the tissue (0 to 1) free of artefacts (None: not measured).
     """
     if tissue_fraction is None or tissue_fraction < limits.min_tissue_fraction:
         found = 0.0 if tissue_fraction is None else 100 * tissue_fraction
@@ -185,5 +216,11 @@ def cannot_judge_reason(
         return (
             f"tissue too faint to judge its focus: the stain stands {stain_contrast:.0f} gray levels "
             f"from the glass (at least {limits.min_stain_contrast:g} are needed); check it by eye"
+        )
+    if usable_share is not None and usable_share < limits.min_usable_share:
+        return (
+            f"too little tissue free of artefacts: {100 * usable_share:.0f} % of the tissue is free of ink, "
+            f"bubbles, debris and folds (at least {100 * limits.min_usable_share:g} % is needed); "
+            "clean the slide or its coverslip and scan it again"
         )
     return ""

@@ -36,6 +36,14 @@ def tissue_segmentation_simple(s: BaseImage) -> BaseImage:
 
 
 @task
+def find_artefacts(s: BaseImage, artefact_work_size, fold_max) -> BaseImage:
+    logger = prefect.context.get("logger")
+    s = qc.find_artefacts(s, artefact_work_size, fold_max)
+    logger.info("%s", qc.describe_artefacts(s))
+    return s
+
+
+@task
 def identify_blurry_regions(s: BaseImage, blur_radius, blur_threshold, tile_threads) -> BaseImage:
     logger = prefect.context.get("logger")
     s = qc.detect_blur(s, blur_radius, blur_threshold, tile_threads)
@@ -71,12 +79,15 @@ with Flow("Image QC") as flow:
     blur_radius = Parameter("blur_radius", default=DEFAULTS.blur_radius)
     blur_threshold = Parameter("blur_threshold", default=DEFAULTS.blur_threshold)
     blur_max = Parameter("blur_max", default=DEFAULTS.blur_max)
+    artefact_work_size = Parameter("artefact_work_size", default=DEFAULTS.artefact_work_size)
+    fold_max = Parameter("fold_max", default=DEFAULTS.fold_max)
     run_dir = Parameter("run_dir", default=None)
     tile_threads = Parameter("tile_threads", default=None)
 
     s = load_image(file_name, image_work_size, blur_work_size)
     tissue = tissue_segmentation_simple(s)
-    blurry = identify_blurry_regions(tissue, blur_radius, blur_threshold, tile_threads)
+    artefacts = find_artefacts(tissue, artefact_work_size, fold_max)
+    blurry = identify_blurry_regions(artefacts, blur_radius, blur_threshold, tile_threads)
     rescan = is_blurry(blurry, blur_max)
     with case(rescan, True):
         warning = warn_rescan(blurry, blur_max)

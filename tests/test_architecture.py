@@ -11,6 +11,7 @@ LAYERS = {
     "BaseImage": 1,
     "slideqc.settings": 2,
     "slideqc.algorithms": 3,
+    "slideqc.artefacts": 3.1,
     "slideqc.tiled": 4,
     "slideqc.qc": 5,
     "slideqc.output.files": 6.0,

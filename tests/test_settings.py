@@ -14,10 +14,12 @@ from slideqc.settings import DEFAULTS, JUDGE_LIMITS, JudgeLimits, QCSettings, ca
 def test_defaults_are_the_workshops():
     assert DEFAULTS.as_dict() == {
         "image_work_size": "1.25x",
+        "artefact_work_size": "2.5x",
         "blur_work_size": "10x",
         "blur_radius": 7.0,
         "blur_threshold": 0.05,
         "blur_max": 0.05,
+        "fold_max": 0.1,
     }
 
 
@@ -33,6 +35,8 @@ def test_defaults_are_the_workshops():
         (dict(blur_radius="abc"), "blur_radius: 'abc' is not a number"),
         (dict(blur_radius=None), "blur_radius: None is not a number"),
         (dict(blur_max=math.nan), "blur_max: must be in [0, 1], got nan"),
+        (dict(fold_max=1.5), "fold_max: must be in [0, 1], got 1.5"),
+        (dict(artefact_work_size="2.5"), "artefact_work_size: '2.5' is not a work size"),
         (dict(image_work_size="abc"), "image_work_size: 'abc' is not a work size"),
         (dict(blur_work_size="0x"), "blur_work_size: magnification must be > 0, got '0x'"),
         (dict(blur_work_size="8"), "blur_work_size: pixel size must be >= 16, got '8'"),
@@ -131,10 +135,12 @@ def test_each_settings_range_and_unit_by_hand():
     }
     assert found == {
         "image_work_size": ("1.25x", "magnification or pixels", None, None, False),
+        "artefact_work_size": ("2.5x", "magnification or pixels", None, None, False),
         "blur_work_size": ("10x", "magnification or pixels", None, None, False),
         "blur_radius": (7.0, "pixels", 0, 100, True),
         "blur_threshold": (0.05, "", 0, 1, True),
         "blur_max": (0.05, "fraction of the tissue", 0, 1, False),
+        "fold_max": (0.1, "fraction of the tissue", 0, 1, False),
     }
     assert all(f.metadata["help"] for f in fields(QCSettings))
 

@@ -179,21 +179,21 @@ def test_a_runner_runs_the_list_not_a_step_by_hand(runner):
 
 
 def test_the_check_sees_a_step_left_out(tmp_path, monkeypatch):
-    """The check itself: a lesson without its blur task, or with two steps swapped, is caught."""
+    """The check itself: a lesson without its artefact task, or with two steps swapped, is caught."""
     source = (ROOT / "solutions/pipeline_prefect.py").read_text(encoding="utf-8")
     left_out = source.replace(
-        "    blurry = identify_blurry_regions(tissue, blur_radius, blur_threshold, tile_threads)\n",
-        "    blurry = tissue\n",
+        "    artefacts = find_artefacts(tissue, artefact_work_size, fold_max)\n",
+        "    artefacts = tissue\n",
     )
     swapped = source.replace(
-        "    tissue = tissue_segmentation_simple(s)\n"
-        "    blurry = identify_blurry_regions(tissue, blur_radius, blur_threshold, tile_threads)\n",
-        "    blurry = identify_blurry_regions(s, blur_radius, blur_threshold, tile_threads)\n"
-        "    tissue = tissue_segmentation_simple(blurry)\n",
+        "    artefacts = find_artefacts(tissue, artefact_work_size, fold_max)\n"
+        "    blurry = identify_blurry_regions(artefacts, blur_radius, blur_threshold, tile_threads)\n",
+        "    artefacts = identify_blurry_regions(tissue, blur_radius, blur_threshold, tile_threads)\n"
+        "    blurry = find_artefacts(artefacts, artefact_work_size, fold_max)\n",
     )
     assert left_out != source and swapped != source
     for name, text in (("left_out.py", left_out), ("swapped.py", swapped)):
         (tmp_path / name).write_text(text, encoding="utf-8")
     monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
-    assert step_order("left_out.py") == [["load", "tissue"]]
-    assert step_order("swapped.py") == [["load", "blur", "tissue"]]
+    assert step_order("left_out.py") == [["load", "tissue", "blur"]]
+    assert step_order("swapped.py") == [["load", "tissue", "blur", "artefacts"]]

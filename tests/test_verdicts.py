@@ -23,7 +23,7 @@ CASES = [(0.05, False), (0.0500001, True), (0.0499999, False), (0.0, False), (1.
 @pytest.fixture(scope="module")
 def checked(demo_slides):
     """A slide through every QC step (its measured fraction is then set to each case)."""
-    return qc.detect_blur(qc.segment_tissue(qc.load_slide(demo_slides[0])), tile_threads=1)
+    return qc.run_steps(demo_slides[0], tile_threads=1)
 
 
 @pytest.mark.parametrize("fraction, flagged", CASES)

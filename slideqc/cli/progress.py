@@ -16,7 +16,7 @@ class Progress:
 
     def __init__(self, total: int, stream=None) -> None:
         self.total, self.done, self.started = total, 0, time.perf_counter()
-        self.counts = {"failed": 0, "rescan": 0, "cannot judge": 0}
+        self.counts = {"failed": 0, "rescan": 0, "re-cut": 0, "cannot judge": 0}
         self.stream = stream or sys.stderr
         self.bar = None
         if self.stream.isatty():
@@ -26,7 +26,8 @@ class Progress:
 
     def update(self, rows: list[SlideResult]) -> None:
         for row in rows:
-            key = "failed" if row.failed else "cannot judge" if row.unjudged else "rescan" if row.needs_rescan else None
+            key = "failed" if row.failed else "cannot judge" if row.unjudged else None
+            key = key or ("re-cut" if row.needs_recut else "rescan" if row.needs_rescan else None)
             if key:
                 self.counts[key] += 1
         self.done += len(rows)
@@ -37,11 +38,12 @@ class Progress:
         elapsed = time.perf_counter() - self.started
         left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
         log.info(
-            "progress: %d of %d slide(s) done, %d failed, %d rescan, %d cannot be judged; about %.0f s left",
+            "progress: %d of %d slide(s) done, %d failed, %d rescan, %d re-cut, %d cannot be judged; about %.0f s left",
             self.done,
             self.total,
             self.counts["failed"],
             self.counts["rescan"],
+            self.counts["re-cut"],
             self.counts["cannot judge"],
             left,
         )

@@ -83,7 +83,7 @@ def finish_run(writer: RunWriter, started: float) -> int:
     report = writer.finish(complete=True)
     print(summary_table(writer.rows), flush=True)
     print(
-        f"\n{len(writer.rows)} slide(s): {len(writer.passed)} passed (ok), {len(writer.flagged)} RESCAN, "
+        f"\n{len(writer.rows)} slide(s): {len(writer.passed)} passed (ok), {len(writer.flagged)} RESCAN, {len(writer.recut)} RE-CUT, "
         f"{len(writer.unjudged)} cannot be judged, {len(writer.failed)} failed, in {time.perf_counter() - started:.1f} s"
     )
     print(f"results: {writer.run_dir / RESULTS_FILE}\nreport:  {report}")
@@ -108,7 +108,9 @@ def summary_table(rows: list[SlideResult]) -> str:
         if row.failed:
             lines.append(f"{name:40s} {'':>8s} {'':>9s}  ERROR {row.error}")
             continue
-        verdict = f"CANNOT JUDGE {row.reason}" if row.unjudged else ("RESCAN" if row.needs_rescan else "ok")
+        verdict = "RE-CUT (fold)" if row.needs_recut else "RESCAN" if row.needs_rescan else "ok"
+        if row.unjudged:
+            verdict = f"CANNOT JUDGE {row.reason}"
         lines.append(f"{name:40s} {100 * (row.tissue_fraction or 0):8.1f} {row.percent_blurry or 0:9.1f}  {verdict}")
     return "\n".join(lines)
 

@@ -9,8 +9,9 @@ on top, a legend for every colour, the failed and not-judged slides first.
 For the tests and for scripts: summary counts have the ids ``count-slides``,
 ``count-ok``, ``count-failed``, ``count-unjudged`` (status ``cannot judge``) and
 ``count-rescan``; table rows, plot marks (``#plot circle``) and pictures
-(``figure.slide``) carry ``data-kind`` (``error``, ``unjudged``, ``rescan``, ``ok``)
-and their slide in ``data-file``. A report of a run that has not finished says so
+(``figure.slide``) carry ``data-kind`` (``error``, ``unjudged``, ``recut``, ``rescan``, ``ok``),
+``data-artefacts`` (``yes`` when any artefact was found) and their slide in ``data-file``;
+``count-recut`` and ``count-artefacts`` count re-cuts and slides with artefacts. A report of a run that has not finished says so
 in ``run-status``.
 """
 
@@ -23,21 +24,24 @@ from pathlib import Path
 from urllib.parse import quote
 
 from slideqc.output.files import REPORT_FILE, atomic_write_bytes
-from slideqc.output.pictures import OUTLINE_COLOUR, OVERLAY_COLOUR
+from slideqc.artefacts import KINDS as ARTEFACT_KINDS
+from slideqc.output.pictures import ARTEFACT_COLOURS, OUTLINE_COLOUR, OVERLAY_COLOUR
 from slideqc.output.results import SlideResult
 from slideqc.settings import QCSettings
 
 # (SlideResult field, header). The error column shows the reason: the slide is named beside it.
 TABLE_COLUMNS = [
     ("file_name", "Slide"), ("status", "Status"), ("format", "Format"), ("objective_power", "Objective"),
-    ("tissue_percent", "Tissue %"), ("percent_blurry", "% blurry"),
-    ("rescan", "Rescan"), ("seconds_total", "Seconds"), ("reason", "Error"),
+    ("tissue_percent", "Tissue %"), ("artefacts", "Artefacts, % of the tissue"), ("usable_percent", "Judged on %"),
+    ("percent_blurry", "% blurry"), ("rescan", "Rescan"), ("recut", "Re-cut"), ("seconds_total", "Seconds"),
+    ("reason", "Error"),
 ]
 # Row order and filter keys: what needs a person first. A row's key is also its CSS class.
 # "ok" is a slide that passed, and only that: a slide that needs a rescan says RESCAN everywhere.
-KINDS = [("error", "Failed"), ("unjudged", "Cannot judge"), ("rescan", "Rescan"), ("ok", "Passed")]
-ROW_COLOURS = {"error": "#f8d7da", "unjudged": "#e2e3e5", "rescan": "#fff2cc", "ok": "#ffffff"}
-MARK_COLOURS = {"error": "#c0392b", "unjudged": "#7f8c8d", "rescan": "#d68910", "ok": "#2e86c1"}
+KINDS = [("error", "Failed"), ("unjudged", "Cannot judge"), ("recut", "Re-cut"), ("rescan", "Rescan"), ("ok", "Passed")]
+ROW_COLOURS = {"error": "#f8d7da", "unjudged": "#e2e3e5", "recut": "#f5d0a9", "rescan": "#fff2cc", "ok": "#ffffff"}
+MARK_COLOURS = {"error": "#c0392b", "unjudged": "#7f8c8d", "recut": "#a04000", "rescan": "#d68910", "ok": "#2e86c1"}
+ARTEFACTS_FILTER = "artefacts"  # the filter button that shows the slides with any artefact found
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
@@ -81,7 +85,9 @@ document.querySelectorAll('#filter button').forEach(function (button) {
     var show = button.dataset.show;
     document.querySelectorAll('#filter button').forEach(function (b) { b.classList.toggle('active', b === button); });
     document.querySelectorAll('[data-kind]').forEach(function (item) {
-      item.classList.toggle('hidden', show !== 'all' && item.dataset.kind !== show);
+      var shown = show === 'all' || item.dataset.kind === show
+        || (show === 'artefacts' && item.dataset.artefacts === 'yes');
+      item.classList.toggle('hidden', !shown);
     });
   });
 });
@@ -89,21 +95,49 @@ document.querySelectorAll('#filter button').forEach(function (button) {
 
 # The plot: percent blurry of every slide, ranked, against the rescan limit (SVG user units).
 PLOT_WIDTH, PLOT_HEIGHT, MARGIN = 900, 260, 44
+# The legend's words for each kind of artefact.
+ARTEFACT_WORDS = {
+    "ink": "marker ink",
+    "bubble": "air bubbles",
+    "debris": "dust and debris",
+    "edge": "coverslip or slide edge",
+    "fold": "tissue folded over itself",
+}
 
 
 def _kind(row: SlideResult) -> str:
-    return "error" if row.failed else "unjudged" if row.unjudged else ("rescan" if row.needs_rescan else "ok")
+    if row.failed or row.unjudged:
+        return "error" if row.failed else "unjudged"
+    return "recut" if row.needs_recut else "rescan" if row.needs_rescan else "ok"
+
+
+def _artefacts(row: SlideResult) -> str:
+    """Each kind found, with its percent of the tissue ("ink 3.1, bubble 0.4"), or "on glass" when only there."""
+    parts = []
+    for kind in ARTEFACT_KINDS:
+        over, glass = getattr(row, f"{kind}_percent"), getattr(row, f"{kind}_glass_percent", None)
+        if over:
+            parts.append(f"{kind} {over:g}")
+        elif glass:
+            parts.append(f"{kind} on glass")
+    return ", ".join(parts)
 
 
 def _value(row: SlideResult, key: str) -> str:
     if key == "tissue_percent":  # tissue and blur both in percent: of the slide, of the tissue
         return "" if row.tissue_fraction is None else f"{100 * row.tissue_fraction:.1f}"
+    if key == "artefacts":
+        return _artefacts(row)
     value = getattr(row, key)
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def plot_scale(rows: list[SlideResult], limit_percent: float) -> float:
@@ -141,7 +175,8 @@ def render_plot(rows: list[SlideResult], blur_max: float) -> str:
     radius = max(1.5, min(5.0, step / 2))
     for i, row in enumerate(measured):
         kind = _kind(row)
-        out.append(f"<circle class='mark {kind}' data-kind='{kind}' data-file='{e(row.file_name)}' "
+        out.append(f"<circle class='mark {kind}' data-kind='{kind}' data-artefacts='{_yes(row.artefacts_found)}' "
+                   f"data-file='{e(row.file_name)}' "
                    f"data-value='{row.percent_blurry:g}' cx='{MARGIN + step * (i + 0.5):.2f}' "
                    f"cy='{y(row.percent_blurry):.2f}' r='{radius:.1f}' fill='{MARK_COLOURS[kind]}'>"
                    f"<title>{e(row.file_name)}: {row.percent_blurry:g} % blurry</title></circle>")
@@ -156,8 +191,11 @@ def _legend() -> str:
     rgb = "rgb({},{},{})".format
     items = [("picture-blur", swatch(rgb(*OVERLAY_COLOUR)), "blurry tissue (magenta, in the overlay)"),
              ("picture-outline", swatch(rgb(*OUTLINE_COLOUR)), "edge of the tissue found (green line, in the overlay)"),
+             *((f"picture-{kind}", swatch(rgb(*colour)), f"{ARTEFACT_WORDS[kind]} (in the overlay)")
+               for kind, colour in ARTEFACT_COLOURS.items()),
              ("row-error", swatch(ROW_COLOURS["error"]), "failed: the slide could not be checked"),
              ("row-unjudged", swatch(ROW_COLOURS["unjudged"]), "cannot judge: no tissue, too faint or too coarse"),
+             ("row-recut", swatch(ROW_COLOURS["recut"]), "re-cut: too much of the tissue is folded (a rescan cannot help)"),
              ("row-rescan", swatch(ROW_COLOURS["rescan"]), "rescan: too much of the tissue is blurry"),
              ("row-ok", swatch(ROW_COLOURS["ok"]), "ok: passed, nothing to do")]
     return ("<p id='legend'>" + "".join(f"<span id='legend-{ident}'>{mark}{text}</span>" for ident, mark, text in items)
@@ -172,25 +210,30 @@ def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Sli
     failed = [r for r in rows if r.failed]
     unjudged = [r for r in rows if r.unjudged]
     flagged = [r for r in rows if r.needs_rescan]
+    recut = [r for r in rows if r.needs_recut]
     e = html.escape
     out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
            f"<style>{STYLE}</style></head><body><h1>{e(title)}</h1>",
            "" if complete else (f"<p id='run-status'>incomplete: {len(rows)} of "
                                 f"{slides if slides is not None else '?'} slides have a row so far</p>"),
            f"<p id='decision'>A slide is flagged for a <b>rescan</b> when more than <b id='rescan-limit'>"
-           f"{100 * params.blur_max:g} %</b> of its tissue is blurry.</p>",
+           f"{100 * params.blur_max:g} %</b> of its tissue is blurry, and for a <b>re-cut</b> when more than "
+           f"<b id='recut-limit'>{100 * params.fold_max:g} %</b> of its tissue is folded over itself. Marker ink, "
+           "air bubbles, debris, coverslip edges and folds are left out of the tissue whose focus is judged.</p>",
            f"<p id='settings'>Made {e(time.strftime('%Y-%m-%d %H:%M:%S'))} with "
            + ", ".join(f"<code>{e(k)}={e(str(v))}</code>" for k, v in params.as_dict().items()) + "</p>",
            "<div class='cards'>"]
     for label, count, ident in (("Slides", len(rows), "count-slides"), ("Passed (ok)", len(ok), "count-ok"),
                                 ("Failed", len(failed), "count-failed"),
                                 ("Cannot judge", len(unjudged), "count-unjudged"),
-                                ("Rescan", len(flagged), "count-rescan")):
+                                ("Rescan", len(flagged), "count-rescan"), ("Re-cut", len(recut), "count-recut"),
+                                ("With artefacts", sum(r.artefacts_found for r in rows), "count-artefacts")):
         out.append(f"<div class='card'><b id='{ident}'>{count}</b>{e(label)}</div>")
     out.append("</div>")
     out.append(_legend())
     out.append("<p id='filter'>Show: <button data-show='all' class='active'>all</button>"
-               + "".join(f"<button data-show='{kind}'>{e(label.lower())}</button>" for kind, label in KINDS) + "</p>")
+               + "".join(f"<button data-show='{kind}'>{e(label.lower())}</button>" for kind, label in KINDS)
+               + f"<button data-show='{ARTEFACTS_FILTER}'>with artefacts</button></p>")
     out.append("<h2>Percent blurry, every slide</h2>" + render_plot(rows, params.blur_max))
     for heading, ident, listed in (("Failed slides", "failed", failed),
                                    ("Slides that cannot be judged", "unjudged", unjudged)):
@@ -203,7 +246,8 @@ def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Sli
     out.append("</tr></thead><tbody>")
     for row in rows:
         kind = _kind(row)
-        out.append(f"<tr class='{kind}' data-kind='{kind}' data-file='{e(row.file_name)}'>")
+        out.append(f"<tr class='{kind}' data-kind='{kind}' data-artefacts='{_yes(row.artefacts_found)}' "
+                   f"data-file='{e(row.file_name)}'>")
         out += [f"<td data-value='{e(_value(row, key))}'>{e(_value(row, key))}</td>" for key, _ in TABLE_COLUMNS]
         out.append("</tr>")
     out.append("</tbody></table>")
@@ -212,14 +256,15 @@ def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Sli
         if not row.outputs:
             continue
         kind = _kind(row)
-        verdict = {"rescan": "RESCAN", "unjudged": "cannot judge", "ok": "ok"}.get(kind, kind)
+        verdict = {"recut": "RE-CUT", "rescan": "RESCAN", "unjudged": "cannot judge", "ok": "ok"}.get(kind, kind)
         caption = f"{row.file_name}: {row.percent_blurry} % blurry, {verdict}"
         images = []
         for picture in ("thumbnail", "overlay"):
             src = e(quote(f"{row.outputs}/{picture}.png"))  # a relative URL: spaces and the like escaped
             # loading=lazy: a report of hundreds of slides loads the pictures as they scroll into view
             images.append(f"<img src='{src}' loading='lazy' alt='{e(row.file_name)} {picture}'>")
-        out.append(f"<figure class='slide' data-kind='{kind}' data-file='{e(row.file_name)}'>"
+        out.append(f"<figure class='slide' data-kind='{kind}' data-artefacts='{_yes(row.artefacts_found)}' "
+                   f"data-file='{e(row.file_name)}'>"
                    f"<div class='pair'>{''.join(images)}</div><figcaption>{e(caption)}</figcaption></figure>")
     out.append(f"</div><script>{SCRIPT}</script></body></html>")
     return "\n".join(out)

@@ -17,13 +17,14 @@ from pathlib import Path
 
 from BaseImage import BaseImage, display_name
 from slideqc import qc
+from slideqc.artefacts import KINDS as ARTEFACT_KINDS
 from slideqc.output.files import RESULTS_FILE, atomic_write_bytes
 from slideqc.settings import rescan_needed
 
 # The values of the status column: ok (passed), rescan (judged: too much of the tissue is blurry),
 # cannot judge (the reason says why), error (the slide could not be checked).
-OK, RESCAN, ERROR, CANNOT_JUDGE = "ok", "rescan", "error", "cannot judge"
-JUDGED = (OK, RESCAN)  # the statuses of a slide whose verdict is in its rescan column
+OK, RESCAN, RECUT, ERROR, CANNOT_JUDGE = "ok", "rescan", "recut", "error", "cannot judge"
+JUDGED = (OK, RESCAN, RECUT)  # the statuses of a slide that was judged (its rescan and recut columns say why)
 NOT_A_COLUMN = {"column": False}  # a SlideResult field that code reads and results.tsv does not show
 
 
@@ -32,7 +33,9 @@ class SlideResult:
     """One row of results.tsv. Fractions are 0 to 1; percent_blurry is 0 to 100."""
 
     file_name: str
-    status: str = OK  # ok (passed) | rescan | cannot judge (no tissue, too faint, too coarse) | error
+    # ok (passed) | rescan (blurry) | recut (folded) | cannot judge (no tissue, too faint, too coarse,
+    # too little tissue free of artefacts) | error
+    status: str = OK
     error: str = ""  # what went wrong (error), or why the slide cannot be judged
     format: str = ""
     objective_power: float | None = None
@@ -45,12 +48,29 @@ class SlideResult:
     blur_work_size: str = ""
     blur_pixels: str = ""
     blur_mpp: float | None = None
-    tissue_fraction: float | None = None
-    percent_blurry: float | None = None
+    artefact_work_size: str = ""
+    artefact_pixels: str = ""
+    artefact_mpp: float | None = None
+    tissue_fraction: float | None = None  # of the slide, ink and the like on the glass left out
+    # Each kind of artefact: percent of the tissue it covers, and percent of the slide it covers on bare glass.
+    ink_percent: float | None = None
+    ink_glass_percent: float | None = None
+    bubble_percent: float | None = None
+    bubble_glass_percent: float | None = None
+    debris_percent: float | None = None
+    debris_glass_percent: float | None = None
+    edge_percent: float | None = None
+    edge_glass_percent: float | None = None
+    fold_percent: float | None = None
+    usable_percent: float | None = None  # of the tissue, free of artefacts: what blur is judged on
+    percent_blurry: float | None = None  # of the usable tissue
     rescan: bool | None = None
     blur_max: float | None = None
+    recut: bool | None = None
+    fold_max: float | None = None
     seconds_load: float | None = None
     seconds_tissue: float | None = None
+    seconds_artefacts: float | None = None
     seconds_blur: float | None = None
     seconds_save: float | None = None  # writing the PNGs
     seconds_total: float | None = None
@@ -75,6 +95,15 @@ class SlideResult:
         return self.status == RESCAN
 
     @property
+    def needs_recut(self) -> bool:
+        return self.status == RECUT
+
+    @property
+    def artefacts_found(self) -> bool:
+        """Any artefact over the tissue or on the glass."""
+        return any(getattr(self, name) for name in ARTEFACT_COLUMNS)
+
+    @property
     def failed(self) -> bool:
         return self.status == ERROR
 
@@ -84,6 +113,10 @@ class SlideResult:
 
 
 COLUMNS = [f.name for f in fields(SlideResult) if f.metadata.get("column", True)]
+# The artefact share columns, per kind: of the tissue, and (coverslip kinds) of the slide on glass.
+ARTEFACT_COLUMNS = [
+    name for kind in ARTEFACT_KINDS for name in (f"{kind}_percent", f"{kind}_glass_percent") if name in COLUMNS
+]
 
 
 def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> SlideResult:
@@ -93,10 +126,17 @@ def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> Slide
     timings = s.timings
     reason = qc.judge(s)
     blur = s.found[qc.Blur]
+    found = s.found[qc.Artefacts]
     rescan = None if reason else rescan_needed(blur.fraction, blur_max)
+    recut = None if reason else found.recut
+    shares = {}
+    for kind in ARTEFACT_KINDS:
+        shares[f"{kind}_percent"] = _round(100 * found.share(kind).of_tissue, 2)
+        if f"{kind}_glass_percent" in COLUMNS:
+            shares[f"{kind}_glass_percent"] = _round(100 * found.share(kind).on_glass, 2)
     return SlideResult(
         file_name=s.name,
-        status=CANNOT_JUDGE if reason else RESCAN if rescan else OK,
+        status=CANNOT_JUDGE if reason else RECUT if recut else RESCAN if rescan else OK,
         error=f"{s.name}: {reason}" if reason else "",
         reason=reason,
         format=s.vendor,
@@ -110,12 +150,20 @@ def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> Slide
         blur_work_size=s.blur_work_size.text,
         blur_pixels=f"{blur_cols}x{blur_rows}",
         blur_mpp=_round(s.microns_per_pixel(s.blur_work_size), 4),
+        artefact_work_size=found.work_size,
+        artefact_pixels=found.pixels,
+        artefact_mpp=_round(found.mpp, 4),
         tissue_fraction=_round(s.found[qc.Tissue].fraction, 4),
+        **shares,
+        usable_percent=_round(100 * found.usable_share, 2),
         percent_blurry=_round(100 * blur.fraction, 2),
         rescan=rescan,
         blur_max=blur_max,
+        recut=recut,
+        fold_max=float(s.settings_used["fold_max"]),
         seconds_load=_round(timings.get("load"), 3),
         seconds_tissue=_round(timings.get("tissue"), 3),
+        seconds_artefacts=_round(timings.get("artefacts"), 3),
         seconds_blur=_round(timings.get("blur"), 3),
         seconds_save=_round(timings.get("save"), 3),
         seconds_total=_round(sum(timings.values()), 3),

@@ -74,6 +74,10 @@ class RunWriter:
     def flagged(self) -> list[SlideResult]:
         return [r for r in self.rows if r.needs_rescan]
 
+    @property
+    def recut(self) -> list[SlideResult]:
+        return [r for r in self.rows if r.needs_recut]
+
 
 def settings_of(s: BaseImage, blur_max: float) -> QCSettings:
     """The settings a checked slide was measured with, as its steps recorded them (``s.ran_with``)."""
