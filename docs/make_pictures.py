@@ -57,7 +57,10 @@ def overview_picture(slide: Path, out: Path, height: int = 360) -> Path:
         ("1. slide (thumbnail)", thumbnail),
         ("2. tissue mask", tissue),
         ("3. blurry tissue", blur),
-        (f"4. overlay: {percent:.0f} % blurry", pictures.overlay(thumbnail, s.masks["tissue"], s.masks["blur"])),
+        (
+            f"4. overlay: {percent:.0f} % blurry",
+            pictures.overlay(thumbnail, s.masks["tissue"], s.masks["blur"], pictures.artefact_masks(s)),
+        ),
     ]
     tiles = []
     for title, image in panels:

@@ -222,7 +222,7 @@ def qc_arrived(candidates, complete, copied, output_dir, qc: dict) -> dict:
                 log.info(
                     "%s: QC %s: tissue %.3f, %.1f %% blurry",
                     row.file_name,
-                    "RESCAN" if row.needs_rescan else "ok",
+                    "RECUT" if row.needs_recut else "RESCAN" if row.needs_rescan else "ok",
                     row.tissue_fraction,
                     row.percent_blurry,
                 )
