@@ -28,14 +28,45 @@ def load_solution(name: str):
     return module
 
 
+FLOW_PICTURES = (("pipeline_prefect", "flow_serial"), ("pipeline_prefect_parallel", "flow_parallel"))
+FLOW_KEY = "slideqc-flow"  # the PNG text chunk that records what the picture shows
+
+
+def flow_contents(flow) -> dict[str, list[str]]:
+    """What a flow's picture shows: its Parameters and its other tasks, by name, sorted."""
+    parameters = {p.name for p in flow.parameters()}
+    return {
+        "parameters": sorted(parameters),
+        "tasks": sorted({t.name for t in flow.tasks} - parameters),
+    }
+
+
+def add_png_text(path: Path, key: str, text: str) -> None:
+    """Add a tEXt chunk (``key``, ``text``) to the PNG at ``path`` just after its header chunk, atomically."""
+    import struct
+    import zlib
+
+    from slideqc.output.files import atomic_write_bytes
+
+    data = path.read_bytes()
+    header_end = 8 + 8 + 13 + 4  # signature, then IHDR: length and type, 13 bytes of data, CRC
+    body = key.encode("latin-1") + b"\0" + text.encode("latin-1")
+    chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+    atomic_write_bytes(path, data[:header_end] + chunk + data[header_end:])
+
+
 def flow_pictures(out_dir: Path) -> list[Path]:
+    """The flows' pictures, drawn by Prefect from the flows themselves, each recording what it shows."""
+    import json
+
     made = []
-    for name, picture in (("pipeline_prefect", "flow_serial"), ("pipeline_prefect_parallel", "flow_parallel")):
+    for name, picture in FLOW_PICTURES:
         flow = load_solution(name).flow
         graph = flow.visualize(filename=str(out_dir / picture), format="png")
         if graph is None:  # older Prefect returns nothing when it writes the file
             raise RuntimeError(f"{picture}: graphviz did not render")
         (out_dir / picture).unlink(missing_ok=True)  # the DOT source graphviz leaves beside the PNG
+        add_png_text(out_dir / f"{picture}.png", FLOW_KEY, json.dumps(flow_contents(flow), sort_keys=True))
         made.append(out_dir / f"{picture}.png")
     return made
 

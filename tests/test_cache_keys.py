@@ -18,10 +18,12 @@ from slideqc.settings import DEFAULTS, QCSettings
 # Another valid value of every setting (by hand).
 OTHER = {
     "image_work_size": "2.5x",
+    "artefact_work_size": "1.25x",
     "blur_work_size": "20x",
     "blur_radius": 5.0,
     "blur_threshold": 0.04,
     "blur_max": 0.1,
+    "fold_max": 0.2,
 }
 
 

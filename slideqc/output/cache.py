@@ -15,8 +15,9 @@ from slideqc.output.files import safe_name
 from slideqc.settings import QCSettings
 
 # The slide objects a persisted result holds: raised when BaseImage's fields change (2: what the
-# steps found moved into s.found), so a cache from before is computed again, never half-read.
-PERSISTED_FORMAT = 2
+# steps found moved into s.found; 3: the artefact step), so a cache from before is computed again,
+# never half-read.
+PERSISTED_FORMAT = 3
 CACHE_DIRNAME = ".qc-cache"  # persisted results, inside the output folder unless --cache-dir says otherwise
 
 
