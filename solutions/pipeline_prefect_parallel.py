@@ -1,4 +1,4 @@
-"""Exercises 3 and 4 solution: one flow over all slides, mapped, on the executor you choose.
+"""Exercise 4 solution: the mapped flow of exercise 3 on the executor you choose.
 
 For every slide in a folder: load it, find the tissue, measure how much of the
 tissue is blurry, and warn when a slide needs a rescan. Results go to a new

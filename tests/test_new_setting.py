@@ -38,6 +38,7 @@ LOCAL = {  # lesson -> the options that make it quick on one slide
     "pipeline.py": [],
     "pipeline_parallel.py": ["--workers", "1"],
     "solutions/pipeline_prefect.py": [],
+    "solutions/pipeline_prefect_mapped.py": [],
     "solutions/pipeline_prefect_parallel.py": ["--executor", "local"],
     "extras/pipeline_prefect_retries.py": [],
     "extras/pipeline_prefect_persisted.py": [],

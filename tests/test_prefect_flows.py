@@ -17,6 +17,7 @@ from tests.helpers import ROOT, free_port, load_solution, only_run_dir, per_slid
 SCRIPTS = [
     ("pipeline_parallel.py", ["--workers", "2"]),
     ("solutions/pipeline_prefect.py", []),
+    ("solutions/pipeline_prefect_mapped.py", []),  # exercise 3: Prefect's default executor, one task at a time
     ("solutions/pipeline_prefect_parallel.py", ["--executor", "local"]),
     ("solutions/pipeline_prefect_parallel.py", ["--executor", "threads", "--workers", "2"]),
     ("solutions/pipeline_prefect_parallel.py", ["--executor", "processes", "--workers", "2"]),

@@ -381,3 +381,67 @@ def test_readme_server_check_answers_in_seconds(tmp_path):
         )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"a Prefect server answers at {server.url}"
+
+
+def server_commands() -> list[str]:
+    """The README's Prefect 1 server commands, as printed (the blocks after its ``server-commands`` marks)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    commands = []
+    for part in text.split("<!-- server-commands")[1:]:
+        block = part.split("```bash\n", 1)[1].split("```", 1)[0]
+        commands += [line.strip() for line in block.splitlines() if line.strip()]
+    return commands
+
+
+def fake_docker(folder: Path) -> Path:
+    """A docker and a docker-compose that answer as an installed, running Docker does (``docker info``)."""
+    folder.mkdir()
+    (folder / "docker").write_text('#!/bin/sh\n[ "$1" = info ] && echo 27.3.1\n')
+    (folder / "docker-compose").write_text("#!/bin/sh\nexit 0\n")
+    for program in folder.iterdir():
+        program.chmod(0o755)
+    return folder
+
+
+def test_readme_server_commands_stop_in_seconds_in_one_line_without_docker_or_server(tmp_path):
+    commands = server_commands()
+    assert commands == [
+        "python -m slideqc.prefect1 --check-docker",
+        "prefect backend server",
+        "python -m slideqc.prefect1 --check-docker && prefect server start",
+        'python -m slideqc.prefect1 --check-server && prefect create project "Image QC"',
+        "python -m slideqc.prefect1 --check-server && prefect agent local start",
+    ]
+    env = prefect_env(tmp_path, f"http://127.0.0.1:{free_port()}")
+    env["PATH"] = str(Path(sys.executable).parent)  # the venv alone: no docker, no docker-compose
+    for command in commands:
+        started = time.monotonic()
+        proc = subprocess.run(
+            ["/bin/bash", "-c", command], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        took = time.monotonic() - started
+        if command == "prefect backend server":  # a local setting: it needs neither
+            assert proc.returncode == 0, proc.stderr
+            continue
+        assert proc.returncode == 3, (command, proc.stdout, proc.stderr)
+        assert took < 5 + 5, (command, took)  # the check's 3 or 5 s at most, and Python's start-up
+        assert "Traceback" not in proc.stderr and proc.stdout == "", (command, proc.stderr)
+        if "--check-docker" in command:
+            assert proc.stderr.count("\n") == 1, proc.stderr  # one line
+            assert "cannot run the Prefect 1 server: neither docker nor docker-compose is installed" in proc.stderr
+            assert "Prefect 3 server" in proc.stderr
+        else:
+            assert "no Prefect server answers" in proc.stderr
+
+
+def test_the_docker_check_passes_with_docker_and_fails_with_a_stopped_engine(tmp_path):
+    folder = fake_docker(tmp_path / "bin")
+    env = {**os.environ, "PATH": f"{folder}{os.pathsep}{Path(sys.executable).parent}"}
+    check = ["/bin/bash", "-c", "python -m slideqc.prefect1 --check-docker"]
+    proc = subprocess.run(check, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "this machine can run the Prefect 1 server: Docker engine 27.3.1, docker-compose found"
+    (folder / "docker").write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    proc = subprocess.run(check, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "the Docker engine is not running (docker info: Cannot connect to the Docker daemon)" in proc.stderr

@@ -22,7 +22,8 @@ SKIP_MARK = "<!-- not run by the tests"
 CLUSTER_MARK = "<!-- dask-cluster"  # long-running servers: run by test_readme_dask_cluster_commands
 SERVER_CHECK_MARK = "<!-- server-check"  # needs a server, or its absence: tests/test_prefect_server.py
 POSTGRES_MARK = "<!-- postgres-server"  # PostgreSQL and a Prefect 3 server: prefect3/tests/test_postgres.py
-NOT_HERE = (SKIP_MARK, CLUSTER_MARK, SERVER_CHECK_MARK, POSTGRES_MARK)
+SERVER_COMMANDS_MARK = "<!-- server-commands"  # Prefect 1's server commands and their checks: test_prefect_server.py
+NOT_HERE = (SKIP_MARK, CLUSTER_MARK, SERVER_CHECK_MARK, POSTGRES_MARK, SERVER_COMMANDS_MARK)
 # Commands run elsewhere: `make test` is this very suite.
 ALREADY_RUNNING = {"make test"}
 BLOCK = re.compile(r"(?P<before>[^\n]*)\n```bash\n(?P<body>.*?)```", re.S)

@@ -162,6 +162,7 @@ def test_the_rows_are_gathered_by_step_name(lesson):
 
 def test_the_mapped_flows_gather_by_name():
     for lesson in (
+        "solutions/pipeline_prefect_mapped.py",
         "solutions/pipeline_prefect_parallel.py",
         "extras/pipeline_prefect_batches.py",
         "extras/pipeline_prefect_server_rows.py",

@@ -53,6 +53,47 @@ def check_server(timeout: float = 3.0) -> str:
     return url
 
 
+NO_DOCKER_HELP = "do exercises 2 and 5 on the Prefect 3 server instead (README: 'Exercises 2 and 5 without Docker')"
+
+
+def check_docker(timeout: float = 5.0) -> str:
+    """What runs Prefect 1's server here: ``docker-compose`` and a Docker engine that answers.
+
+    ``prefect server start`` calls the ``docker-compose`` program and needs a running
+    engine. Returns the engine's version; raises NoServer, saying what is missing and
+    what to do instead, within ``timeout`` seconds (a stopped engine can hang a client).
+    """
+    import shutil
+    import subprocess
+
+    if shutil.which("docker-compose") is None:
+        missing = (
+            "neither docker nor docker-compose is installed"
+            if shutil.which("docker") is None
+            else ("docker is installed, but not the docker-compose program `prefect server start` calls")
+        )
+        raise NoServer(f"this machine cannot run the Prefect 1 server: {missing}; {NO_DOCKER_HELP}")
+    try:
+        engine = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except FileNotFoundError:
+        raise NoServer(f"this machine cannot run the Prefect 1 server: no docker program; {NO_DOCKER_HELP}") from None
+    except subprocess.TimeoutExpired:
+        raise NoServer(
+            f"the Docker engine does not answer (no answer in {timeout:g} s): start it, or {NO_DOCKER_HELP}"
+        ) from None
+    if engine.returncode != 0 or not engine.stdout.strip():
+        raise NoServer(
+            "the Docker engine is not running (docker info: "
+            f"{' '.join(engine.stderr.split())[:200] or 'no answer'}); {NO_DOCKER_HELP}"
+        )
+    return engine.stdout.strip()
+
+
 def run_main(main, argv: list[str] | None = None) -> int:
     """cli.run_main (which reports a missing server in one message with exit code 3)."""
     return cli.run_main(main, argv)
