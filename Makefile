@@ -11,7 +11,7 @@ BIN3 := $(VENV3)/bin
 STAMP3 := $(VENV3)/.installed
 IS_311 := import sys; sys.exit(sys.version_info[:2] != (3, 11))
 
-.PHONY: demo test lint install data clean pictures benchmark check-python venv-version system-deps mutation
+.PHONY: demo test lint install data clean pictures benchmark check-python venv-version system-deps mutation check-exercise
 
 # Refused before any venv is made: Prefect 1.4.1's pins (pendulum 2) build on 3.11 only.
 check-python:
@@ -94,3 +94,8 @@ benchmark-prefect3-server: venv-version system-deps $(STAMP3)
 
 clean:
 	rm -rf output .pytest_cache
+
+# Is my exercise right? make check-exercise N=3 FILE=my_exercise3.py (tools/check_exercise.py)
+check-exercise: $(STAMP)
+	@test -n "$(N)" -a -n "$(FILE)" || { echo "usage: make check-exercise N=<1-5> FILE=<your file>" >&2; exit 2; }
+	$(BIN)/python tools/check_exercise.py $(N) $(FILE)
