@@ -70,13 +70,14 @@ def test_benchmark_smoke(tmp_path):
     assert table[0][4] == "1.00" and table[2][4] == "1.00"  # each baseline against itself
 
     targets = _table(text, "## Targets")
-    # serial, threads, threads with the opt-in fix (its stock bound), speed-up, decode, memory
+    # serial, threads, threads with the opt-in fix (its stock bound), speed-up, decode, artefacts, memory
     assert [row[0].split(" ≤")[0] for row in targets[:3]] == [
         "Prefect serial / plain serial",
         "prefect-threads / plain parallel",
         "(opt-in fix) prefect-threads-fixed / plain parallel",
     ]
-    assert len(targets) == 6
+    assert len(targets) == 7
+    assert targets[5][0] == "artefact step ≤ 15 % of a slide's QC (worst slide)"
     verdict = re.compile(r"met|missed by \d+ %")
     assert all(verdict.fullmatch(row[2]) for row in targets)  # the whole run's
     # per further slide: judged where there is a figure (a noisy tiny run may give none)
@@ -89,8 +90,9 @@ def test_benchmark_smoke(tmp_path):
     slides = _table(text, "## Per slide")
     assert [row[0] for row in slides] == ["tiny_01_blur00.svs", "tiny_02_blur30.svs"]
     for row in slides:
-        decode, qc, ratio = map(float, row[4:7])
-        assert decode > 0 and qc > 0 and ratio > 0
+        decode, qc, ratio, artefacts = map(float, row[4:8])
+        assert decode > 0 and qc > 0 and ratio > 0 and 0 < artefacts < qc
+        assert abs(float(row[8].rstrip(" %")) - 100 * artefacts / qc) < 0.5  # its share, from cells of 1 ms
 
     assert f"<!-- notes:start -->\n{kept}<!-- notes:end -->" in text  # kept verbatim
     assert "<!-- big-slides:start -->\n| big | 1 |\n<!-- big-slides:end -->" in text
