@@ -420,3 +420,73 @@ def test_a_report_of_300_slides_in_chromium(tmp_path):
     assert len(dom.rows) == 300 and dom.counts["count-slides"] == "300"
     assert page.count('<circle class="mark') == sum(r.percent_blurry is not None for r in made)
     assert dom.counts["count-rescan"] == str(sum(bool(r.rescan) for r in made))
+
+
+def test_artefacts_and_recuts_in_the_report(tmp_path):
+    """Hand-made rows: the artefact column, the re-cut status, their counts, legend and filter, in Chromium."""
+    from slideqc.output import pictures, report
+    from slideqc.settings import DEFAULTS
+
+    made = [
+        results.SlideResult("clean.svs", tissue_fraction=0.4, percent_blurry=1.0, rescan=False, ink_percent=0.0),
+        results.SlideResult(
+            "inked.svs",
+            tissue_fraction=0.4,
+            percent_blurry=1.5,
+            rescan=False,
+            ink_percent=3.1,
+            bubble_percent=0.0,
+            bubble_glass_percent=0.7,
+            usable_percent=96.9,
+        ),
+        results.SlideResult(
+            "folded.svs",
+            status="recut",
+            tissue_fraction=0.4,
+            percent_blurry=2.0,
+            rescan=False,
+            recut=True,
+            fold_percent=22.5,
+            usable_percent=77.5,
+        ),
+        results.SlideResult("blurry.svs", status="rescan", tissue_fraction=0.4, percent_blurry=30.0, rescan=True),
+    ]
+    report.write_report(tmp_path, made, DEFAULTS)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "for a <b>re-cut</b> when more than <b id='recut-limit'>10 %</b> of its tissue is folded" in page
+    for kind, colour in pictures.ARTEFACT_COLOURS.items():  # each kind's swatch is its overlay colour
+        assert f"id='legend-picture-{kind}'><span class='swatch' style='background:rgb{colour}'".replace(" ", "") in (
+            page.replace(" ", "")
+        )
+    assert "id='legend-row-recut'" in page
+    tools = DevTools((tmp_path / "report.html").as_uri(), tmp_path / "profile")
+    try:
+        tools.attach_to_page()
+        for _ in range(200):
+            if tools.evaluate("document.readyState === 'complete' && !!document.querySelector('#results th')"):
+                break
+            time.sleep(0.05)
+        counts = tools.evaluate(
+            "Object.fromEntries(Array.from(document.querySelectorAll('b[id^=count-]')).map(b => [b.id, b.textContent]))"
+        )
+        assert counts["count-artefacts"] == "2" and counts["count-recut"] == "1" and counts["count-ok"] == "2"
+        column = header_index(tools, "Artefacts, % of the tissue")
+        cells = dict(tools.evaluate(COLUMN_VALUES % column))
+        assert cells == {
+            "clean.svs": "",
+            "inked.svs": "ink 3.1, bubble on glass",
+            "folded.svs": "fold 22.5",
+            "blurry.svs": "",
+        }
+        kinds = tools.evaluate(
+            "Object.fromEntries(Array.from(document.querySelectorAll('#results tbody tr'))"
+            ".map(r => [r.dataset.file, r.dataset.kind]))"
+        )
+        assert kinds == {"clean.svs": "ok", "inked.svs": "ok", "folded.svs": "recut", "blurry.svs": "rescan"}
+        tools.evaluate("document.querySelector(\"#filter button[data-show='artefacts']\").click()")
+        assert sorted(tools.evaluate(VISIBLE % "#results tbody tr")) == ["folded.svs", "inked.svs"]
+        assert sorted(tools.evaluate(VISIBLE % "#plot circle")) == ["folded.svs", "inked.svs"]
+        tools.evaluate("document.querySelector(\"#filter button[data-show='recut']\").click()")
+        assert tools.evaluate(VISIBLE % "#results tbody tr") == ["folded.svs"]
+    finally:
+        tools.close()
