@@ -753,7 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument(
         "--index-url",
         metavar="URL",
-        help="with --from-pypi: the package index pip asks (default: pip's own setting, PyPI)",
+        help="with --from-pypi: the package index pip asks instead of its own setting (PyPI)",
     )
     local.add_argument(
         "--pip-timeout",

@@ -171,6 +171,19 @@ fetch() {
     done
 }
 
+# settle NAME PARTIAL FINAL SIZE SHA256 WHY REMOVED DONE: verify PARTIAL and rename it to FINAL, saying DONE;
+# on a mismatch remove it and say "NAME: WHY<the mismatch>; REMOVED" on stderr, and fail.
+settle() {
+    local how
+    if ! how=$(verify "$2" "$4" "$5"); then
+        rm -f "$2"
+        echo "get_data.sh: $1: $6$how; $7" >&2
+        return 1
+    fi
+    mv -f "$2" "$3" || die 4 "cannot rename $2 to $3"
+    echo "$1: $8, $how"
+}
+
 failed=()
 for i in "${selected[@]}"; do
     name=${names[$i]} size=${sizes[$i]} sum=${sums[$i]}
@@ -207,14 +220,8 @@ for i in "${selected[@]}"; do
         fi
         cp -- "$from_dir/$name" "$partial" 2>/dev/null || { rm -f "$partial"; die 4 "cannot write $partial: disk full or no permission"; }
         [ "$size" = - ] && size=$(size_of "$from_dir/$name")
-        if ! how=$(verify "$partial" "$size" "$sum"); then
-            rm -f "$partial"
-            echo "get_data.sh: $name: $from_dir/$name does not match the manifest: $how; the copy was removed" >&2
-            failed+=("$name")
-            continue
-        fi
-        mv -f "$partial" "$final" || die 4 "cannot rename $partial to $final"
-        echo "$name: copied from $from_dir, $how"
+        settle "$name" "$partial" "$final" "$size" "$sum" "$from_dir/$name does not match the manifest: " \
+               "the copy was removed" "copied from $from_dir" || failed+=("$name")
         continue
     fi
     if ! fetch "$url" "$partial" "$size"; then
@@ -228,14 +235,8 @@ for i in "${selected[@]}"; do
         failed+=("$name")
         continue
     fi
-    if ! how=$(verify "$partial" "$size" "$sum"); then
-        rm -f "$partial"
-        echo "get_data.sh: $name: $how; the download was removed, run again to fetch it anew" >&2
-        failed+=("$name")
-        continue
-    fi
-    mv -f "$partial" "$final" || die 4 "cannot rename $partial to $final"
-    echo "$name: downloaded, $how"
+    settle "$name" "$partial" "$final" "$size" "$sum" "" "the download was removed, run again to fetch it anew" \
+           downloaded || failed+=("$name")
 done
 
 echo "$((${#selected[@]} - ${#failed[@]})) of ${#selected[@]} slides in $dest${failed[*]:+; failed: ${failed[*]}}"

