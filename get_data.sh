@@ -12,15 +12,16 @@
 #
 # Each file is downloaded to NAME.partial, resumed there after an interruption (curl -C -),
 # and renamed to NAME only once its size and sha256 match the manifest; a mismatch removes
-# it. With --from DIR each file is copied (cp) to NAME.partial instead and checked the same way;
-# one missing from DIR is named and fails. Where the manifest has no sha256 ("-") only the size is checked, and the output says so;
+# it. With --from DIR each file is copied (cp) to NAME.partial instead and checked the same
+# way; one missing from DIR is named and fails. Where the manifest has no sha256 ("-") only the
+# size is checked, and the output says so;
 # with neither size nor sha256, the server's Content-Length must prove the transfer whole, else
 # the file is kept as NAME.partial and not taken as the slide. A symbolic link at NAME.partial is
 # refused, never written through.
 #
 # Exit codes: 0 every slide is here and verified; 1 some slides failed (HTTP error, size or
-# sha256 mismatch, a slide missing from --from DIR); 2 invalid usage; 3 no network (DNS failure, refused, timed out);
-# 4 cannot write (disk full, no permission).
+# sha256 mismatch, a slide missing from --from DIR); 2 invalid usage; 3 no network (DNS failure,
+# refused, timed out); 4 cannot write (disk full, no permission).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -58,7 +59,8 @@ done
 case $base_url in ''|http://*|https://*) ;; *) die 2 "--base-url: '$base_url' is not an http(s) URL" ;; esac
 if [ -n "$from_dir" ]; then
     [ -z "$base_url" ] || die 2 "--from: cannot be combined with --base-url: choose one source"
-    [ -d "$from_dir" ] || die 2 "--from: $from_dir is not a folder; give the folder that holds the slides (a USB stick, a share, another attendee's data/)"
+    where="a USB stick, a share, another attendee's data/"
+    [ -d "$from_dir" ] || die 2 "--from: $from_dir is not a folder; give the folder that holds the slides ($where)"
 else
     command -v curl >/dev/null || die 2 "needs curl (or use: python get_data.py)"
 fi
@@ -218,7 +220,10 @@ for i in "${selected[@]}"; do
             failed+=("$name")
             continue
         fi
-        cp -- "$from_dir/$name" "$partial" 2>/dev/null || { rm -f "$partial"; die 4 "cannot write $partial: disk full or no permission"; }
+        if ! cp -- "$from_dir/$name" "$partial" 2>/dev/null; then
+            rm -f "$partial"
+            die 4 "cannot write $partial: disk full or no permission"
+        fi
         [ "$size" = - ] && size=$(size_of "$from_dir/$name")
         settle "$name" "$partial" "$final" "$size" "$sum" "$from_dir/$name does not match the manifest: " \
                "the copy was removed" "copied from $from_dir" || failed+=("$name")

