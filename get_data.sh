@@ -5,24 +5,28 @@
 #   ./get_data.sh                            every slide in the manifest (over 1 GB)
 #   ./get_data.sh CMU-1-Small-Region.svs     only these slides
 #   ./get_data.sh --base-url URL             fetch URL/NAME from a mirror instead
+#   ./get_data.sh --from DIR                 copy DIR/NAME (a room's shared download) instead
 #   options: --dest DIR (data)  --manifest FILE  --retries N (5)
-#   environment: GET_DATA_BASE_URL, GET_DATA_DEST, GET_DATA_MANIFEST, GET_DATA_RETRIES
+#   environment: GET_DATA_BASE_URL, GET_DATA_FROM, GET_DATA_DEST, GET_DATA_MANIFEST, GET_DATA_RETRIES
 #                (an option wins over its variable)
 #
 # Each file is downloaded to NAME.partial, resumed there after an interruption (curl -C -),
 # and renamed to NAME only once its size and sha256 match the manifest; a mismatch removes
-# it. Where the manifest has no sha256 ("-") only the size is checked, and the output says so;
+# it. With --from DIR each file is copied (cp) to NAME.partial instead and checked the same
+# way; one missing from DIR is named and fails. Where the manifest has no sha256 ("-") only the
+# size is checked, and the output says so;
 # with neither size nor sha256, the server's Content-Length must prove the transfer whole, else
 # the file is kept as NAME.partial and not taken as the slide. A symbolic link at NAME.partial is
 # refused, never written through.
 #
 # Exit codes: 0 every slide is here and verified; 1 some slides failed (HTTP error, size or
-# sha256 mismatch); 2 invalid usage; 3 no network (DNS failure, refused, timed out);
-# 4 cannot write (disk full, no permission).
+# sha256 mismatch, a slide missing from --from DIR); 2 invalid usage; 3 no network (DNS failure,
+# refused, timed out); 4 cannot write (disk full, no permission).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 base_url=${GET_DATA_BASE_URL:-}
+from_dir=${GET_DATA_FROM:-}
 dest=${GET_DATA_DEST:-data}
 manifest=${GET_DATA_MANIFEST:-$here/get_data_manifest.tsv}
 retries=${GET_DATA_RETRIES:-5}
@@ -36,10 +40,11 @@ die() {  # die CODE MESSAGE: one line on stderr, then exit
 
 while [ $# -gt 0 ]; do
     case $1 in
-        --base-url|--dest|--manifest|--retries)
+        --base-url|--from|--dest|--manifest|--retries)
             [ $# -ge 2 ] || die 2 "$1: needs a value"
             case $1 in
                 --base-url) base_url=$2 ;;
+                --from) from_dir=$2 ;;
                 --dest) dest=$2 ;;
                 --manifest) manifest=$2 ;;
                 --retries) retries=$2 ;;
@@ -52,7 +57,13 @@ while [ $# -gt 0 ]; do
 done
 [[ $retries =~ ^[0-9]+$ ]] || die 2 "--retries: must be a number >= 0, got '$retries'"
 case $base_url in ''|http://*|https://*) ;; *) die 2 "--base-url: '$base_url' is not an http(s) URL" ;; esac
-command -v curl >/dev/null || die 2 "needs curl (or use: python get_data.py)"
+if [ -n "$from_dir" ]; then
+    [ -z "$base_url" ] || die 2 "--from: cannot be combined with --base-url: choose one source"
+    where="a USB stick, a share, another attendee's data/"
+    [ -d "$from_dir" ] || die 2 "--from: $from_dir is not a folder; give the folder that holds the slides ($where)"
+else
+    command -v curl >/dev/null || die 2 "needs curl (or use: python get_data.py)"
+fi
 if command -v sha256sum >/dev/null; then sha256=(sha256sum)
 elif command -v shasum >/dev/null; then sha256=(shasum -a 256)
 else die 2 "needs sha256sum or shasum"
@@ -162,6 +173,19 @@ fetch() {
     done
 }
 
+# settle NAME PARTIAL FINAL SIZE SHA256 WHY REMOVED DONE: verify PARTIAL and rename it to FINAL, saying DONE;
+# on a mismatch remove it and say "NAME: WHY<the mismatch>; REMOVED" on stderr, and fail.
+settle() {
+    local how
+    if ! how=$(verify "$2" "$4" "$5"); then
+        rm -f "$2"
+        echo "get_data.sh: $1: $6$how; $7" >&2
+        return 1
+    fi
+    mv -f "$2" "$3" || die 4 "cannot rename $2 to $3"
+    echo "$1: $8, $how"
+}
+
 failed=()
 for i in "${selected[@]}"; do
     name=${names[$i]} size=${sizes[$i]} sum=${sums[$i]}
@@ -174,7 +198,36 @@ for i in "${selected[@]}"; do
             echo "$name: already here, $how"
             continue
         fi
-        echo "$name: $final does not match the manifest ($how); downloading it again"
+        again="downloading it again"
+        [ -n "$from_dir" ] && again="copying it again from $from_dir"
+        echo "$name: $final does not match the manifest ($how); $again"
+    fi
+    if [ -n "$from_dir" ]; then
+        # A local copy: the source's own length stands in for an unpublished size (proves the copy whole).
+        if [ ! -f "$from_dir/$name" ]; then
+            echo "get_data.sh: $name: not in $from_dir; get it there first (or leave it out)" >&2
+            failed+=("$name")
+            continue
+        fi
+        if [ ! -r "$from_dir/$name" ]; then
+            echo "get_data.sh: $name: cannot read $from_dir/$name (no permission)" >&2
+            failed+=("$name")
+            continue
+        fi
+        if [ -L "$partial" ]; then
+            echo "get_data.sh: $name: $partial is a symbolic link; a slide is never written through one:" \
+                 "remove it and run again" >&2
+            failed+=("$name")
+            continue
+        fi
+        if ! cp -- "$from_dir/$name" "$partial" 2>/dev/null; then
+            rm -f "$partial"
+            die 4 "cannot write $partial: disk full or no permission"
+        fi
+        [ "$size" = - ] && size=$(size_of "$from_dir/$name")
+        settle "$name" "$partial" "$final" "$size" "$sum" "$from_dir/$name does not match the manifest: " \
+               "the copy was removed" "copied from $from_dir" || failed+=("$name")
+        continue
     fi
     if ! fetch "$url" "$partial" "$size"; then
         failed+=("$name")
@@ -187,14 +240,8 @@ for i in "${selected[@]}"; do
         failed+=("$name")
         continue
     fi
-    if ! how=$(verify "$partial" "$size" "$sum"); then
-        rm -f "$partial"
-        echo "get_data.sh: $name: $how; the download was removed, run again to fetch it anew" >&2
-        failed+=("$name")
-        continue
-    fi
-    mv -f "$partial" "$final" || die 4 "cannot rename $partial to $final"
-    echo "$name: downloaded, $how"
+    settle "$name" "$partial" "$final" "$size" "$sum" "" "the download was removed, run again to fetch it anew" \
+           downloaded || failed+=("$name")
 done
 
 echo "$((${#selected[@]} - ${#failed[@]})) of ${#selected[@]} slides in $dest${failed[*]:+; failed: ${failed[*]}}"

