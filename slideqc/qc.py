@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 import openslide
 
@@ -175,9 +176,13 @@ def find_artefacts(
         found = artefacts.find_artefacts(image, tissue, nominal)
         if size.text != s.image_work_size.text:
             s.drop_image(size)  # only the tissue work image is kept (the pictures reuse it)
-        # The tissue less what lies on glass, back at the tissue mask's own shape.
-        s.set_tissue(tissue & algorithms.resize_mask(found.tissue, tissue.shape))
-        s.found.add(replace(s.found[Tissue], fraction=float(s.masks[s.TISSUE].mean())))
+        # What lies on glass is not tissue: taken out where it covers most of a tissue pixel. Only
+        # that is taken (never the tissue mask sent there and back: the two shapes need not divide).
+        on_glass = algorithms.resize_mask(tissue, found.tissue.shape) & ~found.tissue
+        if on_glass.any():
+            covered = cv2.resize(on_glass.astype(np.float32), tissue.shape[::-1], interpolation=cv2.INTER_AREA)
+            s.set_tissue(tissue & ~(covered >= 0.5))
+            s.found.add(replace(s.found[Tissue], fraction=float(s.masks[s.TISSUE].mean())))
         tissue_pixels = int(np.count_nonzero(found.tissue))
         shares = {}
         for kind in ARTEFACT_KINDS:
