@@ -31,7 +31,7 @@ import time
 import zlib
 from array import array
 from collections.abc import Iterator, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -77,6 +77,7 @@ class WorkSize:
     text: str
     magnification: float | None = None
     longest_side: int | None = None
+    setting: str = field(default="work size", compare=False)  # the setting it came from, for messages
 
     @classmethod
     def parse(cls, text: str | float | int, parameter: str = "work size") -> WorkSize:
@@ -85,12 +86,12 @@ class WorkSize:
             value = float(match.group(1))
             if value <= 0:
                 raise SettingError(parameter, f"magnification must be > 0, got {raw!r}")
-            return cls(text=f"{value:g}x", magnification=value)
+            return cls(text=f"{value:g}x", magnification=value, setting=parameter)
         if match := _PIXELS.match(raw):
             value = int(match.group(1))
             if value < 16:
                 raise SettingError(parameter, f"pixel size must be >= 16, got {raw!r}")
-            return cls(text=str(value), longest_side=value)
+            return cls(text=str(value), longest_side=value, setting=parameter)
         raise SettingError(
             parameter,
             f"{raw!r} is not a work size; use a magnification like '1.25x' or a longest side in pixels like '1000'",
@@ -330,7 +331,7 @@ class BaseImage:
         base = self.base_magnification
         if base is None:
             raise SlideError(
-                f"no objective power or microns per pixel in the slide, so work size {size.text!r} cannot be "
+                f"no objective power or microns per pixel in the slide, so {size.setting} {size.text!r} cannot be "
                 "used; pass a pixel work size such as '2000' instead",
                 self.name,
             )

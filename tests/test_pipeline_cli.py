@@ -99,6 +99,7 @@ def test_slide_without_objective_power(tmp_path):
     assert proc.returncode == 1
     row = results.read_results(only_run_dir(out) / "results.tsv")[0]
     assert "no power.svs" in row["error"] and "pixel work size" in row["error"]
+    assert "so image_work_size '1.25x' cannot be used" in row["error"]  # the setting to change, named
     # With pixel work sizes the same slide goes through.
     proc = run_script(
         "pipeline.py",
@@ -110,6 +111,8 @@ def test_slide_without_objective_power(tmp_path):
         "256",
         "--blur-work-size",
         "2048",
+        "--artefact-work-size",
+        "512",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

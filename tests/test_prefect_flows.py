@@ -157,8 +157,11 @@ def test_serial_flow_graph():
         "blur_radius",
         "blur_threshold",
         "blur_max",
+        "artefact_work_size",
+        "fold_max",
         "load_image",
         "tissue_segmentation_simple",
+        "find_artefacts",
         "identify_blurry_regions",
         "is_blurry",
         "case(True)",
@@ -168,7 +171,8 @@ def test_serial_flow_graph():
     edges = {(e.upstream_task.name, e.downstream_task.name) for e in flow.edges}
     for edge in [
         ("load_image", "tissue_segmentation_simple"),
-        ("tissue_segmentation_simple", "identify_blurry_regions"),
+        ("tissue_segmentation_simple", "find_artefacts"),
+        ("find_artefacts", "identify_blurry_regions"),
         ("identify_blurry_regions", "is_blurry"),
         ("is_blurry", "case(True)"),
         ("case(True)", "warn_rescan"),
@@ -184,7 +188,8 @@ def test_parallel_flow_graph_is_mapped():
     mapped = {(e.upstream_task.name, e.downstream_task.name) for e in flow.edges if e.mapped}
     assert ("file_names", "load_image") in mapped
     assert ("load_image", "tissue_segmentation_simple") in mapped
-    assert ("tissue_segmentation_simple", "identify_blurry_regions") in mapped
+    assert ("tissue_segmentation_simple", "find_artefacts") in mapped
+    assert ("find_artefacts", "identify_blurry_regions") in mapped
     unmapped_params = {(e.upstream_task.name, e.downstream_task.name) for e in flow.edges if not e.mapped}
     assert ("blur_radius", "identify_blurry_regions") in unmapped_params
     assert ("tile_threads", "identify_blurry_regions") in unmapped_params

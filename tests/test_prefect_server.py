@@ -32,7 +32,15 @@ from tests.helpers import free_port, only_run_dir, per_slide, run_script
 SERIAL = "solutions/pipeline_prefect_server.py"
 PARALLEL = "solutions/pipeline_prefect_parallel_server.py"
 ROWS = "extras/pipeline_prefect_server_rows.py"
-QC_PARAMETERS = dict(image_work_size="1.25x", blur_work_size="10x", blur_radius=7.0, blur_threshold=0.05, blur_max=0.05)
+QC_PARAMETERS = dict(
+    image_work_size="1.25x",
+    artefact_work_size="2.5x",
+    blur_work_size="10x",
+    blur_radius=7.0,
+    blur_threshold=0.05,
+    blur_max=0.05,
+    fold_max=0.1,
+)
 TILE_THREADS = max(1, (os.cpu_count() or 1))  # the serial scripts' default: every core for one slide
 reference = test_prefect_flows.reference  # the fixture: pipeline.py's results on the demo slides
 # What the agent's flow-run process does, short of reporting to the server: get the flow
@@ -132,7 +140,8 @@ def finish(proc: subprocess.Popen) -> dict:
 
 SERIAL_EDGES = {
     ("load_image", "tissue_segmentation_simple"),
-    ("tissue_segmentation_simple", "identify_blurry_regions"),
+    ("tissue_segmentation_simple", "find_artefacts"),
+    ("find_artefacts", "identify_blurry_regions"),
     ("identify_blurry_regions", "is_blurry"),
     ("is_blurry", "case(True)"),
     ("case(True)", "warn_rescan"),
@@ -222,6 +231,8 @@ def test_parallel_flow_one_run_with_its_executor(demo_dir, demo_slides, tmp_path
         {
             ("file_names", "load_image"),
             ("load_image", "tissue_segmentation_simple"),
+            ("tissue_segmentation_simple", "find_artefacts"),
+            ("find_artefacts", "identify_blurry_regions"),
             ("identify_blurry_regions", "is_blurry"),
             ("save_results", "write_results"),
         },

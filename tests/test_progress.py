@@ -26,7 +26,7 @@ def test_plain_lines_when_not_a_terminal(demo_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "progress:" in line]
     assert [line.split("progress: ")[1].split(" slide")[0] for line in lines] == ["1 of 3", "2 of 3", "3 of 3"]
-    assert f"0 failed, {EXPECTED_RESCANS} rescan, 0 cannot be judged; about 0 s left" in lines[-1]
+    assert f"0 failed, {EXPECTED_RESCANS} rescan, 0 re-cut, 0 cannot be judged; about 0 s left" in lines[-1]
     assert "\r" not in proc.stderr  # no bar drawn into a file
 
 

@@ -167,6 +167,8 @@ def test_dom_table_matches_results_tsv(run_dir, rows, tmp_path):
         "count-failed": str(len(failed)),
         "count-rescan": str(len(flagged)),
         "count-unjudged": str(sum(r["status"] == "cannot judge" for r in rows)),
+        "count-recut": str(sum(r["status"] == "recut" for r in rows)),
+        "count-artefacts": str(sum(any(float(r[c] or 0) for c in results.ARTEFACT_COLUMNS) for r in rows)),
     }
     assert dom.failed == [r["error"] for r in failed]  # "<b>slide</b>: what is wrong", as in results.tsv
     assert "corrupt tile" in dom.failed[0] and "<tile>" in dom.failed[0]  # escaped, shown as written
