@@ -451,7 +451,9 @@ def test_the_docker_check_passes_with_docker_and_fails_with_a_stopped_engine(tmp
     check = ["/bin/bash", "-c", "python -m slideqc.prefect1 --check-docker"]
     proc = subprocess.run(check, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "this machine can run the Prefect 1 server: Docker engine 27.3.1, docker-compose found"
+    assert (
+        proc.stdout.strip() == "this machine can run the Prefect 1 server: Docker engine 27.3.1, docker-compose found"
+    )
     (folder / "docker").write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
     proc = subprocess.run(check, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3 and proc.stderr.count("\n") == 1, proc.stderr
