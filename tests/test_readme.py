@@ -72,8 +72,10 @@ def test_readme_commands_run(tmp_path):
     (project / ".venv").symlink_to(ROOT / ".venv")
     for requirements in [*project.glob("requirements*.txt"), project / "pyproject.toml"]:
         os.utime(requirements, (0, 0))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    # A fresh shell each time, as a new terminal is: the system's PATH, no venv, then what the
+    # README says to do in every shell (source .venv/bin/activate), then the command as printed.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if "/.venv" not in p)
     ran = 0
     for runnable, commands in readme_blocks():
         if not runnable:
@@ -81,8 +83,9 @@ def test_readme_commands_run(tmp_path):
         for command in commands:
             if command in ALREADY_RUNNING:
                 continue
+            shell = command if command.startswith("make ") else f"source .venv/bin/activate && {command}"
             proc = subprocess.run(
-                ["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True, timeout=900
+                ["bash", "-c", shell], cwd=project, env=env, capture_output=True, text=True, timeout=900
             )
             # diff's exit code 1 means "the files differ": what the lesson diffs show.
             ok = (0, 1) if command.startswith("diff ") else (0,)
