@@ -139,6 +139,26 @@ def test_a_lesson_is_its_predecessor_plus_its_steps(before, lesson, sections, bo
     assert missing == [], f"{lesson} adds Prefect names its README steps do not mention: {missing}"
 
 
+# The project's names a lesson calls (``cli.check_usage``, ``prefect1.run_main``, ``DEFAULTS.blur_max``): plain
+# Python, but an attendee writing the lesson from its steps must find each one named.
+PROJECT_NAME = re.compile(r"\b(cli|prefect1|qc|run|results|DEFAULTS)\.(\w+)")
+
+
+@pytest.mark.parametrize("before, lesson, sections, bound", LESSONS, ids=[lesson for _, lesson, _, _ in LESSONS])
+def test_every_project_name_the_diff_adds_is_in_its_steps(before, lesson, sections, bound):
+    """Each project name on the diff's added lines is named by the exercise's steps, or introduced earlier in the README."""
+    _, added, removed = changed_lines(before, lesson)
+    new = set(PROJECT_NAME.findall("\n".join(added))) - set(PROJECT_NAME.findall("\n".join(removed)))
+    taught = "\n".join(steps(title) for title in sections)
+    earlier = readme()[: min(readme().index(f"### {title}") for title in sections)]
+    missing = sorted(
+        f"{owner}.{name}"
+        for owner, name in new
+        if f"{owner}.{name}" not in taught + earlier and not (owner == "DEFAULTS" and "DEFAULTS" in taught)
+    )
+    assert missing == [], f"{lesson} calls project names its README steps do not name: {missing}"
+
+
 @pytest.mark.parametrize("before, lesson, sections, bound", LESSONS, ids=[lesson for _, lesson, _, _ in LESSONS])
 def test_the_readme_shows_the_diff_command(before, lesson, sections, bound):
     assert f"diff -u {before} {lesson}" in section(sections[0])
