@@ -664,7 +664,9 @@ def test_an_unfinished_run_reads_incomplete(tmp_path):
     later.rows = list(writer.rows)
     report = later.finish().read_text(encoding="utf-8")
     assert "id='run-status'>incomplete: 1 of 3" in report
-    assert files.read_run_status(tmp_path) == {"status": files.RUNNING, "slides": 3, "rows": 1}
+    status = files.read_run_status(tmp_path)
+    assert {k: status[k] for k in ("status", "slides", "rows")} == {"status": files.RUNNING, "slides": 3, "rows": 1}
+    assert status["statuses"] == {"ok": 1, "rescan": 0, "recut": 0, "cannot judge": 0, "error": 0}
     writer.rows += [results.SlideResult(file_name=n) for n in ("b.svs", "c.svs")]
     assert "id='run-status'" not in writer.finish().read_text(encoding="utf-8")
     assert files.read_run_status(tmp_path)["status"] == files.COMPLETE

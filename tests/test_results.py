@@ -247,3 +247,21 @@ def test_run_writer_keeps_the_table_current(tmp_path):
     report = writer.finish()
     assert report.is_file() and len(results.read_results(tmp_path / files.RESULTS_FILE)) == 2
     assert [r.file_name for r in writer.failed] == ["x.svs"] and [r.file_name for r in writer.flagged] == ["y.svs"]
+
+
+def test_run_json_counts_the_statuses_and_the_artefacts(tmp_path):
+    writer = run.RunWriter(tmp_path, QCSettings())
+    writer.add_all(
+        [
+            results.SlideResult(file_name="a.svs", ink_percent=3.5, ink_glass_percent=1.0),
+            results.SlideResult(file_name="b.svs", status="rescan", ink_percent=0.0, ink_glass_percent=2.0),
+            results.SlideResult(file_name="c.svs", status="recut", fold_percent=22.0, ink_percent=7.25),
+            results.error_result("d.svs", "empty file (0 bytes)"),
+        ]
+    )
+    writer.finish()
+    status = files.read_run_status(tmp_path)
+    assert status["statuses"] == {"ok": 1, "rescan": 1, "recut": 1, "cannot judge": 0, "error": 1}
+    assert status["artefacts"]["ink"] == {"slides": 3, "largest_percent_of_tissue": 7.25}  # b's ink is on glass
+    assert status["artefacts"]["fold"] == {"slides": 1, "largest_percent_of_tissue": 22.0}
+    assert status["artefacts"]["bubble"] == {"slides": 0, "largest_percent_of_tissue": 0.0}

@@ -69,9 +69,13 @@ def _naming(error: OSError, path: Path) -> OSError:
     return type(error)(error.errno, error.strerror, str(path))
 
 
-def write_run_status(run_dir: Path, status: str, slides: int | None, rows: int) -> None:
-    """run.json: whether the run finished (``complete``) or is under way or was stopped (``running``)."""
-    data = {"status": status, "slides": slides, "rows": rows}
+def write_run_status(run_dir: Path, status: str, slides: int | None, rows: int, summary: dict | None = None) -> None:
+    """run.json: whether the run finished (``complete``) or is under way or was stopped (``running``).
+
+    ``summary``, when given, is added as it is (the rows' statuses and artefacts, see
+    :func:`slideqc.output.run.run_summary`).
+    """
+    data = {"status": status, "slides": slides, "rows": rows, **(summary or {})}
     atomic_write_bytes(Path(run_dir) / RUN_FILE, (json.dumps(data) + "\n").encode("utf-8"))
 
 

@@ -8,10 +8,21 @@ import logging
 
 from BaseImage import BaseImage
 from slideqc import qc
+from slideqc.artefacts import KINDS as ARTEFACT_KINDS
 from slideqc.output.files import COMPLETE, RUNNING, create_run_dir, read_run_status, write_run_status
 from slideqc.output.pictures import write_slide_images
 from slideqc.output.report import write_report
-from slideqc.output.results import SlideResult, error_row, result_from_slide, write_results
+from slideqc.output.results import (
+    CANNOT_JUDGE,
+    ERROR,
+    OK,
+    RECUT,
+    RESCAN,
+    SlideResult,
+    error_row,
+    result_from_slide,
+    write_results,
+)
 from slideqc.settings import QCSettings
 
 log = logging.getLogger("slideqc")
@@ -55,7 +66,7 @@ class RunWriter:
             complete = not isinstance(slides, int) or len(self.rows) >= slides
         write_results(self.run_dir, self.rows)
         report = write_report(self.run_dir, self.rows, self.settings, complete=complete, slides=slides)
-        write_run_status(self.run_dir, COMPLETE if complete else RUNNING, slides, len(self.rows))
+        write_run_status(self.run_dir, COMPLETE if complete else RUNNING, slides, len(self.rows), run_summary(self.rows))
         return report
 
     @property
@@ -77,6 +88,21 @@ class RunWriter:
     @property
     def recut(self) -> list[SlideResult]:
         return [r for r in self.rows if r.needs_recut]
+
+
+def run_summary(rows: list[SlideResult]) -> dict:
+    """What run.json says of the rows: slides per status, and per kind of artefact the slides that
+    carry it and the largest share of a slide's tissue it covers (percent)."""
+    statuses = {status: sum(r.status == status for r in rows) for status in (OK, RESCAN, RECUT, CANNOT_JUDGE, ERROR)}
+    artefacts = {}
+    for kind in ARTEFACT_KINDS:
+        over = [getattr(r, f"{kind}_percent") or 0.0 for r in rows]
+        glass = [getattr(r, f"{kind}_glass_percent", None) or 0.0 for r in rows]
+        artefacts[kind] = {
+            "slides": sum(1 for o, g in zip(over, glass, strict=True) if o or g),
+            "largest_percent_of_tissue": max(over, default=0.0),
+        }
+    return {"statuses": statuses, "artefacts": artefacts}
 
 
 def settings_of(s: BaseImage, blur_max: float) -> QCSettings:
