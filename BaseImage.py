@@ -241,27 +241,28 @@ class BaseImage:
         self.name = display_name(self.path.name)  # the name shown in rows, logs and folder names
         self.masks = PackedMasks()
         self.mask_steps: list[MaskStep] = []
-        # Set by loading (None: not loaded yet): tissue is found at the image work size, blur at the other.
-        self.image_work_size: WorkSize | None = None
-        self.blur_work_size: WorkSize | None = None
+        # Set by the load step (qc.load_slide), which every other step follows: tissue is found at the
+        # image work size, blur at the other. Declared here, not assigned: nothing reads them before.
+        self.image_work_size: WorkSize
+        self.blur_work_size: WorkSize
         self.found = Findings()  # what each step found, by its type
         self.settings_used: dict[str, str | float] = {}  # each setting a step ran with (ran_with), by name
         self.timings: dict[str, float] = {}  # seconds per step
         self.reads = ReadLog()
         self._images: dict[str, np.ndarray] = {}
         self._slide: openslide.OpenSlide | None = None
-        self._open()
-        self.vendor = self._slide.properties.get(openslide.PROPERTY_NAME_VENDOR, "unknown")
-        self.dimensions: tuple[int, int] = self._slide.dimensions
-        self.level_dimensions: tuple[tuple[int, int], ...] = self._slide.level_dimensions
-        self.level_downsamples: tuple[float, ...] = self._slide.level_downsamples
-        self.objective_power = _float_property(self._slide, openslide.PROPERTY_NAME_OBJECTIVE_POWER)
-        self.mpp = _float_property(self._slide, openslide.PROPERTY_NAME_MPP_X)
+        slide = self._open()
+        self.vendor = slide.properties.get(openslide.PROPERTY_NAME_VENDOR, "unknown")
+        self.dimensions: tuple[int, int] = slide.dimensions
+        self.level_dimensions: tuple[tuple[int, int], ...] = slide.level_dimensions
+        self.level_downsamples: tuple[float, ...] = slide.level_downsamples
+        self.objective_power = _float_property(slide, openslide.PROPERTY_NAME_OBJECTIVE_POWER)
+        self.mpp = _float_property(slide, openslide.PROPERTY_NAME_MPP_X)
 
     # --- opening, pickling ---------------------------------------------------------
 
-    def _open(self) -> None:
-        """Open the OpenSlide handle; any failure becomes one SlideError in a lab person's words."""
+    def _open(self) -> openslide.OpenSlide:
+        """Open the OpenSlide handle and return it; any failure becomes one SlideError in a lab person's words."""
         if self.path.is_dir():
             raise SlideError("is a folder, not a slide file", self.name)
         if not self.path.is_file():
@@ -274,11 +275,12 @@ class BaseImage:
             raise SlideError(why_unreadable(self.path), self.name) from None
         except (openslide.OpenSlideError, OSError) as error:
             raise SlideError(why_unreadable(self.path, error), self.name) from None
+        return self._slide
 
     @property
     def slide(self) -> openslide.OpenSlide:
         if self._slide is None:
-            self._open()
+            return self._open()
         return self._slide
 
     def close(self) -> None:
@@ -334,6 +336,7 @@ class BaseImage:
                 "used; pass a pixel work size such as '2000' instead",
                 self.name,
             )
+        assert size.magnification is not None  # WorkSize.parse sets exactly one of the two
         return base / size.magnification
 
     def work_shape(self, work_size: str | WorkSize) -> tuple[int, int]:

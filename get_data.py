@@ -193,10 +193,11 @@ def verify(path: Path, entry: Entry, server_size: int | None = None, downloaded:
 def human(size: int | None) -> str:
     if size is None:
         return "unpublished"
+    value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
     raise AssertionError  # unreachable
 
 
@@ -440,6 +441,7 @@ def make_synthetic(count: int, dest: Path, seed: int, kind: str, overwrite: bool
         there = not overwrite and (dest / spec.name).is_file() and synthetic.read_truth(dest / spec.name) is not None
         path = synthetic.write_set([spec], dest, overwrite=overwrite)[0]
         truth = synthetic.read_truth(path)
+        assert truth is not None  # write_set writes each slide's truth beside it
         done = (
             "already here, kept (--overwrite makes it again)"
             if there

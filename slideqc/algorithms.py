@@ -137,7 +137,8 @@ def _normalized_response(gray: np.ndarray, width: int) -> np.ndarray:
     # OpenCV for the floor (a whole sum: the contrast floor rounded up) and the division.
     deviation = cv2.absdiff(np.multiply(gray, n, dtype=sums.dtype), sums)
     spread = cv2.boxFilter(deviation, depth, box, dst=sums, normalize=False, borderType=border)
-    contrast = cv2.max(spread, math.ceil(CONTRAST_FLOOR * 255 * n * n))
+    floor = math.ceil(CONTRAST_FLOOR * 255 * n * n)
+    contrast = cv2.max(spread, floor)  # type: ignore[call-overload]  # OpenCV takes a number as src2; its stubs list arrays only
     return cv2.divide(fine, contrast, scale=REFERENCE_CONTRAST * n, dtype=cv2.CV_32F)
 
 
@@ -291,7 +292,7 @@ def erode(mask: np.ndarray, radius: int) -> np.ndarray:
         inner = np.zeros(mask.shape, bool)
         inner[radius:-radius, radius:-radius] = True
         return inner
-    eroded = mask.view(np.uint8)  # 0 and 1 in and out: viewed as bool again without a copy
+    eroded: np.ndarray = mask.view(np.uint8)  # 0 and 1 in and out: viewed as bool again without a copy
     twos = radius // 2
     for kernel, times in ((_DISK_2, (twos + 1) // 2), (_DISK_2_TURNED, twos // 2), (_CROSS, radius % 2)):
         if times:

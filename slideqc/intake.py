@@ -357,7 +357,7 @@ def copy_and_verify(
                 f"(size {copy_size} vs {size}, sha256 {copy_sha[:12]} vs {sha[:12]})"
             )
         same_folder = previous is not None and Path(previous.dest).parent == shared.resolve()
-        if same_folder and _extends(previous, partial, size):
+        if previous is not None and same_folder and _extends(previous, partial, size):
             final = Path(previous.dest)
             if before_placing is not None:
                 before_placing(final)

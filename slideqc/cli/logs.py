@@ -79,7 +79,7 @@ def setup_logging(level: str = "INFO") -> None:
         logger.addHandler(handler)
     # Prefect 3 makes its handlers at its first flow run: have them made now, to filter them.
     prefect_logging = sys.modules.get("prefect.logging.configuration")
-    if hasattr(prefect_logging, "ensure_logging_setup"):
+    if prefect_logging is not None and hasattr(prefect_logging, "ensure_logging_setup"):
         prefect_logging.ensure_logging_setup()
     quiet_slide_tracebacks("slideqc")
     quiet_slide_tracebacks("prefect")

@@ -36,7 +36,7 @@ class SettingOption(argparse.Action):
     is given (:func:`check_usage`), rather than silently running with the default.
     """
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[no-untyped-def]
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
         setattr(namespace, self.dest, values)
         setattr(namespace, GIVEN, frozenset(getattr(namespace, GIVEN, frozenset())) | {self.dest})
 

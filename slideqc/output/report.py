@@ -116,7 +116,9 @@ def render_plot(rows: list[SlideResult], blur_max: float) -> str:
     """Inline SVG: one mark per measured slide (ranked by percent blurry), the rescan limit as a line."""
     e = html.escape
     limit = 100 * blur_max
-    measured = sorted((r for r in rows if r.percent_blurry is not None), key=lambda r: (r.percent_blurry, r.file_name))
+    measured = sorted(
+        ((r, r.percent_blurry) for r in rows if r.percent_blurry is not None), key=lambda m: (m[1], m[0].file_name)
+    )
     top = plot_scale(rows, limit)
     inner_w, inner_h = PLOT_WIDTH - 2 * MARGIN, PLOT_HEIGHT - 2 * MARGIN
 
@@ -139,12 +141,12 @@ def render_plot(rows: list[SlideResult], blur_max: float) -> str:
                f"slides, from least to most blurry ({len(measured)})</text>")
     step = inner_w / max(len(measured), 1)
     radius = max(1.5, min(5.0, step / 2))
-    for i, row in enumerate(measured):
+    for i, (row, percent) in enumerate(measured):
         kind = _kind(row)
         out.append(f"<circle class='mark {kind}' data-kind='{kind}' data-file='{e(row.file_name)}' "
-                   f"data-value='{row.percent_blurry:g}' cx='{MARGIN + step * (i + 0.5):.2f}' "
-                   f"cy='{y(row.percent_blurry):.2f}' r='{radius:.1f}' fill='{MARK_COLOURS[kind]}'>"
-                   f"<title>{e(row.file_name)}: {row.percent_blurry:g} % blurry</title></circle>")
+                   f"data-value='{percent:g}' cx='{MARGIN + step * (i + 0.5):.2f}' "
+                   f"cy='{y(percent):.2f}' r='{radius:.1f}' fill='{MARK_COLOURS[kind]}'>"
+                   f"<title>{e(row.file_name)}: {percent:g} % blurry</title></circle>")
     out.append("</svg>")
     return "".join(out)
 

@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m slideqc.prefect1", description=main.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m slideqc.prefect1", description=(main.__doc__ or "").partition("\n")[0]
+    )
     parser.add_argument(
         "--check-server",
         action="store_true",

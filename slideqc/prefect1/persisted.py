@@ -55,7 +55,7 @@ def slide_target(step: str):
 
     def target(**context) -> str:
         slide = context.get("s")
-        file_name = slide.path if hasattr(slide, "path") else context["file_name"]
+        file_name = slide.path if slide is not None and hasattr(slide, "path") else context["file_name"]
         cache_dir = context.get("cache_dir") or default_cache_dir()
         return str(Path(cache_dir).resolve() / slide_key(file_name, context) / f"{step}.pickle")
 
