@@ -80,6 +80,7 @@ class WorkSize:
 
     @classmethod
     def parse(cls, text: str | float | int, parameter: str = "work size") -> WorkSize:
+        """Parse ``text`` as a work size; a SettingError naming ``parameter`` says why it is neither form."""
         raw = str(text)
         if match := _MAGNIFICATION.match(raw):
             value = float(match.group(1))
@@ -121,14 +122,17 @@ class ReadLog(Sequence):
         self._values = array("i")
 
     def add(self, level: int, location: tuple[int, int], size: tuple[int, int], seconds: float) -> None:
+        """Record one read: ``size`` (width, height) px of ``level`` at ``location`` (x, y at level 0), in ``seconds``."""
         # One in-place concatenation is one C call under the GIL: rows from tile threads never interleave.
         microseconds = min(round(seconds * 1e6), 2**31 - 1)
         self._values += array("i", (level, *location, *size, microseconds))
 
     def __len__(self) -> int:
+        """Return the number of reads."""
         return len(self._values) // self.FIELDS
 
     def __getitem__(self, index):
+        """Return the read at ``index`` as a LevelRead (a list of them for a slice)."""
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         if index < 0:
@@ -162,11 +166,13 @@ class PackedMasks(MutableMapping):
         self._packed: dict[str, tuple[bytes, bool, tuple[int, ...]]] = {}  # name -> (bytes, deflated, shape)
 
     def __getitem__(self, name: str) -> np.ndarray:
+        """Return the mask ``name``, unpacked to a bool array of its shape."""
         data, deflated, shape = self._packed[name]
         packed = np.frombuffer(zlib.decompress(data) if deflated else data, np.uint8)
         return np.unpackbits(packed, count=math.prod(shape)).view(bool).reshape(shape)
 
     def __setitem__(self, name: str, mask: np.ndarray) -> None:
+        """Store the bool ``mask`` as ``name``, packed 8 pixels a byte (deflated when that is smaller)."""
         if mask.dtype != bool:
             raise TypeError(f"mask {name!r} must be bool, got {mask.dtype}")
         packed = np.packbits(mask, axis=None).tobytes()
@@ -175,9 +181,11 @@ class PackedMasks(MutableMapping):
         self._packed[name] = (deflated if smaller else packed, smaller, mask.shape)
 
     def __delitem__(self, name: str) -> None:
+        """Forget the mask ``name``."""
         del self._packed[name]
 
     def __setstate__(self, state: dict) -> None:
+        """Restore the masks from a pickle, also one made before masks were deflated."""
         # A slide object persisted before the masks were deflated holds (packed array, shape) per mask:
         # still read, so a persisted-results cache from then stays usable.
         self._packed = {
@@ -186,9 +194,11 @@ class PackedMasks(MutableMapping):
         }
 
     def __iter__(self) -> Iterator[str]:
+        """Iterate over the masks' names, in the order they were first stored."""
         return iter(self._packed)
 
     def __len__(self) -> int:
+        """Return the number of masks."""
         return len(self._packed)
 
     def nbytes(self) -> int:
@@ -215,19 +225,22 @@ class Findings:
         self._by_type[type(finding)] = finding
 
     def __getitem__(self, kind: type[Finding]) -> Finding:
+        """Return the finding of type ``kind``; a KeyError says when its step has not run."""
         try:
             return cast(Finding, self._by_type[kind])
         except KeyError:
             raise KeyError(f"no {kind.__name__} found yet: its step has not run") from None
 
     def get(self, kind: type[Finding]) -> Finding | None:
-        """The finding of type ``kind``, or None when its step has not run."""
+        """Return the finding of type ``kind``, or None when its step has not run."""
         return cast(Finding | None, self._by_type.get(kind))
 
     def __contains__(self, kind: object) -> bool:
+        """Return True when a finding of type ``kind`` is stored."""
         return kind in self._by_type
 
     def __repr__(self) -> str:
+        """Return the types of the findings stored, as ``Findings(Tissue, Blur)``."""
         return f"Findings({', '.join(kind.__name__ for kind in self._by_type)})"
 
 
@@ -279,6 +292,7 @@ class BaseImage:
 
     @property
     def slide(self) -> openslide.OpenSlide:
+        """The OpenSlide handle, opened again when the slide was closed or unpickled."""
         if self._slide is None:
             return self._open()
         return self._slide
@@ -296,12 +310,14 @@ class BaseImage:
             self._slide = None
 
     def __getstate__(self) -> dict:
+        """Return the state to pickle: without the OpenSlide handle and the cached work images."""
         state = self.__dict__.copy()
         state["_slide"] = None  # an OpenSlide handle cannot cross processes
         state["_images"] = {}  # nor should large pixel arrays: they are re-read on demand
         return state
 
     def __setstate__(self, state: dict) -> None:
+        """Restore from a pickle, also one made when the read log was a list of LevelRead."""
         # A slide object persisted before the read log was compact holds a list of LevelRead.
         if isinstance(state.get("reads"), list):
             log = ReadLog()
@@ -311,6 +327,7 @@ class BaseImage:
         self.__dict__.update(state)
 
     def __repr__(self) -> str:
+        """Return the slide's name, its level-0 size (width x height) and its masks' names."""
         return f"BaseImage({self.name!r}, {self.dimensions[0]}x{self.dimensions[1]}, masks={list(self.masks)})"
 
     # --- work sizes ----------------------------------------------------------------
@@ -325,7 +342,7 @@ class BaseImage:
         return None
 
     def downsample_for(self, work_size: str | WorkSize) -> float:
-        """The downsample from level 0 that gives ``work_size`` (>= 1 means smaller than level 0)."""
+        """Return the downsample from level 0 that gives ``work_size`` (>= 1 means smaller than level 0)."""
         size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
         if size.longest_side is not None:
             return max(self.dimensions) / size.longest_side
@@ -352,7 +369,7 @@ class BaseImage:
         return self.mpp * max(self.downsample_for(work_size), 1.0)
 
     def level_for(self, work_size: str | WorkSize) -> int:
-        """The smallest pyramid level that still has at least the resolution of ``work_size``."""
+        """Return the smallest pyramid level that still has at least the resolution of ``work_size``."""
         downsample = max(self.downsample_for(work_size), 1.0) * 1.0001
         # OpenSlide picks the level whose downsample is the largest one <= the wanted one. Done
         # here from the level list, not by the handle: tile threads ask for every tile, and a
@@ -363,7 +380,7 @@ class BaseImage:
     # --- pixels --------------------------------------------------------------------
 
     def get_image(self, work_size: str | WorkSize) -> np.ndarray:
-        """The slide as an RGB uint8 array at ``work_size``, cached per work size."""
+        """Return the slide as an RGB uint8 array at ``work_size``, cached per work size."""
         size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
         if size.text not in self._images:
             self._images[size.text] = self._read_work_image(size)
@@ -437,7 +454,7 @@ class BaseImage:
         return rgb
 
     def read_failed(self, level: int, error: BaseException) -> SlideError:
-        """The SlideError for a failed pixel read; also drops the OpenSlide handle.
+        """Return the SlideError for a failed pixel read, and drop the OpenSlide handle.
 
         OpenSlide keeps the first error in its handle: every later call on it
         (reads, even properties) fails with the same message. The handle is
@@ -453,7 +470,7 @@ class BaseImage:
         return SlideError(f"cannot read pixels at level {level} (corrupt tile?): {detail}", self.name)
 
     def thumbnail(self, longest_side: int = 1024) -> np.ndarray:
-        """A small RGB overview, resized from the smallest cached work image that is big enough."""
+        """Return a small RGB overview, resized from the smallest cached work image that is big enough."""
         cached = sorted(self._images.values(), key=lambda image: image.size)
         source = next((im for im in cached if max(im.shape[:2]) >= longest_side), None)
         if source is None:
@@ -511,7 +528,7 @@ class BaseImage:
 
 
 def display_name(text: str) -> str:
-    """``text`` with the bytes of a name that is not valid UTF-8 shown as ``\\xNN`` (``M\\xfcller.svs``).
+    r"""Return ``text`` with the bytes of a name that is not valid UTF-8 shown as ``\xNN`` (``M\xfcller.svs``).
 
     Python reads such a name (from a Windows share, say) with its bytes as lone
     surrogates, which no UTF-8 file, log or web page can hold. Shown this way the
@@ -617,7 +634,7 @@ def _looks_like_text(head: bytes) -> bool:
 
 
 def _truncation(path: Path) -> str | None:
-    """A message when ``path`` is a TIFF whose image data runs past the end of the file, else None."""
+    """Return a message when ``path`` is a TIFF whose image data runs past the end of the file, else None."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as handle:

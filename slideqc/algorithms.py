@@ -115,7 +115,7 @@ def blur_response(rgb: np.ndarray, blur_radius: float, *, measure: str = DEFAULT
 
 
 def _normalized_response(gray: np.ndarray, width: int) -> np.ndarray:
-    """The "normalized" measure of an 8-bit gray image with boxes of ``width`` px (see blur_response).
+    """Return the "normalized" measure of an 8-bit gray image with boxes of ``width`` px (see blur_response).
 
     Box sums, not means, of the integer gray levels: OpenCV sums integers exactly and ~2x faster
     than floats, and n * (gray - box mean) = n * gray - box sum is an integer too, so every sum is
@@ -179,7 +179,7 @@ def blur_context(blur_radius: float, measure: str = DEFAULT_MEASURE) -> int:
 
 
 def _box_width(blur_radius: float) -> int:
-    """The side in pixels of a box with the spread of a Gaussian of sigma ``blur_radius``: 2 * round(sqrt(3) * r) + 1."""
+    """Return the side in pixels of a box with the spread of a Gaussian of sigma ``blur_radius``: 2 * round(sqrt(3) * r) + 1."""
     return 2 * max(1, round(math.sqrt(3.0) * float(blur_radius))) + 1
 
 
@@ -207,7 +207,7 @@ def stain_contrast(rgb: np.ndarray, tissue: np.ndarray) -> float:
 
 
 def measurable_tissue(tissue: np.ndarray, blur_radius: float) -> np.ndarray:
-    """The tissue where blur can be measured: ``tissue`` eroded by ``2 * blur_radius`` pixels.
+    """Return the tissue where blur can be measured: ``tissue`` eroded by ``2 * blur_radius`` pixels.
 
     ``tissue`` is a bool mask at the blur resolution. :func:`blur_response`
     averages the Laplacian over a Gaussian of sigma ``blur_radius``, so within two
@@ -233,7 +233,7 @@ class BlurCounts:
 
     @classmethod
     def of(cls, blurry: np.ndarray, tissue: np.ndarray, inner: np.ndarray) -> BlurCounts:
-        """Counts of bool masks of one shape: blurry pixels, tissue, measurable tissue."""
+        """Count the True pixels of bool masks of one shape: blurry pixels, tissue, measurable tissue."""
         return cls(
             int(np.count_nonzero(blurry & inner)),
             int(np.count_nonzero(inner)),
@@ -242,6 +242,7 @@ class BlurCounts:
         )
 
     def __add__(self, other: BlurCounts) -> BlurCounts:
+        """Return the counts of both, added field by field (the counts of two tiles together)."""
         return BlurCounts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     @property
@@ -258,7 +259,7 @@ class BlurCounts:
 
 
 def blurry_fraction(blurry: np.ndarray, tissue: np.ndarray, blur_radius: float) -> float:
-    """The fraction (0 to 1) of the tissue that is blurry, measured at ``blurry``'s resolution.
+    """Return the fraction (0 to 1) of the tissue that is blurry, measured at ``blurry``'s resolution.
 
     ``tissue`` (any resolution) is resized to ``blurry``'s shape and eroded by
     ``2 * blur_radius`` pixels (:func:`measurable_tissue`); when nothing is left
@@ -280,7 +281,7 @@ _CROSS = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))  # the disk of rad
 
 
 def erode(mask: np.ndarray, radius: int) -> np.ndarray:
-    """A bool mask eroded by a disk of ``radius`` pixels (>= 0); outside the array counts as False.
+    """Return a bool mask eroded by a disk of ``radius`` pixels (>= 0); outside the array counts as False.
 
     The disk is the sum of ``radius // 2`` disks of radius 2 and, for an odd ``radius``, one of
     radius 1 (see ``_DISK_2``): it holds the Euclidean disk, and a rectangle shrinks by exactly
@@ -301,9 +302,11 @@ def erode(mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def nearest_index(source_length: int, length: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """For output indices ``start``..``stop`` of an axis resized from ``source_length`` to ``length``
-    pixels, the source index each takes by nearest neighbour (int64), exactly as OpenCV's
-    ``INTER_NEAREST`` picks it, so a window of a resized mask can be made without the rest.
+    """Return the source index (int64) that each output index takes by nearest neighbour.
+
+    For output indices ``start``..``stop`` of an axis resized from ``source_length`` to ``length``
+    pixels, exactly as OpenCV's ``INTER_NEAREST`` picks them, so a window of a resized mask can be
+    made without the rest.
     """
     stop = length if stop is None else stop
     step = 1.0 / (length / source_length)  # OpenCV's own arithmetic, so the floors agree
@@ -313,7 +316,7 @@ def nearest_index(source_length: int, length: int, start: int = 0, stop: int | N
 def resize_mask(
     mask: np.ndarray, shape: tuple[int, int], window: tuple[int, int, int, int] | None = None
 ) -> np.ndarray:
-    """A bool mask resized to ``shape`` (rows, cols) by nearest neighbour.
+    """Return a bool mask resized to ``shape`` (rows, cols) by nearest neighbour.
 
     With ``window`` = (top, left, rows, cols), in pixels of ``shape``, only that
     part of the resized mask is made: the same pixels as cropping the whole.
@@ -335,7 +338,7 @@ def resize_mask(
 
 
 def bin_sums(mask: np.ndarray, row_bins: np.ndarray, col_bins: np.ndarray) -> np.ndarray:
-    """Counts of True pixels of ``mask`` per bin, for coarsening a mask by area.
+    """Count the True pixels of ``mask`` per bin, for coarsening a mask by area.
 
     ``row_bins`` (``col_bins``) gives each row (column) of ``mask`` its bin: a
     non-decreasing int array whose steps are 0 or 1. Returns int32 counts of
@@ -363,12 +366,12 @@ def _sum_bins(values: np.ndarray, bins: np.ndarray, axis: int, dtype=np.int32) -
 
 
 def area_fraction(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The fraction (0 to 1) of each output pixel covered by ``mask``, at ``shape``."""
+    """Return the fraction (0 to 1) of each output pixel covered by ``mask``, at ``shape``."""
     return cv2.resize(mask.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
 
 
 def fraction_of(mask: np.ndarray, within: np.ndarray) -> float:
-    """The fraction (0 to 1) of the True pixels of ``within`` that are True in ``mask``.
+    """Return the fraction (0 to 1) of the True pixels of ``within`` that are True in ``mask``.
 
     ``mask`` is resized to ``within``'s shape when they differ. Returns 0.0
     when ``within`` is empty.

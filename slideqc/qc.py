@@ -151,7 +151,7 @@ class Step:
         return tuple(p for p in inspect.signature(self.function).parameters if p in names)
 
     def run(self, s: BaseImage | str | Path, settings: QCSettings, tile_threads: int | None = None) -> BaseImage:
-        """The step on ``s`` (a path for the load step) with its settings from ``settings``."""
+        """Run the step on ``s`` (a path for the load step) with its settings from ``settings``."""
         values = {name: getattr(settings, name) for name in self.settings}
         if "tile_threads" in inspect.signature(self.function).parameters:
             values["tile_threads"] = tile_threads
@@ -178,7 +178,7 @@ def run_steps(path: str | Path, settings: QCSettings = DEFAULTS, tile_threads: i
 
 
 def needs_rescan(s: BaseImage, blur_max: float = DEFAULTS.blur_max) -> bool:
-    """True when more than ``blur_max`` (a fraction, 0.05 = 5 %) of the usable tissue is blurry.
+    """Return True when more than ``blur_max`` (a fraction, 0.05 = 5 %) of the usable tissue is blurry.
 
     A slide that cannot be judged (:func:`judge`) is never sent to a rescan for blur: its
     row says why it cannot be judged instead.
@@ -211,7 +211,7 @@ def describe(s: BaseImage, blur_max: float = DEFAULTS.blur_max) -> str:
 
 
 def error_reason(path: str | Path, error: BaseException) -> str:
-    """What went wrong with the slide at ``path``, in one line without the slide's name.
+    """Return what went wrong with the slide at ``path``, in one line without the slide's name.
 
     SlideErrors say what is wrong in a lab person's words, a SettingError names its
     setting; anything else is an unexpected failure and keeps its type, so it can be
@@ -238,12 +238,12 @@ def error_reason(path: str | Path, error: BaseException) -> str:
 
 
 def no_room_path(error: BaseException) -> str | None:
-    """The path a full disk (or quota) could not take when ``error`` is that, else None ("" when unnamed)."""
+    """Return the path a full disk (or quota) could not take when ``error`` is that, else None ("" when unnamed)."""
     if isinstance(error, OSError) and error.errno in NO_ROOM:
         return display_name(str(error.filename)) if error.filename else ""
     return None
 
 
 def error_message(path: str | Path, error: BaseException) -> str:
-    """A one-line error that names the slide, for the log: ``<slide>: <error_reason>``."""
+    """Return a one-line error that names the slide, for the log: ``<slide>: <error_reason>``."""
     return f"{display_name(Path(path).name)}: {error_reason(path, error)}"

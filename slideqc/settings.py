@@ -95,6 +95,7 @@ class QCSettings:
     )
 
     def __post_init__(self) -> None:
+        """Check every setting: a SettingError names the first one out of its range or not a work size."""
         for setting in fields(self):
             value, meta = getattr(self, setting.name), setting.metadata
             if meta["kind"] == "work size":
@@ -103,6 +104,7 @@ class QCSettings:
                 _check_number(setting.name, value, meta["low"], meta["high"], meta["low_open"])
 
     def as_dict(self) -> dict[str, Any]:
+        """Return every setting by name, as a flow takes them as parameters."""
         return asdict(self)
 
     @classmethod
@@ -112,7 +114,7 @@ class QCSettings:
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> QCSettings:
-        """The settings among ``values`` (a flow's parameters, say), the defaults for the others.
+        """Return the settings among ``values`` (a flow's parameters, say), the defaults for the others.
 
         Names in ``values`` that are not settings are left out, so a flow can pass all its parameters.
         """
@@ -129,7 +131,7 @@ BATCH_SIZE = 32
 
 
 def rescan_needed(blurry_fraction: float, blur_max: float) -> bool:
-    """The rescan rule, the one place it is written: more than ``blur_max`` of the tissue is blurry.
+    """Return True when more than ``blur_max`` of the tissue is blurry: the rescan rule, written only here.
 
     Both are fractions of the tissue (0 to 1); exactly at the limit is not a rescan.
     """

@@ -86,6 +86,7 @@ class Tile:
 
     @property
     def core_in_read(self) -> tuple[slice, slice]:
+        """The core's rows and columns within the read area, as slices of the read tile."""
         top, left, rows, cols = self.core
         dy, dx = top - self.read[0], left - self.read[1]
         return slice(dy, dy + rows), slice(dx, dx + cols)
@@ -109,7 +110,7 @@ def plan(
     tile_size: int = TILE_SIZE,
     measure: str = algorithms.DEFAULT_MEASURE,
 ) -> tuple[list[Tile], list[Tile]]:
-    """(the tiles to read, all tiles) of a blur work level of ``shape``, given the tissue mask.
+    """Return (the tiles to read, all tiles) of a blur work level of ``shape``, given the tissue mask.
 
     A tile without tissue in its own area has no pixel to count, so it is not
     read: its context alone (:func:`~slideqc.algorithms.blur_context`) never
@@ -132,6 +133,7 @@ class BlurResult:
 
     @property
     def fraction(self) -> float:
+        """The fraction (0 to 1) of the tissue that is blurry."""
         return self.counts.fraction
 
 

@@ -128,7 +128,7 @@ def _while_interrupted(error: BaseException | None) -> bool:
 
 
 def _remove_if_empty(run: Run | None) -> None:
-    """A run stopped before its first row leaves no folder behind (only its run.json was written)."""
+    """Remove the folder of a run stopped before its first row (only its run.json was written)."""
     if run is None or run.writer.rows:
         return
     with contextlib.suppress(OSError):

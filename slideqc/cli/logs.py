@@ -30,6 +30,7 @@ class OneLineSlideErrors(logging.Filter):
     )
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Return False for a record to drop (an echo); shorten a bad slide's record to one line in place."""
         error = record.exc_info[1] if record.exc_info else None
         said = record.getMessage()
         if (

@@ -24,6 +24,7 @@ class AtomicLocalResult(LocalResult):
     """
 
     def write(self, value_, **kwargs):
+        """Write ``value_`` to its target atomically (a temporary file renamed into place); return the new result."""
         new = self.format(**kwargs)
         new.value = value_
         path = Path(self.dir) / new.location
@@ -33,6 +34,7 @@ class AtomicLocalResult(LocalResult):
         return new
 
     def exists(self, location: str, **kwargs) -> bool:
+        """Return True when the target at ``location`` is a file that can be read back."""
         path = Path(self.dir) / location.format(**kwargs)
         if not path.is_file():
             return False
@@ -47,7 +49,7 @@ class AtomicLocalResult(LocalResult):
 
 
 def slide_target(step: str):
-    """A Prefect target for one QC step of one slide, under the run's ``cache_dir`` parameter.
+    """Return a Prefect target for one QC step of one slide, under the run's ``cache_dir`` parameter.
 
     Prefect formats targets with the parameters and the task's inputs: the slide
     is the ``file_name`` input (load step) or the ``s`` input (later steps).

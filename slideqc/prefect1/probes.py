@@ -22,7 +22,7 @@ class NoServer(cli.NoService):
 
 
 def check_server(timeout: float = 3.0) -> str:
-    """The configured Prefect server's API address, after asking it ``query { hello }``.
+    """Return the configured Prefect server's API address, after asking it ``query { hello }``.
 
     Raises NoServer, with what to do, when the backend is not a server or
     nothing answers within ``timeout`` seconds. (Prefect's own client would
