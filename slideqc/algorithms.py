@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import astuple, dataclass
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -59,12 +60,13 @@ def tissue_mask(rgb: np.ndarray, dilation_radius: int = 1) -> np.ndarray:
 
 # The blur measures by name (see blur_response). "laplacian" is HistoQC's and the workshop's
 # lessons'; "normalized" divides out the stain's contrast, so pale tissue is judged like dark.
-MEASURES = ("laplacian", "normalized")
-DEFAULT_MEASURE = "normalized"
+Measure = Literal["laplacian", "normalized"]
+MEASURES: tuple[Measure, ...] = get_args(Measure)
+DEFAULT_MEASURE: Measure = "normalized"
 # Blurry at or below these values of blur_response (gray level per pixel, see there), at the
 # 10x blur work size and blur radius 7 px: both measures share the scale and the threshold,
 # chosen on synthetic slides by benchmarks/calibrate_blur_measure.py (docs/blur_measure.md).
-DEFAULT_THRESHOLDS = {"laplacian": 0.05, "normalized": 0.05}
+DEFAULT_THRESHOLDS: dict[Measure, float] = {"laplacian": 0.05, "normalized": 0.05}
 # The local contrast that "normalized" rescales every pixel's neighbourhood to: the mean absolute
 # deviation of the gray level (0 to 1) of in-focus H&E at 10x is about this (median 0.08, 5th
 # percentile 0.06 on the synthetic slides), so on ordinary
@@ -77,7 +79,7 @@ REFERENCE_CONTRAST = 0.07
 CONTRAST_FLOOR = 1e-4
 
 
-def blur_response(rgb: np.ndarray, blur_radius: float, *, measure: str = DEFAULT_MEASURE) -> np.ndarray:
+def blur_response(rgb: np.ndarray, blur_radius: float, *, measure: Measure = DEFAULT_MEASURE) -> np.ndarray:
     """Local sharpness of the gray image around each pixel.
 
     Parameters
@@ -143,7 +145,7 @@ def _normalized_response(gray: np.ndarray, width: int) -> np.ndarray:
 
 
 def blur_mask(
-    rgb: np.ndarray, blur_radius: float, blur_threshold: float | None = None, *, measure: str = DEFAULT_MEASURE
+    rgb: np.ndarray, blur_radius: float, blur_threshold: float | None = None, *, measure: Measure = DEFAULT_MEASURE
 ) -> np.ndarray:
     """Blurry pixels: where :func:`blur_response` is at or below ``blur_threshold``.
 
@@ -158,7 +160,7 @@ def blur_mask(
     return blur_response(rgb, blur_radius, measure=measure) <= blur_threshold
 
 
-def blur_context(blur_radius: float, measure: str = DEFAULT_MEASURE) -> int:
+def blur_context(blur_radius: float, measure: Measure = DEFAULT_MEASURE) -> int:
     """Pixels of context (>= 1) each side of a tile for :func:`blur_response` to be exact there.
 
     "laplacian": OpenCV's float Gaussian of sigma ``blur_radius`` (pixels) reaches
@@ -183,7 +185,7 @@ def _box_width(blur_radius: float) -> int:
     return 2 * max(1, round(math.sqrt(3.0) * float(blur_radius))) + 1
 
 
-def _check_measure(measure: str) -> str:
+def _check_measure(measure: Measure) -> Measure:
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {', '.join(MEASURES)}; got {measure!r}")
     return measure

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import openslide
 
@@ -60,7 +60,7 @@ class Blur:
 
 
 @contextmanager
-def timed(s: BaseImage, step: str) -> Iterator[None]:
+def timed(s: BaseImage, step: StepName) -> Iterator[None]:
     """Add the seconds the block takes to ``s.timings[step]``."""
     started = time.perf_counter()
     try:
@@ -134,7 +134,8 @@ def detect_blur(
     return s
 
 
-StepName = Literal["load", "tissue", "blur"]
+StepName = Literal["load", "tissue", "blur"]  # the names of STEPS, in order (a test checks)
+STEP_NAMES: tuple[StepName, ...] = get_args(StepName)
 
 
 @dataclass(frozen=True)

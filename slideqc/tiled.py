@@ -108,7 +108,7 @@ def plan(
     tissue: np.ndarray,
     blur_radius: float,
     tile_size: int = TILE_SIZE,
-    measure: str = algorithms.DEFAULT_MEASURE,
+    measure: algorithms.Measure = algorithms.DEFAULT_MEASURE,
 ) -> tuple[list[Tile], list[Tile]]:
     """Return (the tiles to read, all tiles) of a blur work level of ``shape``, given the tissue mask.
 
@@ -154,7 +154,7 @@ def measure_blur(
     tile_size: int = TILE_SIZE,
     workers: int | None = None,
     *,
-    measure: str = algorithms.DEFAULT_MEASURE,
+    measure: algorithms.Measure = algorithms.DEFAULT_MEASURE,
 ) -> BlurResult:
     """Measure the blur of slide ``s`` at ``work_size`` tile by tile; ``tissue`` is its tissue mask (any size).
 

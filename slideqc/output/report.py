@@ -20,6 +20,7 @@ import html
 import math
 import time
 from pathlib import Path
+from typing import Literal, get_args
 from urllib.parse import quote
 
 from slideqc.output.files import REPORT_FILE, atomic_write_bytes
@@ -35,9 +36,12 @@ TABLE_COLUMNS = [
 ]
 # Row order and filter keys: what needs a person first. A row's key is also its CSS class.
 # "ok" is a slide that passed, and only that: a slide that needs a rescan says RESCAN everywhere.
-KINDS = [("error", "Failed"), ("unjudged", "Cannot judge"), ("rescan", "Rescan"), ("ok", "Passed")]
-ROW_COLOURS = {"error": "#f8d7da", "unjudged": "#e2e3e5", "rescan": "#fff2cc", "ok": "#ffffff"}
-MARK_COLOURS = {"error": "#c0392b", "unjudged": "#7f8c8d", "rescan": "#d68910", "ok": "#2e86c1"}
+# A new kind: one more value of Kind, its label and its two colours.
+Kind = Literal["error", "unjudged", "rescan", "ok"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
+KIND_LABELS: dict[Kind, str] = {"error": "Failed", "unjudged": "Cannot judge", "rescan": "Rescan", "ok": "Passed"}
+ROW_COLOURS: dict[Kind, str] = {"error": "#f8d7da", "unjudged": "#e2e3e5", "rescan": "#fff2cc", "ok": "#ffffff"}
+MARK_COLOURS: dict[Kind, str] = {"error": "#c0392b", "unjudged": "#7f8c8d", "rescan": "#d68910", "ok": "#2e86c1"}
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
@@ -91,7 +95,7 @@ document.querySelectorAll('#filter button').forEach(function (button) {
 PLOT_WIDTH, PLOT_HEIGHT, MARGIN = 900, 260, 44
 
 
-def _kind(row: SlideResult) -> str:
+def _kind(row: SlideResult) -> Kind:
     return "error" if row.failed else "unjudged" if row.unjudged else ("rescan" if row.needs_rescan else "ok")
 
 
@@ -168,7 +172,7 @@ def _legend() -> str:
 
 def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Slide QC report",
                   complete: bool = True, slides: int | None = None) -> str:
-    order = {kind: i for i, (kind, _) in enumerate(KINDS)}
+    order = {kind: i for i, kind in enumerate(KINDS)}
     rows = sorted(rows, key=lambda r: (order[_kind(r)], r.file_name))  # what needs a person first
     ok = [r for r in rows if r.ok]
     failed = [r for r in rows if r.failed]
@@ -192,7 +196,8 @@ def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Sli
     out.append("</div>")
     out.append(_legend())
     out.append("<p id='filter'>Show: <button data-show='all' class='active'>all</button>"
-               + "".join(f"<button data-show='{kind}'>{e(label.lower())}</button>" for kind, label in KINDS) + "</p>")
+               + "".join(f"<button data-show='{kind}'>{e(KIND_LABELS[kind].lower())}</button>" for kind in KINDS)
+               + "</p>")
     out.append("<h2>Percent blurry, every slide</h2>" + render_plot(rows, params.blur_max))
     for heading, ident, listed in (("Failed slides", "failed", failed),
                                    ("Slides that cannot be judged", "unjudged", unjudged)):

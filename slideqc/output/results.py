@@ -14,6 +14,7 @@ import csv
 import io
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Final, Literal, get_args
 
 from BaseImage import BaseImage, display_name
 from slideqc import qc
@@ -22,8 +23,14 @@ from slideqc.settings import rescan_needed
 
 # The values of the status column: ok (passed), rescan (judged: too much of the tissue is blurry),
 # cannot judge (the reason says why), error (the slide could not be checked).
-OK, RESCAN, ERROR, CANNOT_JUDGE = "ok", "rescan", "error", "cannot judge"
-JUDGED = (OK, RESCAN)  # the statuses of a slide whose verdict is in its rescan column
+# A new status: one more value of Status and its constant here.
+Status = Literal["ok", "rescan", "cannot judge", "error"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+OK: Final = "ok"
+RESCAN: Final = "rescan"
+CANNOT_JUDGE: Final = "cannot judge"
+ERROR: Final = "error"
+JUDGED: tuple[Status, ...] = (OK, RESCAN)  # the statuses of a slide whose verdict is in its rescan column
 NOT_A_COLUMN = {"column": False}  # a SlideResult field that code reads and results.tsv does not show
 
 
@@ -32,7 +39,7 @@ class SlideResult:
     """One row of results.tsv. Fractions are 0 to 1; percent_blurry is 0 to 100."""
 
     file_name: str
-    status: str = OK  # ok (passed) | rescan | cannot judge (no tissue, too faint, too coarse) | error
+    status: Status = OK  # ok (passed) | rescan | cannot judge (no tissue, too faint, too coarse) | error
     error: str = ""  # what went wrong (error), or why the slide cannot be judged
     format: str = ""
     objective_power: float | None = None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pickle
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import prefect
 from prefect.engine.results import LocalResult
 
+from slideqc import qc
 from slideqc.output import files
 from slideqc.output.cache import default_cache_dir, slide_key
 
@@ -48,7 +50,7 @@ class AtomicLocalResult(LocalResult):
         return True
 
 
-def slide_target(step: str):
+def slide_target(step: qc.StepName) -> Callable[..., str]:
     """Return a Prefect target for one QC step of one slide, under the run's ``cache_dir`` parameter.
 
     Prefect formats targets with the parameters and the task's inputs: the slide
