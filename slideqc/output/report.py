@@ -30,9 +30,15 @@ from slideqc.settings import QCSettings
 
 # (SlideResult field, header). The error column shows the reason: the slide is named beside it.
 TABLE_COLUMNS = [
-    ("file_name", "Slide"), ("status", "Status"), ("format", "Format"), ("objective_power", "Objective"),
-    ("tissue_percent", "Tissue %"), ("percent_blurry", "% blurry"),
-    ("rescan", "Rescan"), ("seconds_total", "Seconds"), ("reason", "Error"),
+    ("file_name", "Slide"),
+    ("status", "Status"),
+    ("format", "Format"),
+    ("objective_power", "Objective"),
+    ("tissue_percent", "Tissue %"),
+    ("percent_blurry", "% blurry"),
+    ("rescan", "Rescan"),
+    ("seconds_total", "Seconds"),
+    ("reason", "Error"),
 ]
 # Row order and filter keys: what needs a person first. A row's key is also its CSS class.
 # "ok" is a slide that passed, and only that: a slide that needs a rescan says RESCAN everywhere.
@@ -43,12 +49,15 @@ KIND_LABELS: dict[Kind, str] = {"error": "Failed", "unjudged": "Cannot judge", "
 ROW_COLOURS: dict[Kind, str] = {"error": "#f8d7da", "unjudged": "#e2e3e5", "rescan": "#fff2cc", "ok": "#ffffff"}
 MARK_COLOURS: dict[Kind, str] = {"error": "#c0392b", "unjudged": "#7f8c8d", "rescan": "#d68910", "ok": "#2e86c1"}
 
-STYLE = """
+STYLE = (
+    """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
 table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
 th{background:#f0f0f0;cursor:pointer;user-select:none}th.sorted-asc:after{content:" \\25B2"}
 th.sorted-desc:after{content:" \\25BC"}#run-status{color:#a00;font-weight:bold}
-""" + "".join(f"tr.{kind} td{{background:{colour}}}" for kind, colour in ROW_COLOURS.items()) + """
+"""
+    + "".join(f"tr.{kind} td{{background:{colour}}}" for kind, colour in ROW_COLOURS.items())
+    + """
 #decision{font-size:1.15rem}.cards{display:flex;gap:1rem;flex-wrap:wrap}
 .card{border:1px solid #ccc;border-radius:6px;padding:.6rem 1rem}.card b{font-size:1.6rem;display:block}
 #legend span{display:inline-block;margin-right:1.2rem}.swatch{display:inline-block;width:1em;height:1em;
@@ -58,6 +67,7 @@ border:1px solid #999;vertical-align:middle;margin-right:.3rem}#filter button{ma
 figure.slide .pair{display:flex;flex-wrap:nowrap;gap:.3rem}figure.slide img{width:240px;height:auto;
 border:1px solid #ccc}code{background:#f4f4f4;padding:0 .2rem}#plot{max-width:100%;height:auto}
 """
+)
 
 # Sorting and filtering without any library. Click a header to sort by it, again to reverse:
 # numbers sort as numbers, text as text, empty cells (an error row's values) last. The filter
@@ -111,7 +121,7 @@ def _value(row: SlideResult, key: str) -> str:
 
 
 def plot_scale(rows: list[SlideResult], limit_percent: float) -> float:
-    """The plot's top, percent blurry: the largest value or the limit, rounded up to 10 (at least 10)."""
+    """Return the plot's top, percent blurry: the largest value or the limit, rounded up to 10 (at least 10)."""
     highest = max([r.percent_blurry for r in rows if r.percent_blurry is not None] + [limit_percent, 0.0])
     return max(10.0, 10.0 * math.ceil(highest / 10.0))
 
@@ -129,28 +139,34 @@ def render_plot(rows: list[SlideResult], blur_max: float) -> str:
     def y(percent: float) -> float:
         return MARGIN + inner_h * (1 - percent / top)
 
-    out = [f"<svg id='plot' viewBox='0 0 {PLOT_WIDTH} {PLOT_HEIGHT}' "
-           f"width='{PLOT_WIDTH}' height='{PLOT_HEIGHT}' data-top='{top:g}' role='img' "
-           f"aria-label='percent blurry of each slide against the rescan limit'>",
-           f"<rect x='{MARGIN}' y='{MARGIN}' width='{inner_w}' height='{inner_h}' fill='#fafafa' stroke='#ccc'/>"]
+    out = [
+        f"<svg id='plot' viewBox='0 0 {PLOT_WIDTH} {PLOT_HEIGHT}' "
+        f"width='{PLOT_WIDTH}' height='{PLOT_HEIGHT}' data-top='{top:g}' role='img' "
+        f"aria-label='percent blurry of each slide against the rescan limit'>",
+        f"<rect x='{MARGIN}' y='{MARGIN}' width='{inner_w}' height='{inner_h}' fill='#fafafa' stroke='#ccc'/>",
+    ]
     for tick in range(0, int(top) + 1, max(10, int(top) // 5 // 10 * 10)):
         out.append(f"<text x='{MARGIN - 6}' y='{y(tick) + 4:.1f}' font-size='11' text-anchor='end'>{tick}</text>")
-    out.append(f"<line id='limit' x1='{MARGIN}' x2='{PLOT_WIDTH - MARGIN}' y1='{y(limit):.2f}' y2='{y(limit):.2f}' "
-               f"stroke='#c0392b' stroke-dasharray='6 4' data-value='{limit:g}'/>"
-               f"<text x='{PLOT_WIDTH - MARGIN}' y='{y(limit) - 5:.1f}' font-size='12' text-anchor='end' "
-               f"fill='#c0392b'>rescan above {limit:g} %</text>"
-               f"<text x='12' y='{PLOT_HEIGHT / 2:.0f}' font-size='12' transform='rotate(-90 12 {PLOT_HEIGHT / 2:.0f})' "
-               f"text-anchor='middle'>% of the tissue blurry</text>"
-               f"<text x='{PLOT_WIDTH / 2:.0f}' y='{PLOT_HEIGHT - 10}' font-size='12' text-anchor='middle'>"
-               f"slides, from least to most blurry ({len(measured)})</text>")
+    out.append(
+        f"<line id='limit' x1='{MARGIN}' x2='{PLOT_WIDTH - MARGIN}' y1='{y(limit):.2f}' y2='{y(limit):.2f}' "
+        f"stroke='#c0392b' stroke-dasharray='6 4' data-value='{limit:g}'/>"
+        f"<text x='{PLOT_WIDTH - MARGIN}' y='{y(limit) - 5:.1f}' font-size='12' text-anchor='end' "
+        f"fill='#c0392b'>rescan above {limit:g} %</text>"
+        f"<text x='12' y='{PLOT_HEIGHT / 2:.0f}' font-size='12' transform='rotate(-90 12 {PLOT_HEIGHT / 2:.0f})' "
+        f"text-anchor='middle'>% of the tissue blurry</text>"
+        f"<text x='{PLOT_WIDTH / 2:.0f}' y='{PLOT_HEIGHT - 10}' font-size='12' text-anchor='middle'>"
+        f"slides, from least to most blurry ({len(measured)})</text>"
+    )
     step = inner_w / max(len(measured), 1)
     radius = max(1.5, min(5.0, step / 2))
     for i, (row, percent) in enumerate(measured):
         kind = _kind(row)
-        out.append(f"<circle class='mark {kind}' data-kind='{kind}' data-file='{e(row.file_name)}' "
-                   f"data-value='{percent:g}' cx='{MARGIN + step * (i + 0.5):.2f}' "
-                   f"cy='{y(percent):.2f}' r='{radius:.1f}' fill='{MARK_COLOURS[kind]}'>"
-                   f"<title>{e(row.file_name)}: {percent:g} % blurry</title></circle>")
+        out.append(
+            f"<circle class='mark {kind}' data-kind='{kind}' data-file='{e(row.file_name)}' "
+            f"data-value='{percent:g}' cx='{MARGIN + step * (i + 0.5):.2f}' "
+            f"cy='{y(percent):.2f}' r='{radius:.1f}' fill='{MARK_COLOURS[kind]}'>"
+            f"<title>{e(row.file_name)}: {percent:g} % blurry</title></circle>"
+        )
     out.append("</svg>")
     return "".join(out)
 
@@ -160,18 +176,29 @@ def _legend() -> str:
         return f"<span class='swatch' style='background:{colour}'></span>"
 
     rgb = "rgb({},{},{})".format
-    items = [("picture-blur", swatch(rgb(*OVERLAY_COLOUR)), "blurry tissue (magenta, in the overlay)"),
-             ("picture-outline", swatch(rgb(*OUTLINE_COLOUR)), "edge of the tissue found (green line, in the overlay)"),
-             ("row-error", swatch(ROW_COLOURS["error"]), "failed: the slide could not be checked"),
-             ("row-unjudged", swatch(ROW_COLOURS["unjudged"]), "cannot judge: no tissue, too faint or too coarse"),
-             ("row-rescan", swatch(ROW_COLOURS["rescan"]), "rescan: too much of the tissue is blurry"),
-             ("row-ok", swatch(ROW_COLOURS["ok"]), "ok: passed, nothing to do")]
-    return ("<p id='legend'>" + "".join(f"<span id='legend-{ident}'>{mark}{text}</span>" for ident, mark, text in items)
-            + "</p>")
+    items = [
+        ("picture-blur", swatch(rgb(*OVERLAY_COLOUR)), "blurry tissue (magenta, in the overlay)"),
+        ("picture-outline", swatch(rgb(*OUTLINE_COLOUR)), "edge of the tissue found (green line, in the overlay)"),
+        ("row-error", swatch(ROW_COLOURS["error"]), "failed: the slide could not be checked"),
+        ("row-unjudged", swatch(ROW_COLOURS["unjudged"]), "cannot judge: no tissue, too faint or too coarse"),
+        ("row-rescan", swatch(ROW_COLOURS["rescan"]), "rescan: too much of the tissue is blurry"),
+        ("row-ok", swatch(ROW_COLOURS["ok"]), "ok: passed, nothing to do"),
+    ]
+    return (
+        "<p id='legend'>"
+        + "".join(f"<span id='legend-{ident}'>{mark}{text}</span>" for ident, mark, text in items)
+        + "</p>"
+    )
 
 
-def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Slide QC report",
-                  complete: bool = True, slides: int | None = None) -> str:
+def render_report(
+    rows: list[SlideResult],
+    params: QCSettings,
+    title: str = "Slide QC report",
+    complete: bool = True,
+    slides: int | None = None,
+) -> str:
+    """Return report.html's text for ``rows``: the settings, counts, legend, plot, table and pictures."""
     order = {kind: i for i, kind in enumerate(KINDS)}
     rows = sorted(rows, key=lambda r: (order[_kind(r)], r.file_name))  # what needs a person first
     ok = [r for r in rows if r.ok]
@@ -179,28 +206,42 @@ def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Sli
     unjudged = [r for r in rows if r.unjudged]
     flagged = [r for r in rows if r.needs_rescan]
     e = html.escape
-    out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
-           f"<style>{STYLE}</style></head><body><h1>{e(title)}</h1>",
-           "" if complete else (f"<p id='run-status'>incomplete: {len(rows)} of "
-                                f"{slides if slides is not None else '?'} slides have a row so far</p>"),
-           f"<p id='decision'>A slide is flagged for a <b>rescan</b> when more than <b id='rescan-limit'>"
-           f"{100 * params.blur_max:g} %</b> of its tissue is blurry.</p>",
-           f"<p id='settings'>Made {e(time.strftime('%Y-%m-%d %H:%M:%S'))} with "
-           + ", ".join(f"<code>{e(k)}={e(str(v))}</code>" for k, v in params.as_dict().items()) + "</p>",
-           "<div class='cards'>"]
-    for label, count, ident in (("Slides", len(rows), "count-slides"), ("Passed (ok)", len(ok), "count-ok"),
-                                ("Failed", len(failed), "count-failed"),
-                                ("Cannot judge", len(unjudged), "count-unjudged"),
-                                ("Rescan", len(flagged), "count-rescan")):
+    out = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
+        f"<style>{STYLE}</style></head><body><h1>{e(title)}</h1>",
+        ""
+        if complete
+        else (
+            f"<p id='run-status'>incomplete: {len(rows)} of "
+            f"{slides if slides is not None else '?'} slides have a row so far</p>"
+        ),
+        f"<p id='decision'>A slide is flagged for a <b>rescan</b> when more than <b id='rescan-limit'>"
+        f"{100 * params.blur_max:g} %</b> of its tissue is blurry.</p>",
+        f"<p id='settings'>Made {e(time.strftime('%Y-%m-%d %H:%M:%S'))} with "
+        + ", ".join(f"<code>{e(k)}={e(str(v))}</code>" for k, v in params.as_dict().items())
+        + "</p>",
+        "<div class='cards'>",
+    ]
+    for label, count, ident in (
+        ("Slides", len(rows), "count-slides"),
+        ("Passed (ok)", len(ok), "count-ok"),
+        ("Failed", len(failed), "count-failed"),
+        ("Cannot judge", len(unjudged), "count-unjudged"),
+        ("Rescan", len(flagged), "count-rescan"),
+    ):
         out.append(f"<div class='card'><b id='{ident}'>{count}</b>{e(label)}</div>")
     out.append("</div>")
     out.append(_legend())
-    out.append("<p id='filter'>Show: <button data-show='all' class='active'>all</button>"
-               + "".join(f"<button data-show='{kind}'>{e(KIND_LABELS[kind].lower())}</button>" for kind in KINDS)
-               + "</p>")
+    out.append(
+        "<p id='filter'>Show: <button data-show='all' class='active'>all</button>"
+        + "".join(f"<button data-show='{kind}'>{e(KIND_LABELS[kind].lower())}</button>" for kind in KINDS)
+        + "</p>"
+    )
     out.append("<h2>Percent blurry, every slide</h2>" + render_plot(rows, params.blur_max))
-    for heading, ident, listed in (("Failed slides", "failed", failed),
-                                   ("Slides that cannot be judged", "unjudged", unjudged)):
+    for heading, ident, listed in (
+        ("Failed slides", "failed", failed),
+        ("Slides that cannot be judged", "unjudged", unjudged),
+    ):
         if listed:
             out.append(f"<h2>{heading}</h2><ul id='{ident}'>")
             out += [f"<li><b>{e(r.file_name)}</b>: {e(_value(r, 'reason'))}</li>" for r in listed]
@@ -226,14 +267,18 @@ def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Sli
             src = e(quote(f"{row.outputs}/{picture}.png"))  # a relative URL: spaces and the like escaped
             # loading=lazy: a report of hundreds of slides loads the pictures as they scroll into view
             images.append(f"<img src='{src}' loading='lazy' alt='{e(row.file_name)} {picture}'>")
-        out.append(f"<figure class='slide' data-kind='{kind}' data-file='{e(row.file_name)}'>"
-                   f"<div class='pair'>{''.join(images)}</div><figcaption>{e(caption)}</figcaption></figure>")
+        out.append(
+            f"<figure class='slide' data-kind='{kind}' data-file='{e(row.file_name)}'>"
+            f"<div class='pair'>{''.join(images)}</div><figcaption>{e(caption)}</figcaption></figure>"
+        )
     out.append(f"</div><script>{SCRIPT}</script></body></html>")
     return "\n".join(out)
 
 
-def write_report(run_dir: Path, rows: list[SlideResult], params: QCSettings, complete: bool = True,
-                 slides: int | None = None) -> Path:
+def write_report(
+    run_dir: Path, rows: list[SlideResult], params: QCSettings, complete: bool = True, slides: int | None = None
+) -> Path:
+    """Write report.html into ``run_dir`` atomically and return its path."""
     path = Path(run_dir) / REPORT_FILE
     atomic_write_bytes(path, render_report(rows, params, complete=complete, slides=slides).encode("utf-8"))
     return path

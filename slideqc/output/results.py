@@ -79,14 +79,17 @@ class SlideResult:
 
     @property
     def needs_rescan(self) -> bool:
+        """True when the slide was judged and needs a rescan (status rescan)."""
         return self.status == RESCAN
 
     @property
     def failed(self) -> bool:
+        """True when the slide could not be checked (status error)."""
         return self.status == ERROR
 
     @property
     def unjudged(self) -> bool:
+        """True when the slide was measured but cannot be judged (status cannot judge)."""
         return self.status == CANNOT_JUDGE
 
 
@@ -94,7 +97,7 @@ COLUMNS = [f.name for f in fields(SlideResult) if f.metadata.get("column", True)
 
 
 def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> SlideResult:
-    """The results row for a slide that went through every step."""
+    """Return the results row for a slide that went through every step."""
     tissue_rows, tissue_cols = s.work_shape(s.image_work_size)
     blur_rows, blur_cols = s.work_shape(s.blur_work_size)
     timings = s.timings
@@ -131,15 +134,16 @@ def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> Slide
 
 
 def error_result(path: str | Path, reason: str, *, no_room_path: str | None = None) -> SlideResult:
-    """The row of a slide that failed: ``reason`` says why, without the slide's name (the row adds it)."""
+    """Return the row of a slide that failed: ``reason`` says why, without the slide's name (the row adds it)."""
     name = display_name(Path(path).name)
     reason = display_name(reason)
-    return SlideResult(file_name=name, status=ERROR, error=f"{name}: {reason}", reason=reason,
-                       no_room_path=no_room_path)
+    return SlideResult(
+        file_name=name, status=ERROR, error=f"{name}: {reason}", reason=reason, no_room_path=no_room_path
+    )
 
 
 def error_row(path: str | Path, error: BaseException) -> SlideResult:
-    """The row of a slide whose QC raised ``error`` (:func:`slideqc.qc.error_reason` says it)."""
+    """Return the row of a slide whose QC raised ``error`` (:func:`slideqc.qc.error_reason` says it)."""
     return error_result(path, qc.error_reason(path, error), no_room_path=qc.no_room_path(error))
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import logging
+from pathlib import Path
 
 from BaseImage import BaseImage
 from slideqc import qc
@@ -32,13 +31,16 @@ class RunWriter:
         self.rows: list[SlideResult] = []
 
     def start(self) -> None:
+        """Write run.json saying the run is under way, with no row yet."""
         write_run_status(self.run_dir, RUNNING, self.slides, 0)
 
     def add(self, row: SlideResult) -> SlideResult:
+        """Add one slide's row (results.tsv is rewritten with it) and return it."""
         self.add_all([row])
         return row
 
     def add_all(self, rows: list[SlideResult]) -> None:
+        """Add the rows of several slides, then rewrite results.tsv once: a killed batch keeps its rows."""
         self.rows.extend(rows)
         write_results(self.run_dir, self.rows)  # rewritten each time: a killed batch keeps its rows
 
@@ -60,28 +62,33 @@ class RunWriter:
 
     @property
     def passed(self) -> list[SlideResult]:
+        """The rows of the slides that passed (status ok)."""
         return [r for r in self.rows if r.ok]
 
     @property
     def failed(self) -> list[SlideResult]:
+        """The rows of the slides that could not be checked (status error)."""
         return [r for r in self.rows if r.failed]
 
     @property
     def unjudged(self) -> list[SlideResult]:
+        """The rows of the slides that cannot be judged (status cannot judge)."""
         return [r for r in self.rows if r.unjudged]
 
     @property
     def flagged(self) -> list[SlideResult]:
+        """The rows of the slides that need a rescan (status rescan)."""
         return [r for r in self.rows if r.needs_rescan]
 
 
 def settings_of(s: BaseImage, blur_max: float) -> QCSettings:
-    """The settings a checked slide was measured with, as its steps recorded them (``s.ran_with``)."""
+    """Return the settings a checked slide was measured with, as its steps recorded them (``s.ran_with``)."""
     return QCSettings.from_values({**s.settings_used, "blur_max": blur_max})
 
 
-def save_slide(s: BaseImage, blur_max: float, run_dir: str | Path | None = None,
-               output_dir: str | Path = "output") -> SlideResult:
+def save_slide(
+    s: BaseImage, blur_max: float, run_dir: str | Path | None = None, output_dir: str | Path = "output"
+) -> SlideResult:
     """Write a checked slide's pictures into ``run_dir`` and return its results row.
 
     Without a run folder (a flow run started on its own, by `prefect run` or
@@ -99,7 +106,7 @@ def save_slide(s: BaseImage, blur_max: float, run_dir: str | Path | None = None,
 def check_slide(
     path: str | Path, settings: QCSettings, run_dir: str | Path | None, tile_threads: int | None = None
 ) -> SlideResult:
-    """The whole QC of one slide, for a runner that is not a lesson: every step, its pictures, its row.
+    """Run the whole QC of one slide, for a runner that is not a lesson: every step, its pictures, its row.
 
     The steps are :data:`slideqc.qc.STEPS` (:func:`slideqc.qc.run_steps`). Any error becomes the
     slide's error row, logged in one line: one bad slide never stops a batch.
