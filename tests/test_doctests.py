@@ -1,0 +1,29 @@
+"""The Examples in slideqc.algorithms' docstrings run, and their printed results are checked.
+
+doctest.testmod here rather than ``--doctest-modules`` in pyproject's pytest options: those
+options apply to every pytest run from this folder (each tests/ file, the Prefect 3 edition's
+own ``pytest prefect3/tests``), where --doctest-modules would also import every test and helper
+module once more as a doctest module; this test keeps the doctests to the module that has them.
+"""
+
+import doctest
+import inspect
+
+from slideqc import algorithms
+
+
+def test_every_public_function_of_algorithms_has_an_example():
+    public = {
+        name
+        for name, value in vars(algorithms).items()
+        if not name.startswith("_") and inspect.isfunction(value) and value.__module__ == algorithms.__name__
+    }
+    with_examples = {test.name.removeprefix("slideqc.algorithms.") for test in doctest.DocTestFinder().find(algorithms)}
+    assert public - with_examples == set(), "public functions of slideqc.algorithms without an Examples section"
+    assert "BlurCounts.of" in with_examples
+
+
+def test_the_examples_of_algorithms_print_what_they_say():
+    failed, attempted = doctest.testmod(algorithms, optionflags=doctest.NORMALIZE_WHITESPACE, report=True)
+    assert attempted > 0
+    assert failed == 0, f"{failed} of {attempted} doctest examples of slideqc.algorithms failed (printed above)"
