@@ -342,7 +342,20 @@ class BaseImage:
         return None
 
     def downsample_for(self, work_size: str | WorkSize) -> float:
-        """Return the downsample from level 0 that gives ``work_size`` (>= 1 means smaller than level 0)."""
+        """Return the downsample from level 0 that gives ``work_size``.
+
+        Parameters
+        ----------
+        work_size : str or WorkSize
+            A magnification (``"1.25x"``) or a longest side in pixels (``"2000"``).
+
+        Returns
+        -------
+        float, > 0
+            Level-0 pixels per work pixel along a side: >= 1 means smaller than level 0. A
+            magnification on a slide that states neither objective power nor pixel size is
+            a SlideError.
+        """
         size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
         if size.longest_side is not None:
             return max(self.dimensions) / size.longest_side
@@ -357,19 +370,52 @@ class BaseImage:
         return base / size.magnification
 
     def work_shape(self, work_size: str | WorkSize) -> tuple[int, int]:
-        """(rows, cols) of the image at ``work_size``."""
+        """Return the (rows, cols) of the image at ``work_size``.
+
+        Parameters
+        ----------
+        work_size : str or WorkSize
+            A magnification (``"1.25x"``) or a longest side in pixels (``"2000"``).
+
+        Returns
+        -------
+        (int, int), each >= 1
+            In pixels; never larger than level 0.
+        """
         downsample = max(self.downsample_for(work_size), 1.0)
         width, height = self.dimensions
         return max(1, round(height / downsample)), max(1, round(width / downsample))
 
     def microns_per_pixel(self, work_size: str | WorkSize) -> float | None:
-        """Pixel size in µm at ``work_size``, when the slide states its own."""
+        """Return the pixel size in µm at ``work_size``, when the slide states its own.
+
+        Parameters
+        ----------
+        work_size : str or WorkSize
+            A magnification (``"1.25x"``) or a longest side in pixels (``"2000"``).
+
+        Returns
+        -------
+        float or None
+            µm per work pixel (> 0); None when the slide states no pixel size.
+        """
         if not self.mpp:
             return None
         return self.mpp * max(self.downsample_for(work_size), 1.0)
 
     def level_for(self, work_size: str | WorkSize) -> int:
-        """Return the smallest pyramid level that still has at least the resolution of ``work_size``."""
+        """Return the smallest pyramid level that still has at least the resolution of ``work_size``.
+
+        Parameters
+        ----------
+        work_size : str or WorkSize
+            A magnification (``"1.25x"``) or a longest side in pixels (``"2000"``).
+
+        Returns
+        -------
+        int, >= 0
+            The pyramid level to read from (0 when none is fine enough but level 0).
+        """
         downsample = max(self.downsample_for(work_size), 1.0) * 1.0001
         # OpenSlide picks the level whose downsample is the largest one <= the wanted one. Done
         # here from the level list, not by the handle: tile threads ask for every tile, and a
@@ -380,7 +426,18 @@ class BaseImage:
     # --- pixels --------------------------------------------------------------------
 
     def get_image(self, work_size: str | WorkSize) -> np.ndarray:
-        """Return the slide as an RGB uint8 array at ``work_size``, cached per work size."""
+        """Return the slide as an RGB uint8 array at ``work_size``, cached per work size.
+
+        Parameters
+        ----------
+        work_size : str or WorkSize
+            A magnification (``"1.25x"``) or a longest side in pixels (``"2000"``).
+
+        Returns
+        -------
+        (rows, cols, 3) uint8
+            Of :meth:`work_shape`; transparent areas are white, as glass.
+        """
         size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
         if size.text not in self._images:
             self._images[size.text] = self._read_work_image(size)
@@ -393,10 +450,23 @@ class BaseImage:
     def level_region(
         self, work_size: str | WorkSize, window: tuple[int, int, int, int]
     ) -> tuple[int, tuple[int, int], tuple[int, int]]:
-        """Where ``window`` = (top, left, rows, cols) at ``work_size`` is read from: (level, location, size).
+        """Return where ``window`` at ``work_size`` is read from: (level, location, size).
 
         As :meth:`read_region` takes them: the location in level-0 pixels, the
         size in pixels of the level (the best one, :meth:`level_for`).
+
+        Parameters
+        ----------
+        work_size : str or WorkSize
+            A magnification (``"1.25x"``) or a longest side in pixels (``"2000"``).
+        window : (top, left, rows, cols)
+            In pixels of the image at ``work_size``.
+
+        Returns
+        -------
+        (int, (int, int), (int, int))
+            The level, the location (x, y) in level-0 pixels and the size (width, height)
+            in pixels of the level.
         """
         size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
         top, left, rows, cols = window
@@ -412,13 +482,26 @@ class BaseImage:
         return level, (round(x0 * downsample), round(y0 * downsample)), (x1 - x0, y1 - y0)
 
     def read_work_region(self, work_size: str | WorkSize, window: tuple[int, int, int, int]) -> np.ndarray:
-        """RGB uint8 pixels of ``window`` = (top, left, rows, cols), in pixels of the image at ``work_size``.
+        """Return the RGB uint8 pixels of ``window``, in pixels of the image at ``work_size``.
 
         Read from the best pyramid level (:meth:`level_region`) and resized with
         ``INTER_AREA`` when the work size is not exactly that level. Tiles
         read this way are exact crops of :meth:`get_image` when the work size is a
         pyramid level; otherwise they can differ from it in the last bit of
         interpolation at a tile's edge.
+
+        Parameters
+        ----------
+        work_size : str or WorkSize
+            A magnification (``"1.25x"``) or a longest side in pixels (``"2000"``).
+        window : (top, left, rows, cols)
+            In pixels of the image at ``work_size``.
+
+        Returns
+        -------
+        (rows, cols, 3) uint8
+            The window's pixels. A read of more than :data:`MAX_READ_PIXELS` level pixels
+            at once is a SlideError.
         """
         size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
         level, location, (width, height) = self.level_region(size, window)
@@ -437,9 +520,23 @@ class BaseImage:
         return rgb
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        """RGB uint8 pixels of a region (location in level-0 coordinates, size at ``level``).
+        """Return the RGB uint8 pixels of a region of one pyramid level.
 
         Transparent areas (outside the scanned region) come back white, as glass.
+
+        Parameters
+        ----------
+        location : (x, y)
+            The region's top-left corner, in level-0 pixels.
+        level : int, >= 0
+            The pyramid level to read.
+        size : (width, height)
+            In pixels of ``level``.
+
+        Returns
+        -------
+        (height, width, 3) uint8
+            The region; a failed read is a SlideError (:meth:`read_failed`).
         """
         started = time.perf_counter()
         try:
@@ -470,7 +567,18 @@ class BaseImage:
         return SlideError(f"cannot read pixels at level {level} (corrupt tile?): {detail}", self.name)
 
     def thumbnail(self, longest_side: int = 1024) -> np.ndarray:
-        """Return a small RGB overview, resized from the smallest cached work image that is big enough."""
+        """Return a small RGB overview, resized from the smallest cached work image that is big enough.
+
+        Parameters
+        ----------
+        longest_side : int, >= 1
+            The overview's longest side at most, in pixels.
+
+        Returns
+        -------
+        (rows, cols, 3) uint8
+            The overview (a cached work image itself when it is small enough already).
+        """
         cached = sorted(self._images.values(), key=lambda image: image.size)
         source = next((im for im in cached if max(im.shape[:2]) >= longest_side), None)
         if source is None:
@@ -484,7 +592,17 @@ class BaseImage:
     # --- masks and results ---------------------------------------------------------
 
     def set_mask(self, name: str, mask: np.ndarray, removed_fraction: float | None = None) -> None:
-        """Store a bool mask; ``removed_fraction``: the share of the tissue the step flagged (HistoQC's steps)."""
+        """Store a bool mask, and the share of the tissue the step flagged (HistoQC's steps).
+
+        Parameters
+        ----------
+        name : str
+            The mask's name (the step's).
+        mask : bool array
+            At any shape.
+        removed_fraction : float, 0 to 1, optional
+            The share of the tissue the step flagged, recorded in :attr:`mask_steps`.
+        """
         self.masks[name] = mask
         if removed_fraction is not None:
             self.mask_steps.append(MaskStep(name, removed_fraction))
@@ -510,11 +628,23 @@ class BaseImage:
         return self.masks[self.USABLE]
 
     def exclude(self, name: str, mask: np.ndarray) -> float:
-        """Take ``mask`` (bool, any shape) out of the usable tissue; returns the share of the tissue it took.
+        """Take ``mask`` out of the usable tissue, and return the share of the tissue it took.
 
         A tissue pixel is taken out when any of it is covered by ``mask`` (resized to the
-        tissue mask's shape by area). The share, 0 to 1 of the tissue, is recorded as the
-        step ``name`` (:attr:`mask_steps`), and ``mask`` is kept under that name at its own shape.
+        tissue mask's shape by area). The share is recorded as the step ``name``
+        (:attr:`mask_steps`), and ``mask`` is kept under that name at its own shape.
+
+        Parameters
+        ----------
+        name : str
+            The step that excludes.
+        mask : bool array
+            What it found, at any shape.
+
+        Returns
+        -------
+        float, 0 to 1
+            The share of the tissue that was usable and is not any more.
         """
         usable = self.usable
         covered = mask

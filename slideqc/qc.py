@@ -72,7 +72,22 @@ def timed(s: BaseImage, step: StepName) -> Iterator[None]:
 def load_slide(
     path: str | Path, image_work_size: str = DEFAULTS.image_work_size, blur_work_size: str = DEFAULTS.blur_work_size
 ) -> BaseImage:
-    """Open a slide and check that both work sizes can be used on it."""
+    """Open a slide and check that both work sizes can be used on it.
+
+    Parameters
+    ----------
+    path : str or Path
+        The slide file (anything OpenSlide reads).
+    image_work_size, blur_work_size : str
+        Where tissue and blur are found: a magnification (``"1.25x"``) or a longest
+        side in pixels (``"2000"``); the tissue image needs at least
+        :data:`MIN_WORK_PIXELS` px per side.
+
+    Returns
+    -------
+    BaseImage
+        The slide, its work sizes set. A SlideError says why a slide cannot be used.
+    """
     started = time.perf_counter()
     s = BaseImage(path)
     tissue_size = WorkSize.parse(image_work_size, "image_work_size")
@@ -110,12 +125,28 @@ def detect_blur(
     blur_threshold: float = DEFAULTS.blur_threshold,
     tile_threads: int | None = None,
 ) -> BaseImage:
-    """Blur at the blur work size, tile by tile, on the usable tissue (:class:`Blur`).
+    """Find the blur at the blur work size, tile by tile, on the usable tissue (:class:`Blur`).
 
     The blur work level is never held whole (see :mod:`slideqc.tiled`): tiles
     with usable tissue are read with enough context for the result to be the whole
-    image's, on ``tile_threads`` threads (default: one per CPU; a runner that
-    checks slides side by side passes its share), and the other tiles are not read.
+    image's, and the other tiles are not read.
+
+    Parameters
+    ----------
+    s : BaseImage
+        The slide, its tissue found (:func:`segment_tissue`).
+    blur_radius : float, > 0
+        The focus measure's neighbourhood, in pixels of the blur work size.
+    blur_threshold : float in (0, 1]
+        Blurry at or below this focus value, in gray level per pixel.
+    tile_threads : int, optional
+        Threads for the tiles (default: one per CPU; a runner that checks slides
+        side by side passes its share).
+
+    Returns
+    -------
+    BaseImage
+        ``s``, with its :class:`Blur` (the blurry fraction, 0 to 1) and its "blur" mask.
     """
     if s.USABLE not in s.masks:
         raise SlideError("blur detection needs the tissue mask; run segment_tissue first", s.name)

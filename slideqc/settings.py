@@ -133,7 +133,23 @@ BATCH_SIZE = 32
 def rescan_needed(blurry_fraction: float, blur_max: float) -> bool:
     """Return True when more than ``blur_max`` of the tissue is blurry: the rescan rule, written only here.
 
-    Both are fractions of the tissue (0 to 1); exactly at the limit is not a rescan.
+    Parameters
+    ----------
+    blurry_fraction : float, 0 to 1
+        The blurry share of the tissue.
+    blur_max : float, 0 to 1
+        The largest blurry share that passes; exactly at the limit is not a rescan.
+
+    Returns
+    -------
+    bool
+        Whether the slide needs a rescan.
+
+    Examples
+    --------
+    >>> from slideqc.settings import rescan_needed
+    >>> rescan_needed(0.06, blur_max=0.05), rescan_needed(0.05, blur_max=0.05)
+    (True, False)
     """
     return blurry_fraction > blur_max
 
@@ -166,11 +182,24 @@ def cannot_judge_reason(
     *,
     stain_contrast: float | None = None,
 ) -> str:
-    """Why a measured slide cannot be judged ("" when it can): the rule, written once.
+    """Return why a measured slide cannot be judged ("" when it can): the rule, written once.
 
-    ``tissue_fraction`` is of the slide (0 to 1); ``blur_mpp`` is µm per pixel at the
-    blur work size (None when the slide does not state its pixel size: not judged on it);
-    ``stain_contrast`` is the tissue's, in 8-bit gray levels (None: not measured).
+    Parameters
+    ----------
+    tissue_fraction : float, 0 to 1, or None
+        The share of the slide that is tissue (None counts as no tissue).
+    blur_mpp : float or None
+        µm per pixel at the blur work size; None when the slide does not state its
+        pixel size (then it is not judged on it).
+    limits : JudgeLimits
+        The least tissue, the coarsest blur pixel and the faintest stain that can be judged.
+    stain_contrast : float, >= 0, or None
+        The tissue's, in 8-bit gray levels (None: not measured).
+
+    Returns
+    -------
+    str
+        One line with the reason and what to do, or "" when the slide can be judged.
     """
     if tissue_fraction is None or tissue_fraction < limits.min_tissue_fraction:
         found = 0.0 if tissue_fraction is None else 100 * tissue_fraction

@@ -1,15 +1,17 @@
-"""The Examples in slideqc.algorithms' docstrings run, and their printed results are checked.
+"""The Examples in the docstrings of slideqc.algorithms and slideqc.settings run, and their printed results are checked.
 
 doctest.testmod here rather than ``--doctest-modules`` in pyproject's pytest options: those
 options apply to every pytest run from this folder (each tests/ file, the Prefect 3 edition's
 own ``pytest prefect3/tests``), where --doctest-modules would also import every test and helper
-module once more as a doctest module; this test keeps the doctests to the module that has them.
+module once more as a doctest module; this test keeps the doctests to the modules that have them.
 """
 
 import doctest
 import inspect
 
-from slideqc import algorithms
+import pytest
+
+from slideqc import algorithms, settings
 
 
 def test_every_public_function_of_algorithms_has_an_example():
@@ -23,7 +25,8 @@ def test_every_public_function_of_algorithms_has_an_example():
     assert "BlurCounts.of" in with_examples
 
 
-def test_the_examples_of_algorithms_print_what_they_say():
-    failed, attempted = doctest.testmod(algorithms, optionflags=doctest.NORMALIZE_WHITESPACE, report=True)
+@pytest.mark.parametrize("module", [algorithms, settings], ids=lambda module: module.__name__)
+def test_the_examples_print_what_they_say(module):
+    failed, attempted = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, report=True)
     assert attempted > 0
-    assert failed == 0, f"{failed} of {attempted} doctest examples of slideqc.algorithms failed (printed above)"
+    assert failed == 0, f"{failed} of {attempted} doctest examples of {module.__name__} failed (printed above)"
