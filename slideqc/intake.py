@@ -196,7 +196,22 @@ def remove_orphan_markers(scanner_dir: str | Path, marker: str, file_type: str =
 
 
 def sha256_file(path: str | Path, drop_cache: bool = False, limit: int | None = None) -> str:
-    """sha256 of the file (of its first ``limit`` bytes if given); ``drop_cache``: read the disk, not memory."""
+    """Return the SHA-256 of the file at ``path``, in hex.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    drop_cache : bool
+        Read the disk, not the kernel's cached pages (to verify what was written).
+    limit : int, >= 0, optional
+        Hash only the first ``limit`` bytes (default: the whole file).
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
     digest = hashlib.sha256()
     left = -1 if limit is None else limit
     with open(path, "rb") as handle:
@@ -254,10 +269,22 @@ def remove_partials(shared_dir: str | Path) -> list[Path]:
 
 
 def copy_file(source: Candidate, dest: Path, bwlimit: float = 0) -> tuple[int, str]:
-    """Copy ``source`` to ``dest`` (a new file), flushed to disk; returns (bytes, sha256 of what was read).
+    """Copy ``source`` to ``dest`` (a new file), flushed to disk.
 
-    ``bwlimit``: at most this many MB per second (0: no limit), to spare a shared network link.
-    Raises SourceChanged if the source's size or mtime moved during the copy.
+    Parameters
+    ----------
+    source : Candidate
+        The slide as it was seen (its size and mtime are checked again after the copy).
+    dest : Path
+        A new file (it must not exist).
+    bwlimit : float, >= 0
+        At most this many MB per second, to spare a shared network link (0: no limit).
+
+    Returns
+    -------
+    (int, str)
+        The bytes copied and the SHA-256 (hex) of what was read. Raises SourceChanged
+        if the source's size or mtime moved during the copy.
     """
     digest = hashlib.sha256()
     copied = 0
@@ -640,12 +667,30 @@ def release_sources(
     now: float | None = None,
     scanner_dir: str | Path | None = None,
 ) -> list[Outcome]:
-    """Remove the held sources it is safe to remove; an Outcome for each held source (RELEASED, HELD or ERROR).
+    """Remove the held sources it is safe to remove.
 
     Safe means: unchanged since its copy for ``retain_seconds``, its shared copy QC'd
     without error (or found already there), and both still hashing to the recorded sha256
     when read again just now. A source that went away is forgotten; one that changed is
-    left for the next pass to copy again. ``scanner_dir``: only the sources in that folder.
+    left for the next pass to copy again.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        The intake's output folder, where the held sources' records are.
+    retain_seconds : float, >= 0
+        How long a source stays on the scanner after its verified copy, in seconds.
+    marker : str, optional
+        The scanner's completion marker suffix, removed with its slide.
+    now : float, optional
+        The time, in seconds since the epoch (default: ``time.time()``).
+    scanner_dir : str or Path, optional
+        Only the sources in that folder.
+
+    Returns
+    -------
+    list of Outcome
+        One for each held source: RELEASED, HELD or ERROR.
     """
     now = time.time() if now is None else now
     outcomes = []
