@@ -23,6 +23,10 @@ def test_every_public_function_of_algorithms_has_an_example():
     with_examples = {test.name.removeprefix("slideqc.algorithms.") for test in doctest.DocTestFinder().find(algorithms)}
     assert public - with_examples == set(), "public functions of slideqc.algorithms without an Examples section"
     assert "BlurCounts.of" in with_examples
+    for name in public:
+        doc = inspect.getdoc(getattr(algorithms, name))
+        for section in ("Parameters\n----------", "Returns\n-------", "Examples\n--------"):
+            assert section in doc, f"slideqc.algorithms.{name}: no {section.splitlines()[0]} section"
 
 
 @pytest.mark.parametrize("module", [algorithms, settings], ids=lambda module: module.__name__)
