@@ -81,6 +81,7 @@ class WorkSize:
 
     @classmethod
     def parse(cls, text: str | float | int, parameter: str = "work size") -> WorkSize:
+        """Parse ``text`` as a work size; a SettingError naming ``parameter`` says why it is neither form."""
         raw = str(text)
         if match := _MAGNIFICATION.match(raw):
             value = float(match.group(1))
@@ -122,14 +123,17 @@ class ReadLog(Sequence):
         self._values = array("i")
 
     def add(self, level: int, location: tuple[int, int], size: tuple[int, int], seconds: float) -> None:
+        """Record one read: ``size`` (width, height) px of ``level`` at ``location`` (x, y at level 0), in ``seconds``."""
         # One in-place concatenation is one C call under the GIL: rows from tile threads never interleave.
         microseconds = min(round(seconds * 1e6), 2**31 - 1)
         self._values += array("i", (level, *location, *size, microseconds))
 
     def __len__(self) -> int:
+        """Return the number of reads."""
         return len(self._values) // self.FIELDS
 
     def __getitem__(self, index):
+        """Return the read at ``index`` as a LevelRead (a list of them for a slice)."""
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         if index < 0:
@@ -163,11 +167,13 @@ class PackedMasks(MutableMapping):
         self._packed: dict[str, tuple[bytes, bool, tuple[int, ...]]] = {}  # name -> (bytes, deflated, shape)
 
     def __getitem__(self, name: str) -> np.ndarray:
+        """Return the mask ``name``, unpacked to a bool array of its shape."""
         data, deflated, shape = self._packed[name]
         packed = np.frombuffer(zlib.decompress(data) if deflated else data, np.uint8)
         return np.unpackbits(packed, count=math.prod(shape)).view(bool).reshape(shape)
 
     def __setitem__(self, name: str, mask: np.ndarray) -> None:
+        """Store the bool ``mask`` as ``name``, packed 8 pixels a byte (deflated when that is smaller)."""
         if mask.dtype != bool:
             raise TypeError(f"mask {name!r} must be bool, got {mask.dtype}")
         packed = np.packbits(mask, axis=None).tobytes()
@@ -176,9 +182,11 @@ class PackedMasks(MutableMapping):
         self._packed[name] = (deflated if smaller else packed, smaller, mask.shape)
 
     def __delitem__(self, name: str) -> None:
+        """Forget the mask ``name``."""
         del self._packed[name]
 
     def __setstate__(self, state: dict) -> None:
+        """Restore the masks from a pickle, also one made before masks were deflated."""
         # A slide object persisted before the masks were deflated holds (packed array, shape) per mask:
         # still read, so a persisted-results cache from then stays usable.
         self._packed = {
@@ -187,9 +195,11 @@ class PackedMasks(MutableMapping):
         }
 
     def __iter__(self) -> Iterator[str]:
+        """Iterate over the masks' names, in the order they were first stored."""
         return iter(self._packed)
 
     def __len__(self) -> int:
+        """Return the number of masks."""
         return len(self._packed)
 
     def nbytes(self) -> int:
@@ -216,19 +226,22 @@ class Findings:
         self._by_type[type(finding)] = finding
 
     def __getitem__(self, kind: type[Finding]) -> Finding:
+        """Return the finding of type ``kind``; a KeyError says when its step has not run."""
         try:
             return cast(Finding, self._by_type[kind])
         except KeyError:
             raise KeyError(f"no {kind.__name__} found yet: its step has not run") from None
 
     def get(self, kind: type[Finding]) -> Finding | None:
-        """The finding of type ``kind``, or None when its step has not run."""
+        """Return the finding of type ``kind``, or None when its step has not run."""
         return cast(Finding | None, self._by_type.get(kind))
 
     def __contains__(self, kind: object) -> bool:
+        """Return True when a finding of type ``kind`` is stored."""
         return kind in self._by_type
 
     def __repr__(self) -> str:
+        """Return the types of the findings stored, as ``Findings(Tissue, Blur)``."""
         return f"Findings({', '.join(kind.__name__ for kind in self._by_type)})"
 
 
@@ -242,27 +255,28 @@ class BaseImage:
         self.name = display_name(self.path.name)  # the name shown in rows, logs and folder names
         self.masks = PackedMasks()
         self.mask_steps: list[MaskStep] = []
-        # Set by loading (None: not loaded yet): tissue is found at the image work size, blur at the other.
-        self.image_work_size: WorkSize | None = None
-        self.blur_work_size: WorkSize | None = None
+        # Set by the load step (qc.load_slide), which every other step follows: tissue is found at the
+        # image work size, blur at the other. Declared here, not assigned: nothing reads them before.
+        self.image_work_size: WorkSize
+        self.blur_work_size: WorkSize
         self.found = Findings()  # what each step found, by its type
         self.settings_used: dict[str, str | float] = {}  # each setting a step ran with (ran_with), by name
         self.timings: dict[str, float] = {}  # seconds per step
         self.reads = ReadLog()
         self._images: dict[str, np.ndarray] = {}
         self._slide: openslide.OpenSlide | None = None
-        self._open()
-        self.vendor = self._slide.properties.get(openslide.PROPERTY_NAME_VENDOR, "unknown")
-        self.dimensions: tuple[int, int] = self._slide.dimensions
-        self.level_dimensions: tuple[tuple[int, int], ...] = self._slide.level_dimensions
-        self.level_downsamples: tuple[float, ...] = self._slide.level_downsamples
-        self.objective_power = _float_property(self._slide, openslide.PROPERTY_NAME_OBJECTIVE_POWER)
-        self.mpp = _float_property(self._slide, openslide.PROPERTY_NAME_MPP_X)
+        slide = self._open()
+        self.vendor = slide.properties.get(openslide.PROPERTY_NAME_VENDOR, "unknown")
+        self.dimensions: tuple[int, int] = slide.dimensions
+        self.level_dimensions: tuple[tuple[int, int], ...] = slide.level_dimensions
+        self.level_downsamples: tuple[float, ...] = slide.level_downsamples
+        self.objective_power = _float_property(slide, openslide.PROPERTY_NAME_OBJECTIVE_POWER)
+        self.mpp = _float_property(slide, openslide.PROPERTY_NAME_MPP_X)
 
     # --- opening, pickling ---------------------------------------------------------
 
-    def _open(self) -> None:
-        """Open the OpenSlide handle; any failure becomes one SlideError in a lab person's words."""
+    def _open(self) -> openslide.OpenSlide:
+        """Open the OpenSlide handle and return it; any failure becomes one SlideError in a lab person's words."""
         if self.path.is_dir():
             raise SlideError("is a folder, not a slide file", self.name)
         if not self.path.is_file():
@@ -275,11 +289,13 @@ class BaseImage:
             raise SlideError(why_unreadable(self.path), self.name) from None
         except (openslide.OpenSlideError, OSError) as error:
             raise SlideError(why_unreadable(self.path, error), self.name) from None
+        return self._slide
 
     @property
     def slide(self) -> openslide.OpenSlide:
+        """The OpenSlide handle, opened again when the slide was closed or unpickled."""
         if self._slide is None:
-            self._open()
+            return self._open()
         return self._slide
 
     def close(self) -> None:
@@ -295,12 +311,14 @@ class BaseImage:
             self._slide = None
 
     def __getstate__(self) -> dict:
+        """Return the state to pickle: without the OpenSlide handle and the cached work images."""
         state = self.__dict__.copy()
         state["_slide"] = None  # an OpenSlide handle cannot cross processes
         state["_images"] = {}  # nor should large pixel arrays: they are re-read on demand
         return state
 
     def __setstate__(self, state: dict) -> None:
+        """Restore from a pickle, also one made when the read log was a list of LevelRead."""
         # A slide object persisted before the read log was compact holds a list of LevelRead.
         if isinstance(state.get("reads"), list):
             log = ReadLog()
@@ -310,6 +328,7 @@ class BaseImage:
         self.__dict__.update(state)
 
     def __repr__(self) -> str:
+        """Return the slide's name, its level-0 size (width x height) and its masks' names."""
         return f"BaseImage({self.name!r}, {self.dimensions[0]}x{self.dimensions[1]}, masks={list(self.masks)})"
 
     # --- work sizes ----------------------------------------------------------------
@@ -324,7 +343,20 @@ class BaseImage:
         return None
 
     def downsample_for(self, work_size: str | WorkSize) -> float:
-        """The downsample from level 0 that gives ``work_size`` (>= 1 means smaller than level 0)."""
+        """Return the downsample from level 0 that gives ``work_size``.
+
+        Parameters
+        ----------
+        work_size : str or WorkSize
+            A magnification (``"1.25x"``) or a longest side in pixels (``"2000"``).
+
+        Returns
+        -------
+        float, > 0
+            Level-0 pixels per work pixel along a side: >= 1 means smaller than level 0. A
+            magnification on a slide that states neither objective power nor pixel size is
+            a SlideError.
+        """
         size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
         if size.longest_side is not None:
             return max(self.dimensions) / size.longest_side
@@ -335,22 +367,56 @@ class BaseImage:
                 "used; pass a pixel work size such as '2000' instead",
                 self.name,
             )
+        assert size.magnification is not None  # WorkSize.parse sets exactly one of the two
         return base / size.magnification
 
     def work_shape(self, work_size: str | WorkSize) -> tuple[int, int]:
-        """(rows, cols) of the image at ``work_size``."""
+        """Return the (rows, cols) of the image at ``work_size``.
+
+        Parameters
+        ----------
+        work_size : str or WorkSize
+            A magnification (``"1.25x"``) or a longest side in pixels (``"2000"``).
+
+        Returns
+        -------
+        (int, int), each >= 1
+            In pixels; never larger than level 0.
+        """
         downsample = max(self.downsample_for(work_size), 1.0)
         width, height = self.dimensions
         return max(1, round(height / downsample)), max(1, round(width / downsample))
 
     def microns_per_pixel(self, work_size: str | WorkSize) -> float | None:
-        """Pixel size in µm at ``work_size``, when the slide states its own."""
+        """Return the pixel size in µm at ``work_size``, when the slide states its own.
+
+        Parameters
+        ----------
+        work_size : str or WorkSize
+            A magnification (``"1.25x"``) or a longest side in pixels (``"2000"``).
+
+        Returns
+        -------
+        float or None
+            µm per work pixel (> 0); None when the slide states no pixel size.
+        """
         if not self.mpp:
             return None
         return self.mpp * max(self.downsample_for(work_size), 1.0)
 
     def level_for(self, work_size: str | WorkSize) -> int:
-        """The smallest pyramid level that still has at least the resolution of ``work_size``."""
+        """Return the smallest pyramid level that still has at least the resolution of ``work_size``.
+
+        Parameters
+        ----------
+        work_size : str or WorkSize
+            A magnification (``"1.25x"``) or a longest side in pixels (``"2000"``).
+
+        Returns
+        -------
+        int, >= 0
+            The pyramid level to read from (0 when none is fine enough but level 0).
+        """
         downsample = max(self.downsample_for(work_size), 1.0) * 1.0001
         # OpenSlide picks the level whose downsample is the largest one <= the wanted one. Done
         # here from the level list, not by the handle: tile threads ask for every tile, and a
@@ -361,7 +427,18 @@ class BaseImage:
     # --- pixels --------------------------------------------------------------------
 
     def get_image(self, work_size: str | WorkSize) -> np.ndarray:
-        """The slide as an RGB uint8 array at ``work_size``, cached per work size."""
+        """Return the slide as an RGB uint8 array at ``work_size``, cached per work size.
+
+        Parameters
+        ----------
+        work_size : str or WorkSize
+            A magnification (``"1.25x"``) or a longest side in pixels (``"2000"``).
+
+        Returns
+        -------
+        (rows, cols, 3) uint8
+            Of :meth:`work_shape`; transparent areas are white, as glass.
+        """
         size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
         if size.text not in self._images:
             self._images[size.text] = self._read_work_image(size)
@@ -379,10 +456,23 @@ class BaseImage:
     def level_region(
         self, work_size: str | WorkSize, window: tuple[int, int, int, int]
     ) -> tuple[int, tuple[int, int], tuple[int, int]]:
-        """Where ``window`` = (top, left, rows, cols) at ``work_size`` is read from: (level, location, size).
+        """Return where ``window`` at ``work_size`` is read from: (level, location, size).
 
         As :meth:`read_region` takes them: the location in level-0 pixels, the
         size in pixels of the level (the best one, :meth:`level_for`).
+
+        Parameters
+        ----------
+        work_size : str or WorkSize
+            A magnification (``"1.25x"``) or a longest side in pixels (``"2000"``).
+        window : (top, left, rows, cols)
+            In pixels of the image at ``work_size``.
+
+        Returns
+        -------
+        (int, (int, int), (int, int))
+            The level, the location (x, y) in level-0 pixels and the size (width, height)
+            in pixels of the level.
         """
         size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
         top, left, rows, cols = window
@@ -398,13 +488,26 @@ class BaseImage:
         return level, (round(x0 * downsample), round(y0 * downsample)), (x1 - x0, y1 - y0)
 
     def read_work_region(self, work_size: str | WorkSize, window: tuple[int, int, int, int]) -> np.ndarray:
-        """RGB uint8 pixels of ``window`` = (top, left, rows, cols), in pixels of the image at ``work_size``.
+        """Return the RGB uint8 pixels of ``window``, in pixels of the image at ``work_size``.
 
         Read from the best pyramid level (:meth:`level_region`) and resized with
         ``INTER_AREA`` when the work size is not exactly that level. Tiles
         read this way are exact crops of :meth:`get_image` when the work size is a
         pyramid level; otherwise they can differ from it in the last bit of
         interpolation at a tile's edge.
+
+        Parameters
+        ----------
+        work_size : str or WorkSize
+            A magnification (``"1.25x"``) or a longest side in pixels (``"2000"``).
+        window : (top, left, rows, cols)
+            In pixels of the image at ``work_size``.
+
+        Returns
+        -------
+        (rows, cols, 3) uint8
+            The window's pixels. A read of more than :data:`MAX_READ_PIXELS` level pixels
+            at once is a SlideError.
         """
         size = work_size if isinstance(work_size, WorkSize) else WorkSize.parse(work_size)
         level, location, (width, height) = self.level_region(size, window)
@@ -423,9 +526,23 @@ class BaseImage:
         return rgb
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
-        """RGB uint8 pixels of a region (location in level-0 coordinates, size at ``level``).
+        """Return the RGB uint8 pixels of a region of one pyramid level.
 
         Transparent areas (outside the scanned region) come back white, as glass.
+
+        Parameters
+        ----------
+        location : (x, y)
+            The region's top-left corner, in level-0 pixels.
+        level : int, >= 0
+            The pyramid level to read.
+        size : (width, height)
+            In pixels of ``level``.
+
+        Returns
+        -------
+        (height, width, 3) uint8
+            The region; a failed read is a SlideError (:meth:`read_failed`).
         """
         started = time.perf_counter()
         try:
@@ -440,7 +557,7 @@ class BaseImage:
         return rgb
 
     def read_failed(self, level: int, error: BaseException) -> SlideError:
-        """The SlideError for a failed pixel read; also drops the OpenSlide handle.
+        """Return the SlideError for a failed pixel read, and drop the OpenSlide handle.
 
         OpenSlide keeps the first error in its handle: every later call on it
         (reads, even properties) fails with the same message. The handle is
@@ -456,7 +573,18 @@ class BaseImage:
         return SlideError(f"cannot read pixels at level {level} (corrupt tile?): {detail}", self.name)
 
     def thumbnail(self, longest_side: int = 1024) -> np.ndarray:
-        """A small RGB overview, resized from the smallest cached work image that is big enough."""
+        """Return a small RGB overview, resized from the smallest cached work image that is big enough.
+
+        Parameters
+        ----------
+        longest_side : int, >= 1
+            The overview's longest side at most, in pixels.
+
+        Returns
+        -------
+        (rows, cols, 3) uint8
+            The overview (a cached work image itself when it is small enough already).
+        """
         cached = sorted(self._images.values(), key=lambda image: image.size)
         source = next((im for im in cached if max(im.shape[:2]) >= longest_side), None)
         if source is None:
@@ -470,7 +598,17 @@ class BaseImage:
     # --- masks and results ---------------------------------------------------------
 
     def set_mask(self, name: str, mask: np.ndarray, removed_fraction: float | None = None) -> None:
-        """Store a bool mask; ``removed_fraction``: the share of the tissue the step flagged (HistoQC's steps)."""
+        """Store a bool mask, and the share of the tissue the step flagged (HistoQC's steps).
+
+        Parameters
+        ----------
+        name : str
+            The mask's name (the step's).
+        mask : bool array
+            At any shape.
+        removed_fraction : float, 0 to 1, optional
+            The share of the tissue the step flagged, recorded in :attr:`mask_steps`.
+        """
         self.masks[name] = mask
         if removed_fraction is not None:
             self.mask_steps.append(MaskStep(name, removed_fraction))
@@ -501,11 +639,23 @@ class BaseImage:
         return self.masks[self.USABLE]
 
     def exclude(self, name: str, mask: np.ndarray) -> float:
-        """Take ``mask`` (bool, any shape) out of the usable tissue; returns the share of the tissue it took.
+        """Take ``mask`` out of the usable tissue, and return the share of the tissue it took.
 
         A tissue pixel is taken out when any of it is covered by ``mask`` (resized to the
-        tissue mask's shape by area). The share, 0 to 1 of the tissue, is recorded as the
-        step ``name`` (:attr:`mask_steps`), and ``mask`` is kept under that name at its own shape.
+        tissue mask's shape by area). The share is recorded as the step ``name``
+        (:attr:`mask_steps`), and ``mask`` is kept under that name at its own shape.
+
+        Parameters
+        ----------
+        name : str
+            The step that excludes.
+        mask : bool array
+            What it found, at any shape.
+
+        Returns
+        -------
+        float, 0 to 1
+            The share of the tissue that was usable and is not any more.
         """
         usable = self.usable
         covered = mask
@@ -519,7 +669,7 @@ class BaseImage:
 
 
 def display_name(text: str) -> str:
-    """``text`` with the bytes of a name that is not valid UTF-8 shown as ``\\xNN`` (``M\\xfcller.svs``).
+    r"""Return ``text`` with the bytes of a name that is not valid UTF-8 shown as ``\xNN`` (``M\xfcller.svs``).
 
     Python reads such a name (from a Windows share, say) with its bytes as lone
     surrogates, which no UTF-8 file, log or web page can hold. Shown this way the
@@ -625,7 +775,7 @@ def _looks_like_text(head: bytes) -> bool:
 
 
 def _truncation(path: Path) -> str | None:
-    """A message when ``path`` is a TIFF whose image data runs past the end of the file, else None."""
+    """Return a message when ``path`` is a TIFF whose image data runs past the end of the file, else None."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as handle:

@@ -49,13 +49,18 @@ demo: data
 	$(BIN)/python tools/compare_truth.py output/demo --data-dir data
 
 # Both venvs first: tests/ also runs the Prefect 3 scripts (tests/test_faults.py), which would be
-# skipped without .venv-prefect3.
+# skipped without .venv-prefect3. The lint gate runs first (so CI's `make test` has it) and a
+# finding stops the run before any test.
 test: venv-version system-deps $(STAMP) $(STAMP3)
+	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest
 	$(MAKE) test-prefect3
 
-lint: $(STAMP)
+# Style, docstrings and types, all configured in pyproject.toml ([tool.ruff], [tool.mypy]): 0 findings.
+lint: venv-version $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 pictures: $(STAMP)
 	$(BIN)/python docs/make_pictures.py --overview --artefacts

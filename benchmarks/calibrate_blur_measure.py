@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The tables go between these marks; the findings written around them are kept.
 START, END = "<!-- calibration:start -->", "<!-- calibration:end -->"
 
-MEASURES = ("laplacian", "normalized")
+MEASURES = algorithms.MEASURES
 STAINS = (1.0, 0.5, 0.35, 0.25, 0.15, 0.12, 0.1)
 STAIN_SIGMAS_UM = (1.0, 2.0)
 SIGMAS_UM = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)

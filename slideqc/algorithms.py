@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import astuple, dataclass
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -21,13 +22,31 @@ MIN_TISSUE_SEPARATION = 8
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
-    """Luminance of an RGB uint8 image as float32 in [0, 1]."""
+    """Return the luminance of an RGB uint8 image as float32 in [0, 1].
+
+    Parameters
+    ----------
+    rgb : (rows, cols, 3) uint8
+        An RGB image, 0 to 255 per channel.
+
+    Returns
+    -------
+    (rows, cols) float32
+        The gray level, 0 (black) to 1 (white): OpenCV's luminance divided by 255.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from slideqc.algorithms import to_gray
+    >>> to_gray(np.array([[[0, 0, 0], [255, 255, 255]]], np.uint8))
+    array([[0., 1.]], dtype=float32)
+    """
     _check_rgb(rgb)
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
 
 
 def tissue_mask(rgb: np.ndarray, dilation_radius: int = 1) -> np.ndarray:
-    """Tissue versus glass: grayscale, invert, Otsu threshold, dilate.
+    """Return the tissue versus the glass: grayscale, invert, Otsu threshold, dilate.
 
     Parameters
     ----------
@@ -39,9 +58,32 @@ def tissue_mask(rgb: np.ndarray, dilation_radius: int = 1) -> np.ndarray:
 
     Returns
     -------
-    (rows, cols) bool, True on tissue. All False when the image is blank: when
-    Otsu's two classes lie fewer than :data:`MIN_TISSUE_SEPARATION` gray levels
-    apart, so that pale sections (a quarter of the usual stain) are still found.
+    (rows, cols) bool
+        True on tissue. All False when the image is blank: when Otsu's two classes
+        lie fewer than :data:`MIN_TISSUE_SEPARATION` gray levels apart, so that pale
+        sections (a quarter of the usual stain) are still found.
+
+    Examples
+    --------
+    A 2 x 2 px section (gray level 100) on glass (255): the darker class is 155
+    levels darker, so it is tissue; a disk of radius 1 adds the pixels next to it.
+
+    >>> import numpy as np
+    >>> from slideqc.algorithms import tissue_mask
+    >>> rgb = np.full((4, 4, 3), 255, np.uint8)
+    >>> rgb[1:3, 1:3] = 100
+    >>> tissue_mask(rgb, dilation_radius=0).astype(int)
+    array([[0, 0, 0, 0],
+           [0, 1, 1, 0],
+           [0, 1, 1, 0],
+           [0, 0, 0, 0]])
+    >>> tissue_mask(rgb).astype(int)
+    array([[0, 1, 1, 0],
+           [1, 1, 1, 1],
+           [1, 1, 1, 1],
+           [0, 1, 1, 0]])
+    >>> bool(tissue_mask(np.full((4, 4, 3), 255, np.uint8)).any())  # bare glass
+    False
     """
     if dilation_radius < 0:
         raise ValueError(f"dilation_radius must be >= 0, got {dilation_radius}")
@@ -59,12 +101,13 @@ def tissue_mask(rgb: np.ndarray, dilation_radius: int = 1) -> np.ndarray:
 
 # The blur measures by name (see blur_response). "laplacian" is HistoQC's and the workshop's
 # lessons'; "normalized" divides out the stain's contrast, so pale tissue is judged like dark.
-MEASURES = ("laplacian", "normalized")
-DEFAULT_MEASURE = "normalized"
+Measure = Literal["laplacian", "normalized"]
+MEASURES: tuple[Measure, ...] = get_args(Measure)
+DEFAULT_MEASURE: Measure = "normalized"
 # Blurry at or below these values of blur_response (gray level per pixel, see there), at the
 # 10x blur work size and blur radius 7 px: both measures share the scale and the threshold,
 # chosen on synthetic slides by benchmarks/calibrate_blur_measure.py (docs/blur_measure.md).
-DEFAULT_THRESHOLDS = {"laplacian": 0.05, "normalized": 0.05}
+DEFAULT_THRESHOLDS: dict[Measure, float] = {"laplacian": 0.05, "normalized": 0.05}
 # The local contrast that "normalized" rescales every pixel's neighbourhood to: the mean absolute
 # deviation of the gray level (0 to 1) of in-focus H&E at 10x is about this (median 0.08, 5th
 # percentile 0.06 on the synthetic slides), so on ordinary
@@ -77,8 +120,8 @@ REFERENCE_CONTRAST = 0.07
 CONTRAST_FLOOR = 1e-4
 
 
-def blur_response(rgb: np.ndarray, blur_radius: float, *, measure: str = DEFAULT_MEASURE) -> np.ndarray:
-    """Local sharpness of the gray image around each pixel.
+def blur_response(rgb: np.ndarray, blur_radius: float, *, measure: Measure = DEFAULT_MEASURE) -> np.ndarray:
+    """Return the local sharpness of the gray image around each pixel.
 
     Parameters
     ----------
@@ -101,10 +144,31 @@ def blur_response(rgb: np.ndarray, blur_radius: float, *, measure: str = DEFAULT
 
     Returns
     -------
-    (rows, cols) float32, >= 0, in gray level per pixel (gray in [0, 1]); in-focus H&E
-    gives ~0.08 with either measure, a 2 µm blur ~0.015 to 0.03. Exact away from the
-    border: a tile read with :func:`blur_context` pixels of context gives the values the
-    whole image gives.
+    (rows, cols) float32, >= 0
+        In gray level per pixel (gray in [0, 1]); in-focus H&E gives ~0.08 with
+        either measure, a 2 µm blur ~0.015 to 0.03. Exact away from the border: a
+        tile read with :func:`blur_context` pixels of context gives the values the
+        whole image gives.
+
+    Examples
+    --------
+    A flat image has no detail: 0 everywhere, with either measure.
+
+    >>> import numpy as np
+    >>> from slideqc.algorithms import blur_response
+    >>> flat = np.full((5, 5, 3), 128, np.uint8)
+    >>> float(blur_response(flat, 1.0).max()), float(blur_response(flat, 1.0, measure="laplacian").max())
+    (0.0, 0.0)
+
+    An edge between glass (245) and stain (195), and the same edge with the stain
+    twice as dark (``255 - rgb`` doubled: 235 and 135): "normalized" reads both alike.
+
+    >>> edge = np.full((9, 9, 3), 245, np.uint8)
+    >>> edge[:, 4:] = 195
+    >>> darker = np.full((9, 9, 3), 235, np.uint8)
+    >>> darker[:, 4:] = 135
+    >>> bool(np.array_equal(blur_response(edge, 1.0), blur_response(darker, 1.0)))
+    True
     """
     if not blur_radius > 0:
         raise ValueError(f"blur_radius must be > 0, got {blur_radius}")
@@ -115,7 +179,7 @@ def blur_response(rgb: np.ndarray, blur_radius: float, *, measure: str = DEFAULT
 
 
 def _normalized_response(gray: np.ndarray, width: int) -> np.ndarray:
-    """The "normalized" measure of an 8-bit gray image with boxes of ``width`` px (see blur_response).
+    """Return the "normalized" measure of an 8-bit gray image with boxes of ``width`` px (see blur_response).
 
     Box sums, not means, of the integer gray levels: OpenCV sums integers exactly and ~2x faster
     than floats, and n * (gray - box mean) = n * gray - box sum is an integer too, so every sum is
@@ -137,18 +201,41 @@ def _normalized_response(gray: np.ndarray, width: int) -> np.ndarray:
     # OpenCV for the floor (a whole sum: the contrast floor rounded up) and the division.
     deviation = cv2.absdiff(np.multiply(gray, n, dtype=sums.dtype), sums)
     spread = cv2.boxFilter(deviation, depth, box, dst=sums, normalize=False, borderType=border)
-    contrast = cv2.max(spread, math.ceil(CONTRAST_FLOOR * 255 * n * n))
+    floor = math.ceil(CONTRAST_FLOOR * 255 * n * n)
+    contrast = cv2.max(spread, floor)  # type: ignore[call-overload]  # OpenCV takes a number as src2; its stubs list arrays only
     return cv2.divide(fine, contrast, scale=REFERENCE_CONTRAST * n, dtype=cv2.CV_32F)
 
 
 def blur_mask(
-    rgb: np.ndarray, blur_radius: float, blur_threshold: float | None = None, *, measure: str = DEFAULT_MEASURE
+    rgb: np.ndarray, blur_radius: float, blur_threshold: float | None = None, *, measure: Measure = DEFAULT_MEASURE
 ) -> np.ndarray:
-    """Blurry pixels: where :func:`blur_response` is at or below ``blur_threshold``.
+    """Return the blurry pixels: where :func:`blur_response` is at or below ``blur_threshold``.
 
-    ``blur_threshold`` is in (0, 1], in units of gray level per pixel (gray in [0, 1]);
-    None takes the measure's :data:`DEFAULT_THRESHOLDS` (0.05 for both measures).
-    Returns a (rows, cols) bool mask, True where blurry.
+    Parameters
+    ----------
+    rgb : (rows, cols, 3) uint8
+        The slide at the blur work size.
+    blur_radius : float, > 0
+        The neighbourhood of :func:`blur_response`, in pixels.
+    blur_threshold : float in (0, 1], optional
+        In gray level per pixel (gray in [0, 1]); None takes the measure's
+        :data:`DEFAULT_THRESHOLDS` (0.05 for both measures).
+    measure : {"normalized", "laplacian"}
+        See :func:`blur_response`.
+
+    Returns
+    -------
+    (rows, cols) bool
+        True where blurry.
+
+    Examples
+    --------
+    A flat image is blurry everywhere (its response is 0, at or below any threshold).
+
+    >>> import numpy as np
+    >>> from slideqc.algorithms import blur_mask
+    >>> bool(blur_mask(np.full((3, 3, 3), 200, np.uint8), 1.0).all())
+    True
     """
     if blur_threshold is None:
         blur_threshold = DEFAULT_THRESHOLDS[_check_measure(measure)]
@@ -157,15 +244,36 @@ def blur_mask(
     return blur_response(rgb, blur_radius, measure=measure) <= blur_threshold
 
 
-def blur_context(blur_radius: float, measure: str = DEFAULT_MEASURE) -> int:
-    """Pixels of context (>= 1) each side of a tile for :func:`blur_response` to be exact there.
+def blur_context(blur_radius: float, measure: Measure = DEFAULT_MEASURE) -> int:
+    """Return the pixels of context (>= 1) each side of a tile for :func:`blur_response` to be exact there.
 
     "laplacian": OpenCV's float Gaussian of sigma ``blur_radius`` (pixels) reaches
     ``round(8 * sigma + 1) // 2`` pixels (4 sigma), and the Laplacian one more.
     "normalized": the contrast is a box mean of deviations from a box mean, two box
     half-widths; the Laplacian's box needs one half-width and a pixel. A tile read
     with this much context gives, inside it, the very values the whole image gives.
-    It also covers the erosion of :func:`measurable_tissue`.
+    It also covers the erosion of :func:`measurable_tissue` (``2 * blur_radius``).
+
+    Parameters
+    ----------
+    blur_radius : float, > 0
+        The neighbourhood of :func:`blur_response`, in pixels.
+    measure : {"normalized", "laplacian"}
+        See :func:`blur_response`.
+
+    Returns
+    -------
+    int, >= 1
+        Pixels of context on each side of a tile.
+
+    Examples
+    --------
+    At the default radius, 7 px: "normalized" boxes are 2 * round(sqrt(3) * 7) + 1 = 25 px,
+    two half-widths of 12 px; the Gaussian reaches round(8 * 7 + 1) // 2 = 28 px, and one more.
+
+    >>> from slideqc.algorithms import blur_context
+    >>> blur_context(7.0), blur_context(7.0, "laplacian")
+    (24, 29)
     """
     if not blur_radius > 0:
         raise ValueError(f"blur_radius must be > 0, got {blur_radius}")
@@ -178,25 +286,45 @@ def blur_context(blur_radius: float, measure: str = DEFAULT_MEASURE) -> int:
 
 
 def _box_width(blur_radius: float) -> int:
-    """The side in pixels of a box with the spread of a Gaussian of sigma ``blur_radius``: 2 * round(sqrt(3) * r) + 1."""
+    """Return the side in pixels of a box with the spread of a Gaussian of sigma ``blur_radius``: 2 * round(sqrt(3) * r) + 1."""
     return 2 * max(1, round(math.sqrt(3.0) * float(blur_radius))) + 1
 
 
-def _check_measure(measure: str) -> str:
+def _check_measure(measure: Measure) -> Measure:
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {', '.join(MEASURES)}; got {measure!r}")
     return measure
 
 
 def stain_contrast(rgb: np.ndarray, tissue: np.ndarray) -> float:
-    """How far the tissue's stain stands out from the glass: 8-bit gray levels, >= 0.
+    """Return how far the tissue's stain stands out from the glass: 8-bit gray levels, >= 0.
 
     The median gray level of the glass minus that of the tissue, on any work size
-    (the tissue work size is enough: 1.25x). ``tissue`` is a bool mask, resized to
-    ``rgb``'s rows and columns when it differs. H&E at the usual strength gives
-    ~70; at a quarter of it ~21, at 15 % ~13. Returns 0.0 when the image has no
-    tissue or no glass (then there is nothing to compare it with). The QC cannot judge
-    the focus of tissue fainter than :attr:`slideqc.settings.JudgeLimits.min_stain_contrast`.
+    (the tissue work size is enough: 1.25x). H&E at the usual strength gives ~70;
+    at a quarter of it ~21, at 15 % ~13. The QC cannot judge the focus of tissue
+    fainter than :attr:`slideqc.settings.JudgeLimits.min_stain_contrast`.
+
+    Parameters
+    ----------
+    rgb : (rows, cols, 3) uint8
+        The slide at any work size.
+    tissue : bool array
+        The tissue mask, resized to ``rgb``'s rows and columns when it differs.
+
+    Returns
+    -------
+    float, >= 0
+        In 8-bit gray levels (0 to 255); 0.0 when the image has no tissue or no glass
+        (then there is nothing to compare it with).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from slideqc.algorithms import stain_contrast
+    >>> rgb = np.full((2, 2, 3), 230, np.uint8)
+    >>> rgb[0, 0] = 160
+    >>> stain_contrast(rgb, np.array([[True, False], [False, False]]))
+    70.0
     """
     gray = cv2.cvtColor(_check_rgb(rgb), cv2.COLOR_RGB2GRAY)
     tissue = resize_mask(tissue, gray.shape)
@@ -206,12 +334,37 @@ def stain_contrast(rgb: np.ndarray, tissue: np.ndarray) -> float:
 
 
 def measurable_tissue(tissue: np.ndarray, blur_radius: float) -> np.ndarray:
-    """The tissue where blur can be measured: ``tissue`` eroded by ``2 * blur_radius`` pixels.
+    """Return the tissue where blur can be measured: ``tissue`` eroded by ``2 * blur_radius`` pixels.
 
-    ``tissue`` is a bool mask at the blur resolution. :func:`blur_response`
-    averages the Laplacian over a Gaussian of sigma ``blur_radius``, so within two
-    sigmas of the tissue's edge it mixes in flat glass and would call sharp
-    tissue blurry. Outside the array counts as glass.
+    :func:`blur_response` averages the Laplacian over a Gaussian of sigma
+    ``blur_radius``, so within two sigmas of the tissue's edge it mixes in flat
+    glass and would call sharp tissue blurry.
+
+    Parameters
+    ----------
+    tissue : (rows, cols) bool
+        The tissue mask at the blur resolution.
+    blur_radius : float, > 0
+        The neighbourhood of :func:`blur_response`, in pixels.
+
+    Returns
+    -------
+    (rows, cols) bool
+        The tissue at least ``round(2 * blur_radius)`` pixels from glass; outside the
+        array counts as glass.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from slideqc.algorithms import measurable_tissue
+    >>> measurable_tissue(np.ones((7, 7), bool), 1.0).astype(int)
+    array([[0, 0, 0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0, 0],
+           [0, 0, 1, 1, 1, 0, 0],
+           [0, 0, 1, 1, 1, 0, 0],
+           [0, 0, 1, 1, 1, 0, 0],
+           [0, 0, 0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0, 0, 0]])
     """
     return erode(tissue, round(2 * blur_radius))
 
@@ -232,7 +385,31 @@ class BlurCounts:
 
     @classmethod
     def of(cls, blurry: np.ndarray, tissue: np.ndarray, inner: np.ndarray) -> BlurCounts:
-        """Counts of bool masks of one shape: blurry pixels, tissue, measurable tissue."""
+        """Count the True pixels of bool masks of one shape: blurry pixels, tissue, measurable tissue.
+
+        Parameters
+        ----------
+        blurry, tissue, inner : (rows, cols) bool
+            The blurry pixels, the tissue and the measurable tissue, at one resolution.
+
+        Returns
+        -------
+        BlurCounts
+            The blurry pixels within ``inner`` and within ``tissue``, and the pixels of each.
+
+        Examples
+        --------
+        One blurry pixel of four, all of them tissue and measurable:
+
+        >>> import numpy as np
+        >>> from slideqc.algorithms import BlurCounts
+        >>> everywhere = np.ones((2, 2), bool)
+        >>> counts = BlurCounts.of(np.array([[True, False], [False, False]]), everywhere, everywhere)
+        >>> counts, counts.fraction
+        (BlurCounts(blurry_inner=1, inner=4, blurry_tissue=1, tissue=4), 0.25)
+        >>> (counts + counts).fraction  # two such tiles
+        0.25
+        """
         return cls(
             int(np.count_nonzero(blurry & inner)),
             int(np.count_nonzero(inner)),
@@ -241,6 +418,7 @@ class BlurCounts:
         )
 
     def __add__(self, other: BlurCounts) -> BlurCounts:
+        """Return the counts of both, added field by field (the counts of two tiles together)."""
         return BlurCounts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     @property
@@ -257,11 +435,35 @@ class BlurCounts:
 
 
 def blurry_fraction(blurry: np.ndarray, tissue: np.ndarray, blur_radius: float) -> float:
-    """The fraction (0 to 1) of the tissue that is blurry, measured at ``blurry``'s resolution.
+    """Return the fraction (0 to 1) of the tissue that is blurry, measured at ``blurry``'s resolution.
 
-    ``tissue`` (any resolution) is resized to ``blurry``'s shape and eroded by
-    ``2 * blur_radius`` pixels (:func:`measurable_tissue`); when nothing is left
-    the tissue is measured whole. Returns 0.0 when there is no tissue.
+    Parameters
+    ----------
+    blurry : (rows, cols) bool
+        The blurry pixels (:func:`blur_mask`).
+    tissue : bool array
+        The tissue at any resolution: resized to ``blurry``'s shape, then eroded by
+        ``2 * blur_radius`` pixels (:func:`measurable_tissue`); when nothing is
+        left the tissue is measured whole.
+    blur_radius : float, > 0
+        The neighbourhood of :func:`blur_response`, in pixels.
+
+    Returns
+    -------
+    float, 0 to 1
+        The blurry share of the measurable tissue; 0.0 when there is no tissue.
+
+    Examples
+    --------
+    A 4 x 4 px slide all tissue, its top-left 2 x 2 px blurry. Eroded by 1 px, the
+    measurable tissue is the central 2 x 2 px, of which one pixel is blurry:
+
+    >>> import numpy as np
+    >>> from slideqc.algorithms import blurry_fraction
+    >>> blurry = np.zeros((4, 4), bool)
+    >>> blurry[:2, :2] = True
+    >>> blurry_fraction(blurry, np.ones((4, 4), bool), blur_radius=0.5)
+    0.25
     """
     tissue = resize_mask(tissue, blurry.shape)
     return BlurCounts.of(blurry, tissue, measurable_tissue(tissue, blur_radius)).fraction
@@ -279,11 +481,38 @@ _CROSS = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))  # the disk of rad
 
 
 def erode(mask: np.ndarray, radius: int) -> np.ndarray:
-    """A bool mask eroded by a disk of ``radius`` pixels (>= 0); outside the array counts as False.
+    """Return a bool mask eroded by a disk of ``radius`` pixels; outside the array counts as False.
 
     The disk is the sum of ``radius // 2`` disks of radius 2 and, for an odd ``radius``, one of
     radius 1 (see ``_DISK_2``): it holds the Euclidean disk, and a rectangle shrinks by exactly
     ``radius`` on every side.
+
+    Parameters
+    ----------
+    mask : (rows, cols) bool
+        The mask to erode.
+    radius : int, >= 0
+        In pixels; 0 returns ``mask`` itself.
+
+    Returns
+    -------
+    (rows, cols) bool
+        The pixels whose whole disk lies in ``mask``.
+
+    Examples
+    --------
+    A 3 x 3 px square shrinks by 1 px on every side:
+
+    >>> import numpy as np
+    >>> from slideqc.algorithms import erode
+    >>> square = np.zeros((5, 5), bool)
+    >>> square[1:4, 1:4] = True
+    >>> erode(square, 1).astype(int)
+    array([[0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0],
+           [0, 0, 1, 0, 0],
+           [0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0]])
     """
     if radius <= 0 or not mask.any():
         return mask
@@ -291,7 +520,7 @@ def erode(mask: np.ndarray, radius: int) -> np.ndarray:
         inner = np.zeros(mask.shape, bool)
         inner[radius:-radius, radius:-radius] = True
         return inner
-    eroded = mask.view(np.uint8)  # 0 and 1 in and out: viewed as bool again without a copy
+    eroded: np.ndarray = mask.view(np.uint8)  # 0 and 1 in and out: viewed as bool again without a copy
     twos = radius // 2
     for kernel, times in ((_DISK_2, (twos + 1) // 2), (_DISK_2_TURNED, twos // 2), (_CROSS, radius % 2)):
         if times:
@@ -300,9 +529,33 @@ def erode(mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def nearest_index(source_length: int, length: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """For output indices ``start``..``stop`` of an axis resized from ``source_length`` to ``length``
-    pixels, the source index each takes by nearest neighbour (int64), exactly as OpenCV's
-    ``INTER_NEAREST`` picks it, so a window of a resized mask can be made without the rest.
+    """Return the source index that each output index takes by nearest neighbour.
+
+    For output indices ``start``..``stop`` of an axis resized from ``source_length`` to ``length``
+    pixels, exactly as OpenCV's ``INTER_NEAREST`` picks them, so a window of a resized mask can be
+    made without the rest.
+
+    Parameters
+    ----------
+    source_length, length : int, >= 1
+        The axis's length in pixels before and after resizing.
+    start, stop : int, optional
+        The output indices wanted, ``start`` included, ``stop`` not (default: all of them).
+
+    Returns
+    -------
+    (stop - start,) int64
+        Source indices, 0 to ``source_length - 1``, never decreasing.
+
+    Examples
+    --------
+    Halving takes every other pixel (floor of 2 i); doubling takes each pixel twice:
+
+    >>> from slideqc.algorithms import nearest_index
+    >>> nearest_index(4, 2)
+    array([0, 2])
+    >>> nearest_index(2, 4)
+    array([0, 0, 1, 1])
     """
     stop = length if stop is None else stop
     step = 1.0 / (length / source_length)  # OpenCV's own arithmetic, so the floors agree
@@ -312,10 +565,32 @@ def nearest_index(source_length: int, length: int, start: int = 0, stop: int | N
 def resize_mask(
     mask: np.ndarray, shape: tuple[int, int], window: tuple[int, int, int, int] | None = None
 ) -> np.ndarray:
-    """A bool mask resized to ``shape`` (rows, cols) by nearest neighbour.
+    """Return a bool mask resized to ``shape`` by nearest neighbour.
 
-    With ``window`` = (top, left, rows, cols), in pixels of ``shape``, only that
-    part of the resized mask is made: the same pixels as cropping the whole.
+    Parameters
+    ----------
+    mask : (rows, cols) bool
+        The mask to resize.
+    shape : (rows, cols)
+        The size wanted, in pixels.
+    window : (top, left, rows, cols), optional
+        In pixels of ``shape``: only that part of the resized mask is made, the
+        same pixels as cropping the whole.
+
+    Returns
+    -------
+    bool array
+        Of ``shape``, or of the window's (rows, cols); ``mask`` itself when it has ``shape`` already.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from slideqc.algorithms import resize_mask
+    >>> resize_mask(np.array([[True, False]]), (2, 4)).astype(int)
+    array([[1, 1, 0, 0],
+           [1, 1, 0, 0]])
+    >>> resize_mask(np.array([[True, False]]), (2, 4), window=(0, 1, 1, 2)).astype(int)
+    array([[1, 0]])
     """
     if window is None:
         if mask.shape == tuple(shape):
@@ -334,11 +609,28 @@ def resize_mask(
 
 
 def bin_sums(mask: np.ndarray, row_bins: np.ndarray, col_bins: np.ndarray) -> np.ndarray:
-    """Counts of True pixels of ``mask`` per bin, for coarsening a mask by area.
+    """Count the True pixels of ``mask`` per bin, for coarsening a mask by area.
 
-    ``row_bins`` (``col_bins``) gives each row (column) of ``mask`` its bin: a
-    non-decreasing int array whose steps are 0 or 1. Returns int32 counts of
-    shape (number of row bins, number of column bins), starting at the first bin.
+    Parameters
+    ----------
+    mask : (rows, cols) bool
+        The mask to count.
+    row_bins, col_bins : int arrays of length rows, cols
+        Each row's (column's) bin: non-decreasing, in steps of 0 or 1.
+
+    Returns
+    -------
+    (row bins, column bins) int32
+        The True pixels of each bin, starting at the first bin.
+
+    Examples
+    --------
+    Two rows in one bin, four columns in two bins of two: 2 x 2 = 4 pixels each.
+
+    >>> import numpy as np
+    >>> from slideqc.algorithms import bin_sums
+    >>> bin_sums(np.ones((2, 4), bool), np.array([0, 0]), np.array([0, 0, 1, 1]))
+    array([[4, 4]], dtype=int32)
     """
     # A row bin counts at most the mask's rows: uint16 sums there cost ~half of int32 ones from uint8.
     rows_dtype = np.uint16 if mask.shape[0] < 2**16 else np.int32
@@ -362,15 +654,53 @@ def _sum_bins(values: np.ndarray, bins: np.ndarray, axis: int, dtype=np.int32) -
 
 
 def area_fraction(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The fraction (0 to 1) of each output pixel covered by ``mask``, at ``shape``."""
+    """Return the fraction (0 to 1) of each output pixel covered by ``mask``, at ``shape``.
+
+    Parameters
+    ----------
+    mask : (rows, cols) bool
+        The mask to resize.
+    shape : (rows, cols)
+        The size wanted, in pixels: OpenCV's area interpolation when it is smaller.
+
+    Returns
+    -------
+    shape float32, 0 to 1
+        The share of each output pixel's area that is True in ``mask``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from slideqc.algorithms import area_fraction
+    >>> area_fraction(np.array([[True, False], [False, False]]), (1, 1))
+    array([[0.25]], dtype=float32)
+    """
     return cv2.resize(mask.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
 
 
 def fraction_of(mask: np.ndarray, within: np.ndarray) -> float:
-    """The fraction (0 to 1) of the True pixels of ``within`` that are True in ``mask``.
+    """Return the fraction (0 to 1) of the True pixels of ``within`` that are True in ``mask``.
 
-    ``mask`` is resized to ``within``'s shape when they differ. Returns 0.0
-    when ``within`` is empty.
+    Parameters
+    ----------
+    mask : bool array
+        Resized to ``within``'s shape when they differ (a pixel counts when at least
+        half of it is covered).
+    within : (rows, cols) bool
+        The pixels to take the fraction of.
+
+    Returns
+    -------
+    float, 0 to 1
+        0.0 when ``within`` is empty.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from slideqc.algorithms import fraction_of
+    >>> corner = np.array([[True, False], [False, False]])
+    >>> fraction_of(corner, np.ones((2, 2), bool)), fraction_of(corner, np.zeros((2, 2), bool))
+    (0.25, 0.0)
     """
     total = int(within.sum())
     if total == 0:

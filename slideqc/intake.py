@@ -86,6 +86,7 @@ class Candidate:
 
     @property
     def name(self) -> str:
+        """The file's name, without its folder."""
         return Path(self.path).name
 
 
@@ -110,6 +111,7 @@ class Outcome:
 
     @property
     def failed(self) -> bool:
+        """True when the slide's copy failed (action ERROR)."""
         return self.action == ERROR
 
 
@@ -144,6 +146,7 @@ def find_slides(scanner_dir: str | Path, file_type: str = "svs") -> list[Candida
 
 
 def look(path: str | Path) -> Candidate | None:
+    """Return the file at ``path`` as a Candidate (size, mtime), or None when it is gone; a link is not followed."""
     try:
         stat = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
@@ -152,12 +155,12 @@ def look(path: str | Path) -> Candidate | None:
 
 
 def marker_path(slide: str | Path, marker: str) -> Path:
-    """The scanner's completion marker of a slide: ``<slide name><marker>``, e.g. ``a.svs.done``."""
+    """Return the scanner's completion marker of a slide: ``<slide name><marker>``, e.g. ``a.svs.done``."""
     return Path(f"{slide}{marker}")
 
 
 def marker_says_complete(candidate: Candidate, marker: str) -> bool:
-    """The marker exists and is not older than the slide (a stale marker from an earlier slide of that name)."""
+    """Return True when the marker exists and is not older than the slide (a stale marker from an earlier slide of that name)."""
     try:
         return marker_path(candidate.path, marker).stat().st_mtime_ns >= candidate.mtime_ns
     except FileNotFoundError:
@@ -193,7 +196,22 @@ def remove_orphan_markers(scanner_dir: str | Path, marker: str, file_type: str =
 
 
 def sha256_file(path: str | Path, drop_cache: bool = False, limit: int | None = None) -> str:
-    """sha256 of the file (of its first ``limit`` bytes if given); ``drop_cache``: read the disk, not memory."""
+    """Return the SHA-256 of the file at ``path``, in hex.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    drop_cache : bool
+        Read the disk, not the kernel's cached pages (to verify what was written).
+    limit : int, >= 0, optional
+        Hash only the first ``limit`` bytes (default: the whole file).
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
     digest = hashlib.sha256()
     left = -1 if limit is None else limit
     with open(path, "rb") as handle:
@@ -229,10 +247,12 @@ def fsync_dir(folder: str | Path) -> None:
 
 
 def partial_name(name: str) -> str:
+    """Return a hidden, unique name for a copy of ``name`` in progress: ``.<name>.<8 hex digits>.partial``."""
     return f".{name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
 
 
 def is_partial(name: str) -> bool:
+    """Return True when ``name`` is the name of a copy in progress (see :func:`partial_name`)."""
     return name.startswith(".") and name.endswith(PARTIAL_SUFFIX)
 
 
@@ -249,10 +269,22 @@ def remove_partials(shared_dir: str | Path) -> list[Path]:
 
 
 def copy_file(source: Candidate, dest: Path, bwlimit: float = 0) -> tuple[int, str]:
-    """Copy ``source`` to ``dest`` (a new file), flushed to disk; returns (bytes, sha256 of what was read).
+    """Copy ``source`` to ``dest`` (a new file), flushed to disk.
 
-    ``bwlimit``: at most this many MB per second (0: no limit), to spare a shared network link.
-    Raises SourceChanged if the source's size or mtime moved during the copy.
+    Parameters
+    ----------
+    source : Candidate
+        The slide as it was seen (its size and mtime are checked again after the copy).
+    dest : Path
+        A new file (it must not exist).
+    bwlimit : float, >= 0
+        At most this many MB per second, to spare a shared network link (0: no limit).
+
+    Returns
+    -------
+    (int, str)
+        The bytes copied and the SHA-256 (hex) of what was read. Raises SourceChanged
+        if the source's size or mtime moved during the copy.
     """
     digest = hashlib.sha256()
     copied = 0
@@ -317,6 +349,7 @@ class HashCache:
         self._known: dict[tuple, str] = {}
 
     def sha256(self, path: str | Path) -> str:
+        """Return the SHA-256 of the file at ``path`` (hex), read once per path, size and mtime."""
         stat = os.stat(path)
         key = (str(path), stat.st_size, stat.st_mtime_ns)
         if key not in self._known:
@@ -357,7 +390,7 @@ def copy_and_verify(
                 f"(size {copy_size} vs {size}, sha256 {copy_sha[:12]} vs {sha[:12]})"
             )
         same_folder = previous is not None and Path(previous.dest).parent == shared.resolve()
-        if same_folder and _extends(previous, partial, size):
+        if previous is not None and same_folder and _extends(previous, partial, size):
             final = Path(previous.dest)
             if before_placing is not None:
                 before_placing(final)
@@ -443,7 +476,7 @@ def already_there(source: Candidate, shared_dir: str | Path, hashes: HashCache) 
 
 
 def _extends(previous: Held, partial: Path, size: int) -> bool:
-    """True when the intake's earlier copy is untouched and is the beginning of the new, longer copy."""
+    """Return True when the intake's earlier copy is untouched and is the beginning of the new, longer copy."""
     dest = Path(previous.dest)
     if dest.name != Path(previous.source).name:  # a copy kept apart as <stem>.<sha12>: its name is its content's
         return False
@@ -475,10 +508,12 @@ PENDING_DIRNAME = ".intake-pending"
 
 
 def pending_dir(output_dir: str | Path) -> Path:
+    """Return the folder of the slides waiting for QC, under ``output_dir``."""
     return Path(output_dir) / PENDING_DIRNAME
 
 
 def add_pending(output_dir: str | Path, shared_path: str | Path) -> None:
+    """Note ``shared_path`` as waiting for QC (one file named by a hash of its resolved path)."""
     folder = pending_dir(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(str(Path(shared_path).resolve()).encode()).hexdigest()[:16]
@@ -486,7 +521,10 @@ def add_pending(output_dir: str | Path, shared_path: str | Path) -> None:
 
 
 def list_pending(output_dir: str | Path) -> dict[str, Path]:
-    """shared path -> its journal entry; entries whose slide never got its final name are dropped."""
+    """Return the journal entry of each slide waiting for QC, by shared path.
+
+    Entries whose slide never got its final name are dropped.
+    """
     folder = pending_dir(output_dir)
     pending = {}
     if folder.is_dir():
@@ -500,6 +538,7 @@ def list_pending(output_dir: str | Path) -> dict[str, Path]:
 
 
 def clear_pending(output_dir: str | Path, shared_paths) -> None:
+    """Cross ``shared_paths`` off the slides waiting for QC (their rows are written)."""
     by_target = list_pending(output_dir)
     for path in shared_paths:
         entry = by_target.get(str(Path(path).resolve()))
@@ -508,6 +547,7 @@ def clear_pending(output_dir: str | Path, shared_paths) -> None:
 
 
 def outcome_row(outcome: Outcome) -> dict:
+    """Return ``outcome`` as a row of intake.tsv: its columns, in order."""
     values = asdict(outcome)
     return {c: values[c] for c in OUTCOME_COLUMNS}
 
@@ -535,6 +575,7 @@ class Held:
     qc: str = QC_NOT_YET  # ok or error (its QC row), earlier (found already on the shared drive, not queued for QC)
 
     def unchanged(self, now: Candidate | None) -> bool:
+        """Return True when the source, as ``now`` finds it, has the size and mtime it had when copied."""
         return now is not None and (now.size, now.mtime_ns) == (self.size, self.mtime_ns)
 
 
@@ -543,6 +584,7 @@ def _key(path: str | Path) -> str:
 
 
 def held_dir(output_dir: str | Path) -> Path:
+    """Return the folder of the records of sources held after their copy, under ``output_dir``."""
     return Path(output_dir) / HELD_DIRNAME
 
 
@@ -564,7 +606,7 @@ def hold(output_dir: str | Path, source: Candidate, outcome: Outcome, qc: str = 
 
 
 def _read_record(entry: Path) -> Held | None:
-    """The record in ``entry``; None if there is none, or it cannot be read (its source then counts as new)."""
+    """Return the record in ``entry``; None if there is none, or it cannot be read (its source then counts as new)."""
     try:
         return Held(**json.loads(entry.read_text(encoding="utf-8")))
     except FileNotFoundError:
@@ -575,17 +617,19 @@ def _read_record(entry: Path) -> Held | None:
 
 
 def held_records(output_dir: str | Path) -> dict[str, Held]:
-    """source path -> its record, for every source held."""
+    """Return the record of every source held, by source path."""
     folder = held_dir(output_dir)
     entries = sorted(folder.glob("*.json")) if folder.is_dir() else []
     return {record.source: record for record in map(_read_record, entries) if record is not None}
 
 
 def held_record(output_dir: str | Path, source: str | Path) -> Held | None:
+    """Return the record of ``source``; None when it is not held or its record cannot be read."""
     return _read_record(held_dir(output_dir) / f"{_key(source)}.json")
 
 
 def forget(output_dir: str | Path, source: str | Path) -> None:
+    """Remove the record of ``source`` (nothing happens when there is none)."""
     (held_dir(output_dir) / f"{_key(source)}.json").unlink(missing_ok=True)
 
 
@@ -601,7 +645,7 @@ def mark_checked(output_dir: str | Path, qc_by_dest: dict[str, str]) -> None:
 
 
 def to_copy(found: list[Candidate], records: dict[str, Held]) -> tuple[list[Candidate], list[tuple[Candidate, Held]]]:
-    """(the slides to copy, those among them that changed after their copy) from what the scanner folder holds.
+    """Return (the slides to copy, those among them that changed after their copy) from what the scanner folder holds.
 
     A held source that has not changed is not copied again; one whose size or mtime moved is.
     """
@@ -623,12 +667,30 @@ def release_sources(
     now: float | None = None,
     scanner_dir: str | Path | None = None,
 ) -> list[Outcome]:
-    """Remove the held sources it is safe to remove; an Outcome for each held source (RELEASED, HELD or ERROR).
+    """Remove the held sources it is safe to remove.
 
     Safe means: unchanged since its copy for ``retain_seconds``, its shared copy QC'd
     without error (or found already there), and both still hashing to the recorded sha256
     when read again just now. A source that went away is forgotten; one that changed is
-    left for the next pass to copy again. ``scanner_dir``: only the sources in that folder.
+    left for the next pass to copy again.
+
+    Parameters
+    ----------
+    output_dir : str or Path
+        The intake's output folder, where the held sources' records are.
+    retain_seconds : float, >= 0
+        How long a source stays on the scanner after its verified copy, in seconds.
+    marker : str, optional
+        The scanner's completion marker suffix, removed with its slide.
+    now : float, optional
+        The time, in seconds since the epoch (default: ``time.time()``).
+    scanner_dir : str or Path, optional
+        Only the sources in that folder.
+
+    Returns
+    -------
+    list of Outcome
+        One for each held source: RELEASED, HELD or ERROR.
     """
     now = time.time() if now is None else now
     outcomes = []
@@ -703,6 +765,7 @@ class Control:
     hashes: HashCache = field(default_factory=HashCache)  # an unchanged file is hashed once
 
     def done(self) -> bool:
+        """Return True when the intake should stop: a stop was asked for, or ``max_cycles`` passes ran."""
         return self.stop_requested or (self.max_cycles is not None and self.cycles >= self.max_cycles)
 
 

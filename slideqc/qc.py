@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -86,7 +86,7 @@ class Artefacts:
     recut: bool  # the fold's share of the tissue is above fold_max: the lab re-cuts the section
 
     def share(self, kind: ArtefactKind) -> Share:
-        """The share of one kind (``"ink"``, ``"bubble"``, ...)."""
+        """Return the share of one kind (``"ink"``, ``"bubble"``, ...)."""
         return getattr(self, kind)
 
     @property
@@ -105,7 +105,7 @@ class Blur:
 
 
 @contextmanager
-def timed(s: BaseImage, step: str) -> Iterator[None]:
+def timed(s: BaseImage, step: StepName) -> Iterator[None]:
     """Add the seconds the block takes to ``s.timings[step]``."""
     started = time.perf_counter()
     try:
@@ -117,7 +117,22 @@ def timed(s: BaseImage, step: str) -> Iterator[None]:
 def load_slide(
     path: str | Path, image_work_size: str = DEFAULTS.image_work_size, blur_work_size: str = DEFAULTS.blur_work_size
 ) -> BaseImage:
-    """Open a slide and check that both work sizes can be used on it."""
+    """Open a slide and check that both work sizes can be used on it.
+
+    Parameters
+    ----------
+    path : str or Path
+        The slide file (anything OpenSlide reads).
+    image_work_size, blur_work_size : str
+        Where tissue and blur are found: a magnification (``"1.25x"``) or a longest
+        side in pixels (``"2000"``); the tissue image needs at least
+        :data:`MIN_WORK_PIXELS` px per side.
+
+    Returns
+    -------
+    BaseImage
+        The slide, its work sizes set. A SlideError says why a slide cannot be used.
+    """
     started = time.perf_counter()
     s = BaseImage(path)
     tissue_size = WorkSize.parse(image_work_size, "image_work_size")
@@ -215,12 +230,28 @@ def detect_blur(
     blur_threshold: float = DEFAULTS.blur_threshold,
     tile_threads: int | None = None,
 ) -> BaseImage:
-    """Blur at the blur work size, tile by tile, on the usable tissue (:class:`Blur`).
+    """Find the blur at the blur work size, tile by tile, on the usable tissue (:class:`Blur`).
 
     The blur work level is never held whole (see :mod:`slideqc.tiled`): tiles
     with usable tissue are read with enough context for the result to be the whole
-    image's, on ``tile_threads`` threads (default: one per CPU; a runner that
-    checks slides side by side passes its share), and the other tiles are not read.
+    image's, and the other tiles are not read.
+
+    Parameters
+    ----------
+    s : BaseImage
+        The slide, its tissue found (:func:`segment_tissue`).
+    blur_radius : float, > 0
+        The focus measure's neighbourhood, in pixels of the blur work size.
+    blur_threshold : float in (0, 1]
+        Blurry at or below this focus value, in gray level per pixel.
+    tile_threads : int, optional
+        Threads for the tiles (default: one per CPU; a runner that checks slides
+        side by side passes its share).
+
+    Returns
+    -------
+    BaseImage
+        ``s``, with its :class:`Blur` (the blurry fraction, 0 to 1) and its "blur" mask.
     """
     if s.USABLE not in s.masks:
         raise SlideError("blur detection needs the tissue mask; run segment_tissue first", s.name)
@@ -239,7 +270,8 @@ def detect_blur(
     return s
 
 
-StepName = Literal["load", "tissue", "artefacts", "blur"]
+StepName = Literal["load", "tissue", "artefacts", "blur"]  # the names of STEPS, in order (a test checks)
+STEP_NAMES: tuple[StepName, ...] = get_args(StepName)
 
 
 @dataclass(frozen=True)
@@ -256,7 +288,7 @@ class Step:
         return tuple(p for p in inspect.signature(self.function).parameters if p in names)
 
     def run(self, s: BaseImage | str | Path, settings: QCSettings, tile_threads: int | None = None) -> BaseImage:
-        """The step on ``s`` (a path for the load step) with its settings from ``settings``."""
+        """Run the step on ``s`` (a path for the load step) with its settings from ``settings``."""
         values = {name: getattr(settings, name) for name in self.settings}
         if "tile_threads" in inspect.signature(self.function).parameters:
             values["tile_threads"] = tile_threads
@@ -284,7 +316,7 @@ def run_steps(path: str | Path, settings: QCSettings = DEFAULTS, tile_threads: i
 
 
 def needs_rescan(s: BaseImage, blur_max: float = DEFAULTS.blur_max) -> bool:
-    """True when more than ``blur_max`` (a fraction, 0.05 = 5 %) of the usable tissue is blurry.
+    """Return True when more than ``blur_max`` (a fraction, 0.05 = 5 %) of the usable tissue is blurry.
 
     A slide that cannot be judged (:func:`judge`) is never sent to a rescan for blur: its
     row says why it cannot be judged instead.
@@ -315,7 +347,7 @@ def judge(s: BaseImage, limits: JudgeLimits = JUDGE_LIMITS) -> str:
 
 
 def needs_recut(s: BaseImage) -> bool:
-    """True when a fold covers more of the tissue than the artefact step's ``fold_max`` (a re-cut, not a rescan)."""
+    """Return True when a fold covers more of the tissue than the artefact step's ``fold_max`` (a re-cut)."""
     found = s.found.get(Artefacts)
     return found is not None and found.recut and not judge(s)
 
@@ -354,7 +386,7 @@ def describe_artefacts(s: BaseImage) -> str:
 
 
 def error_reason(path: str | Path, error: BaseException) -> str:
-    """What went wrong with the slide at ``path``, in one line without the slide's name.
+    """Return what went wrong with the slide at ``path``, in one line without the slide's name.
 
     SlideErrors say what is wrong in a lab person's words, a SettingError names its
     setting; anything else is an unexpected failure and keeps its type, so it can be
@@ -381,12 +413,12 @@ def error_reason(path: str | Path, error: BaseException) -> str:
 
 
 def no_room_path(error: BaseException) -> str | None:
-    """The path a full disk (or quota) could not take when ``error`` is that, else None ("" when unnamed)."""
+    """Return the path a full disk (or quota) could not take when ``error`` is that, else None ("" when unnamed)."""
     if isinstance(error, OSError) and error.errno in NO_ROOM:
         return display_name(str(error.filename)) if error.filename else ""
     return None
 
 
 def error_message(path: str | Path, error: BaseException) -> str:
-    """A one-line error that names the slide, for the log: ``<slide>: <error_reason>``."""
+    """Return a one-line error that names the slide, for the log: ``<slide>: <error_reason>``."""
     return f"{display_name(Path(path).name)}: {error_reason(path, error)}"

@@ -111,6 +111,7 @@ class QCSettings:
     )
 
     def __post_init__(self) -> None:
+        """Check every setting: a SettingError names the first one out of its range or not a work size."""
         for setting in fields(self):
             value, meta = getattr(self, setting.name), setting.metadata
             if meta["kind"] == "work size":
@@ -119,6 +120,7 @@ class QCSettings:
                 _check_number(setting.name, value, meta["low"], meta["high"], meta["low_open"])
 
     def as_dict(self) -> dict[str, Any]:
+        """Return every setting by name, as a flow takes them as parameters."""
         return asdict(self)
 
     @classmethod
@@ -128,7 +130,7 @@ class QCSettings:
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> QCSettings:
-        """The settings among ``values`` (a flow's parameters, say), the defaults for the others.
+        """Return the settings among ``values`` (a flow's parameters, say), the defaults for the others.
 
         Names in ``values`` that are not settings are left out, so a flow can pass all its parameters.
         """
@@ -145,7 +147,7 @@ BATCH_SIZE = 32
 
 
 def recut_needed(fold_fraction: float, fold_max: float) -> bool:
-    """The re-cut rule: more than ``fold_max`` of the tissue is folded over itself (both 0 to 1).
+    """Return True when more than ``fold_max`` of the tissue is folded over itself: the re-cut rule (both 0 to 1).
 
     A fold is in the section itself: scanning it again cannot help; the lab cuts a new section.
     Exactly at the limit is not a re-cut.
@@ -154,9 +156,25 @@ def recut_needed(fold_fraction: float, fold_max: float) -> bool:
 
 
 def rescan_needed(blurry_fraction: float, blur_max: float) -> bool:
-    """The rescan rule, the one place it is written: more than ``blur_max`` of the tissue is blurry.
+    """Return True when more than ``blur_max`` of the tissue is blurry: the rescan rule, written only here.
 
-    Both are fractions of the tissue (0 to 1); exactly at the limit is not a rescan.
+    Parameters
+    ----------
+    blurry_fraction : float, 0 to 1
+        The blurry share of the tissue.
+    blur_max : float, 0 to 1
+        The largest blurry share that passes; exactly at the limit is not a rescan.
+
+    Returns
+    -------
+    bool
+        Whether the slide needs a rescan.
+
+    Examples
+    --------
+    >>> from slideqc.settings import rescan_needed
+    >>> rescan_needed(0.06, blur_max=0.05), rescan_needed(0.05, blur_max=0.05)
+    (True, False)
     """
     return blurry_fraction > blur_max
 
@@ -194,12 +212,27 @@ def cannot_judge_reason(
     stain_contrast: float | None = None,
     usable_share: float | None = None,
 ) -> str:
-    """Why a measured slide cannot be judged ("" when it can): the rule, written once.
+    """Return why a measured slide cannot be judged ("" when it can): the rule, written once.
 
-    ``tissue_fraction`` is of the slide (0 to 1); ``blur_mpp`` is µm per pixel at the
-    blur work size (None when the slide does not state its pixel size: not judged on it);
-    ``stain_contrast`` is the tissue's, in 8-bit gray levels (None: not measured);
-    ``usable_share`` is the share of the tissue (0 to 1) free of artefacts (None: not measured).
+    Parameters
+    ----------
+    tissue_fraction : float, 0 to 1, or None
+        The share of the slide that is tissue (None counts as no tissue).
+    blur_mpp : float or None
+        µm per pixel at the blur work size; None when the slide does not state its
+        pixel size (then it is not judged on it).
+    limits : JudgeLimits
+        The least tissue, the coarsest blur pixel, the faintest stain and the least tissue
+        free of artefacts that can be judged.
+    stain_contrast : float, >= 0, or None
+        The tissue's, in 8-bit gray levels (None: not measured).
+    usable_share : float, 0 to 1, or None
+        The share of the tissue free of artefacts (None: not measured).
+
+    Returns
+    -------
+    str
+        One line with the reason and what to do, or "" when the slide can be judged.
     """
     if tissue_fraction is None or tissue_fraction < limits.min_tissue_fraction:
         found = 0.0 if tissue_fraction is None else 100 * tissue_fraction

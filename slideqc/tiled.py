@@ -73,7 +73,20 @@ def keep_freed_memory() -> bool:
 
 
 def threads_per_slide(slides_at_once: int = 1, cpus: int | None = None) -> int:
-    """Tile threads per slide when ``slides_at_once`` slides run together: CPUs // slides, at least 1."""
+    """Return the tile threads per slide when ``slides_at_once`` slides run together: CPUs // slides, at least 1.
+
+    Parameters
+    ----------
+    slides_at_once : int, >= 1
+        Slides checked at the same time (a value below 1 counts as 1).
+    cpus : int, optional
+        The CPUs to share (default: ``os.cpu_count()``).
+
+    Returns
+    -------
+    int, >= 1
+        Threads for one slide's tiles.
+    """
     return max(1, (cpus or os.cpu_count() or 1) // max(1, slides_at_once))
 
 
@@ -86,13 +99,29 @@ class Tile:
 
     @property
     def core_in_read(self) -> tuple[slice, slice]:
+        """The core's rows and columns within the read area, as slices of the read tile."""
         top, left, rows, cols = self.core
         dy, dx = top - self.read[0], left - self.read[1]
         return slice(dy, dy + rows), slice(dx, dx + cols)
 
 
 def tiles(shape: tuple[int, int], tile_size: int, context: int) -> Iterator[Tile]:
-    """Row-major tiles of ``tile_size`` covering ``shape``, each read with ``context`` px each side."""
+    """Return the row-major tiles of ``tile_size`` covering ``shape``, each read with ``context`` px each side.
+
+    Parameters
+    ----------
+    shape : (rows, cols)
+        The blur work level's size, in pixels.
+    tile_size : int, >= 1
+        A tile's side in pixels (the last row and column of tiles may be smaller).
+    context : int, >= 0
+        Pixels read beyond each side of a tile's own area, clipped at the image's edge.
+
+    Yields
+    ------
+    Tile
+        Its own area (``core``) and the area read (``read``), as (top, left, rows, cols) in pixels.
+    """
     rows, cols = shape
     for top in range(0, rows, tile_size):
         for left in range(0, cols, tile_size):
@@ -107,13 +136,31 @@ def plan(
     tissue: np.ndarray,
     blur_radius: float,
     tile_size: int = TILE_SIZE,
-    measure: str = algorithms.DEFAULT_MEASURE,
+    measure: algorithms.Measure = algorithms.DEFAULT_MEASURE,
 ) -> tuple[list[Tile], list[Tile]]:
-    """(the tiles to read, all tiles) of a blur work level of ``shape``, given the tissue mask.
+    """Return (the tiles to read, all tiles) of a blur work level of ``shape``, given the tissue mask.
 
     A tile without tissue in its own area has no pixel to count, so it is not
     read: its context alone (:func:`~slideqc.algorithms.blur_context`) never
     adds a counted pixel, hence no dilation of the tissue is needed.
+
+    Parameters
+    ----------
+    shape : (rows, cols)
+        The blur work level's size, in pixels.
+    tissue : bool array
+        The tissue (or usable tissue) mask, at any resolution.
+    blur_radius : float, > 0
+        The focus measure's neighbourhood, in pixels of the blur work level.
+    tile_size : int, >= 1
+        A tile's side in pixels.
+    measure : {"normalized", "laplacian"}
+        The focus measure (:func:`~slideqc.algorithms.blur_response`): it sets the context.
+
+    Returns
+    -------
+    (list of Tile, list of Tile)
+        The tiles with tissue in their own area, and every tile, both row-major.
     """
     all_tiles = list(tiles(shape, tile_size, algorithms.blur_context(blur_radius, measure)))
     wanted = [t for t in all_tiles if algorithms.resize_mask(tissue, shape, t.core).any()]
@@ -132,6 +179,7 @@ class BlurResult:
 
     @property
     def fraction(self) -> float:
+        """The fraction (0 to 1) of the tissue that is blurry."""
         return self.counts.fraction
 
 
@@ -152,14 +200,35 @@ def measure_blur(
     tile_size: int = TILE_SIZE,
     workers: int | None = None,
     *,
-    measure: str = algorithms.DEFAULT_MEASURE,
+    measure: algorithms.Measure = algorithms.DEFAULT_MEASURE,
 ) -> BlurResult:
-    """Measure the blur of slide ``s`` at ``work_size`` tile by tile; ``tissue`` is its tissue mask (any size).
+    """Measure the blur of slide ``s`` at ``work_size`` tile by tile; serial and threaded runs give identical results.
 
-    ``measure`` names the focus measure (:func:`~slideqc.algorithms.blur_response`);
-    ``blur_threshold`` None takes its :data:`~slideqc.algorithms.DEFAULT_THRESHOLDS`.
-    ``tile_size`` is in work pixels (>= 1); ``workers`` threads (default
-    one per CPU). Serial and threaded runs give identical results.
+    Parameters
+    ----------
+    s : BaseImage
+        The slide, loaded.
+    work_size : str or WorkSize
+        The blur work size (``"10x"``, or a longest side in pixels).
+    tissue : bool array
+        The tissue to judge (the usable tissue), at any resolution: the tissue mask's.
+    blur_radius : float, > 0
+        The focus measure's neighbourhood, in pixels of the blur work size.
+    blur_threshold : float in (0, 1], optional
+        Blurry at or below this, in gray level per pixel; None takes the measure's
+        :data:`~slideqc.algorithms.DEFAULT_THRESHOLDS`.
+    tile_size : int, >= 1
+        A tile's side, in pixels of the blur work size.
+    workers : int, optional
+        Threads reading and measuring tiles (default: one per CPU).
+    measure : {"normalized", "laplacian"}
+        The focus measure (:func:`~slideqc.algorithms.blur_response`).
+
+    Returns
+    -------
+    BlurResult
+        The pixel counts (its ``fraction`` is 0 to 1), the counted blurry pixels at the
+        tissue mask's shape, the blur work level's shape and the tiles read of all.
     """
     if tile_size < 1:
         raise ValueError(f"tile_size must be >= 1, got {tile_size}")

@@ -92,3 +92,73 @@ def test_programs_present_pass_silently():
     assert proc.returncode == 0 and proc.stdout == proc.stderr == ""
     assert shutil.which("dot") and (shutil.which("chromium") or shutil.which("chromium-browser"))
     assert glob.glob("/usr/lib/postgresql/*/bin/initdb") or shutil.which("initdb")
+
+
+def lint_copy(tmp_path: Path) -> Path:
+    """A scratch project for ``make test``: the real Makefile, pyproject.toml and ruff; stand-ins for the rest.
+
+    The venvs' pythons log what they run (pytest) to ``ran.log`` and answer the version check;
+    mypy logs too; the system check passes. So ``make test`` runs the real lint gate (ruff check
+    and ruff format --check with this project's configuration) on the scratch copy's files.
+    """
+    for name in ("Makefile", "pyproject.toml", "requirements.txt", "requirements-qc.txt", "requirements-dev.txt"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "prefect3").mkdir()
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        shutil.copy(ROOT / "prefect3" / name, tmp_path / "prefect3" / name)
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "system_deps.sh").write_text("exit 0\n")
+    log = tmp_path / "ran.log"
+    for venv in (".venv", ".venv-prefect3"):
+        bin_dir = tmp_path / venv / "bin"
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "python").write_text(
+            f'#!/bin/sh\nif [ "$1" = -m ]; then echo "{venv} python $*" >> {log}; exit 0; fi\nexec {sys.executable} "$@"\n'
+        )
+        (bin_dir / "python").chmod(0o755)
+        (tmp_path / venv / ".installed").touch()
+    (tmp_path / ".venv" / "bin" / "ruff").symlink_to(Path(sys.executable).parent / "ruff")
+    (tmp_path / ".venv" / "bin" / "mypy").write_text(f"#!/bin/sh\necho mypy >> {log}\n")
+    (tmp_path / ".venv" / "bin" / "mypy").chmod(0o755)
+    (tmp_path / "slideqc").mkdir()
+    (tmp_path / "slideqc" / "__init__.py").write_text('"""A package with its docstring."""\n')
+    return log
+
+
+def run_make_test(tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "--no-print-directory", "test", f"PYTHON={sys.executable}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_make_test_runs_the_lint_gate_first(tmp_path):
+    log = lint_copy(tmp_path)
+    proc = run_make_test(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ran = log.read_text().splitlines()
+    assert ran == ["mypy", ".venv python -m pytest", ".venv-prefect3 python -m pytest prefect3/tests"], ran
+    assert proc.stdout.index("ruff check .") < proc.stdout.index("ruff format --check .") < proc.stdout.index("pytest")
+
+
+def test_a_lint_finding_stops_make_test_before_any_test(tmp_path):
+    """An unused import (rule F401) fails the gate; no test runs."""
+    log = lint_copy(tmp_path)
+    (tmp_path / "slideqc" / "bad.py").write_text('"""A module."""\n\nimport os\n')
+    proc = run_make_test(tmp_path)
+    assert proc.returncode != 0
+    assert "slideqc/bad.py" in proc.stdout and "F401" in proc.stdout, proc.stdout
+    assert not log.exists() or "pytest" not in log.read_text()
+
+
+def test_a_file_ruff_would_reformat_stops_make_test(tmp_path):
+    log = lint_copy(tmp_path)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_ugly.py").write_text("def test_ugly( ):\n    assert  1\n")
+    proc = run_make_test(tmp_path)
+    assert proc.returncode != 0
+    assert "tests/test_ugly.py" in proc.stdout and "1 file would be reformatted" in proc.stdout, proc.stdout
+    assert not log.exists() or "pytest" not in log.read_text()

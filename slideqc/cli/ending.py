@@ -9,6 +9,7 @@ import os
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from BaseImage import display_name
 from slideqc import qc
@@ -82,7 +83,7 @@ def _exit_if_still_running(seconds: float) -> None:
     _exit_now(EXIT_INTERRUPTED)
 
 
-def _exit_now(code: int) -> None:
+def _exit_now(code: int) -> NoReturn:
     """End the process at once after Ctrl-C, its streams flushed, without Python's exit handlers.
 
     Everything the run wrote is already whole (written and renamed in place). A normal exit
@@ -115,7 +116,7 @@ def _notice_interrupts() -> None:
         signal.signal(signal.SIGINT, interrupted)
 
 
-def _while_interrupted(error: BaseException) -> bool:
+def _while_interrupted(error: BaseException | None) -> bool:
     """Whether ``error`` was raised while a KeyboardInterrupt was being handled (in its context chain)."""
     seen = set()
     while error is not None and id(error) not in seen:
@@ -127,7 +128,7 @@ def _while_interrupted(error: BaseException) -> bool:
 
 
 def _remove_if_empty(run: Run | None) -> None:
-    """A run stopped before its first row leaves no folder behind (only its run.json was written)."""
+    """Remove the folder of a run stopped before its first row (only its run.json was written)."""
     if run is None or run.writer.rows:
         return
     with contextlib.suppress(OSError):

@@ -30,6 +30,7 @@ class OneLineSlideErrors(logging.Filter):
     )
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Return False for a record to drop (an echo); shorten a bad slide's record to one line in place."""
         error = record.exc_info[1] if record.exc_info else None
         said = record.getMessage()
         if (
@@ -79,7 +80,7 @@ def setup_logging(level: str = "INFO") -> None:
         logger.addHandler(handler)
     # Prefect 3 makes its handlers at its first flow run: have them made now, to filter them.
     prefect_logging = sys.modules.get("prefect.logging.configuration")
-    if hasattr(prefect_logging, "ensure_logging_setup"):
+    if prefect_logging is not None and hasattr(prefect_logging, "ensure_logging_setup"):
         prefect_logging.ensure_logging_setup()
     quiet_slide_tracebacks("slideqc")
     quiet_slide_tracebacks("prefect")

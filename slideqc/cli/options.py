@@ -36,13 +36,14 @@ class SettingOption(argparse.Action):
     is given (:func:`check_usage`), rather than silently running with the default.
     """
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[no-untyped-def]
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        """Store ``values`` as the setting's value and add the setting to the ones given."""
         setattr(namespace, self.dest, values)
         setattr(namespace, GIVEN, frozenset(getattr(namespace, GIVEN, frozenset())) | {self.dest})
 
 
 def build_parser(description: str, parallel: bool = False, slides: bool = True) -> argparse.ArgumentParser:
-    """The shared options; ``parallel`` adds --workers (and --executor/--address for the mapped flows).
+    """Return the shared options; ``parallel`` adds --workers (and --executor/--address for the mapped flows).
 
     ``slides=False`` leaves out --data-dir and --files, for a script that finds its slides elsewhere.
     """
@@ -82,7 +83,7 @@ def build_parser(description: str, parallel: bool = False, slides: bool = True) 
 
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
-    """The mapped flows' choice of executor (exercise 4); the Prefect 3 edition takes the same options."""
+    """Add the mapped flows' choice of executor (exercise 4); the Prefect 3 edition takes the same options."""
     group = parser.add_argument_group("Prefect executor")
     group.add_argument(
         "--executor",
@@ -100,14 +101,14 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_persisted_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of the flows whose steps persist their results (extras/pipeline_prefect_persisted.py)."""
+    """Add the options of the flows whose steps persist their results (extras/pipeline_prefect_persisted.py)."""
     group = parser.add_argument_group("persisted results")
     group.add_argument("--redo", action="store_true", help="check slides again even when persisted results exist")
     group.add_argument("--cache-dir", help="where results persist between runs (default: <output-dir>/.qc-cache)")
 
 
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
-    """The batch size of a script that checks its slides as several flow runs (extras/pipeline_prefect_batches.py)."""
+    """Add the batch size of a script that checks its slides as several flow runs (extras/pipeline_prefect_batches.py)."""
     group = parser.add_argument_group("batches")
     group.add_argument(
         "--batch-size",
@@ -145,12 +146,12 @@ def parse_args(
 
 
 def option_name(setting: str) -> str:
-    """The command-line option of a setting: ``blur_max`` is ``--blur-max``."""
+    """Return the command-line option of a setting: ``blur_max`` is ``--blur-max``."""
     return "--" + setting.replace("_", "-")
 
 
 def settings_from_args(args: argparse.Namespace) -> QCSettings:
-    """The QC settings the command line gives (the defaults for the rest), or a UsageError naming the option."""
+    """Return the QC settings the command line gives (the defaults for the rest); a UsageError names a bad option."""
     try:
         return QCSettings(**{name: getattr(args, name) for name in QCSettings.names()})
     except SettingError as error:
@@ -169,7 +170,7 @@ def tile_threads(args: argparse.Namespace) -> int:
 
 
 def slide_paths(args: argparse.Namespace) -> list[Path]:
-    """The slides to check: --files, or every *.<file-type> in --data-dir, sorted."""
+    """Return the slides to check: --files, or every *.<file-type> in --data-dir, sorted."""
     if args.files:
         return [Path(f) for f in args.files]
     folder = Path(args.data_dir)
@@ -200,7 +201,7 @@ def slide_paths(args: argparse.Namespace) -> list[Path]:
 
 
 def refuse_undeclared(args: argparse.Namespace, flow_parameters: Collection[str]) -> None:
-    """A UsageError for the first setting the command line gives that the flow has no Parameter for."""
+    """Raise a UsageError for the first setting the command line gives that the flow has no Parameter for."""
     for name in sorted(set(getattr(args, GIVEN, ())) - set(flow_parameters)):
         raise UsageError(
             f"{option_name(name)}: the flow of {getattr(args, 'script', 'this script')} has no Parameter "

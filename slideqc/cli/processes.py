@@ -9,7 +9,7 @@ import time
 
 
 def end_with_parent(parent_pid: int) -> None:
-    """A worker process's initializer: end this process when ``parent_pid`` ends, even by kill -9.
+    """End this process when ``parent_pid`` ends, even by kill -9 (a worker process's initializer).
 
     On Linux the kernel sends SIGTERM when the parent dies (PR_SET_PDEATHSIG);
     elsewhere a daemon thread checks every second that the parent is still there.

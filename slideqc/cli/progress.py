@@ -25,6 +25,7 @@ class Progress:
             self.bar = tqdm(total=total, unit="slide", desc="QC", file=self.stream, dynamic_ncols=True, leave=True)
 
     def update(self, rows: list[SlideResult]) -> None:
+        """Count the slides of ``rows`` as done (failed, rescan or cannot judge too) and show the progress."""
         for row in rows:
             key = "failed" if row.failed else "cannot judge" if row.unjudged else None
             key = key or ("re-cut" if row.needs_recut else "rescan" if row.needs_rescan else None)
@@ -49,5 +50,6 @@ class Progress:
         )
 
     def close(self) -> None:
+        """Close the bar, if there is one (a terminal)."""
         if self.bar is not None:
             self.bar.close()

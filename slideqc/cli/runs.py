@@ -42,12 +42,16 @@ class Run:
 
     @property
     def folder(self) -> Path:
+        """The run's folder, where its results.tsv, report and pictures go."""
         return self.writer.run_dir
 
     @property
     def parameters(self) -> dict[str, Any]:
-        """What a flow run of this run needs besides its slides: the run folder, the tile threads and
-        the settings, each only where the flow declares a Parameter of that name."""
+        """What a flow run of this run needs besides its slides, by Parameter name.
+
+        The run folder, the tile threads and the settings, each only where the flow declares a
+        Parameter of that name.
+        """
         # The run folder as an absolute path: a server's agent starts its flow runs in another folder.
         values = {"run_dir": str(self.folder.resolve()), "tile_threads": self.tile_threads, **self.settings.as_dict()}
         if self.flow_parameters is None:
@@ -55,17 +59,19 @@ class Run:
         return {name: value for name, value in values.items() if name in self.flow_parameters}
 
     def add(self, row: SlideResult) -> None:
+        """Add one slide's row: to results.tsv and the progress; a full disk stops the run (exit 4)."""
         self.writer.add(row)
         self.progress.update([row])
         self._stop_on_full_disk([row])
 
     def add_all(self, rows: list[SlideResult]) -> None:
+        """Add the rows of several slides at once, as :meth:`add` adds one."""
         self.writer.add_all(rows)
         self.progress.update(rows)
         self._stop_on_full_disk(rows)
 
     def _stop_on_full_disk(self, rows: list[SlideResult]) -> None:
-        """A slide that failed because the disk is full: the next would too; stop the run (exit 4)."""
+        """Stop the run (exit 4) at a slide that failed because the disk is full: the next would too."""
         for row in rows:
             if row.no_room_path is not None:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), row.no_room_path or str(self.folder))
@@ -102,6 +108,7 @@ def start_run(args: argparse.Namespace, flow_parameters: Collection[str] | None 
 
 
 def summary_table(rows: list[SlideResult]) -> str:
+    """Return the table printed at a run's end: a line per slide, by name, with tissue %, % blurry and result."""
     lines = [f"{'slide':40s} {'tissue %':>8s} {'% blurry':>9s}  result"]
     for row in sorted(rows, key=lambda r: r.file_name):
         name = " ".join(row.file_name.split())[:40]  # one line per slide, whatever its name holds

@@ -31,7 +31,7 @@ MEASURED_WITH = tuple(f.name for f in fields(QCSettings) if f.name != "blur_max"
 
 
 def slide_key(file_name: str | Path, settings: dict, names: tuple[str, ...] = MEASURED_WITH) -> str:
-    """A folder-safe key: the slide's name, and a hash of its path, size, mtime and the settings ``names``."""
+    """Return a folder-safe key: the slide's name, and a hash of its path, size, mtime and the settings ``names``."""
     path = Path(file_name).resolve()
     stat = path.stat() if path.exists() else None
     identity = {

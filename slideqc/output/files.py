@@ -93,13 +93,13 @@ def _stem(name: str) -> str:
 
 
 def safe_name(name: str) -> str:
-    """A file-system-safe folder name for a slide: no separators, no dots leading, never empty."""
+    """Return a file-system-safe folder name for a slide: no separators, no dots leading, never empty."""
     cleaned = re.sub(r"[^\w\-. ]", "_", _stem(name)).strip(" .")
     return cleaned[:120] or "slide"
 
 
 def slide_folder_name(file_name: str) -> str:
-    """The folder name of a slide's PNGs: its stem, made safe; unique per file name.
+    """Return the folder name of a slide's PNGs: its stem, made safe; unique per file name.
 
     When making the name safe changed it (``a#1.svs`` and ``a?1.svs`` would
     both become ``a_1``), a short hash of the file name keeps them apart.
@@ -114,12 +114,14 @@ def slide_folder_name(file_name: str) -> str:
 def check_run_name(run_name: str) -> None:
     """Refuse a --run-name that is not a plain folder name (ValueError names the option)."""
     if not re.fullmatch(r"[\w\-.]+", run_name) or run_name.startswith("."):
-        raise ValueError(f"--run-name: {run_name!r} must be a plain folder name "
-                         "(letters, digits, '-', '_', '.'; not starting with '.')")
+        raise ValueError(
+            f"--run-name: {run_name!r} must be a plain folder name "
+            "(letters, digits, '-', '_', '.'; not starting with '.')"
+        )
 
 
 def create_run_dir(output_dir: str | Path, run_name: str | None = None, overwrite: bool = False) -> Path:
-    """A new folder for this run's outputs; an earlier run's folder is never reused unless asked."""
+    """Create a new folder for this run's outputs; an earlier run's folder is never reused unless asked."""
     base = Path(output_dir)
     if run_name:
         check_run_name(run_name)  # before anything is made: invalid usage writes nothing
@@ -132,10 +134,14 @@ def create_run_dir(output_dir: str | Path, run_name: str | None = None, overwrit
         except FileExistsError:
             if not overwrite:
                 status = read_run_status(run_dir)
-                state = (f" ({status.get('status')}: {status.get('rows')} of {status.get('slides')} slides)"
-                         if status else "")
-                raise RunExistsError(f"{run_dir}: an earlier run is there{state}; "
-                                     "pass --overwrite to replace it") from None
+                state = (
+                    f" ({status.get('status')}: {status.get('rows')} of {status.get('slides')} slides)"
+                    if status
+                    else ""
+                )
+                raise RunExistsError(
+                    f"{run_dir}: an earlier run is there{state}; pass --overwrite to replace it"
+                ) from None
         if not run_dir.is_dir():
             raise RunExistsError(f"{run_dir}: exists and is not a folder; choose another --run-name")
         # Replace the earlier run's outputs (only those: other files someone put there stay), so the
@@ -156,7 +162,7 @@ def create_run_dir(output_dir: str | Path, run_name: str | None = None, overwrit
 
 
 def slide_dir(run_dir: Path, file_name: str) -> Path:
-    """The folder for one slide's PNGs, guaranteed to lie inside ``run_dir``."""
+    """Return the folder for one slide's PNGs, guaranteed to lie inside ``run_dir``."""
     root = (Path(run_dir) / SLIDES_DIRNAME).resolve()
     target = (root / slide_folder_name(file_name)).resolve()
     if target.parent != root:

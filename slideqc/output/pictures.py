@@ -29,6 +29,7 @@ THUMBNAIL_SIDE = 1024  # longest side of a slide's pictures, pixels
 
 
 def write_png(path: Path, rgb_or_mask: np.ndarray) -> None:
+    """Write an RGB uint8 image or a bool mask (white where True) to ``path`` as a PNG, atomically."""
     image = rgb_or_mask
     if image.dtype == bool:
         image = image.astype(np.uint8) * 255
@@ -60,12 +61,12 @@ def overlay(
 
 
 def artefact_masks(s: BaseImage) -> dict[ArtefactKind, np.ndarray]:
-    """The masks of the artefacts found on the slide, by kind (none before the artefact step)."""
+    """Return the masks of the artefacts found on the slide, by kind (none before the artefact step)."""
     return {kind: s.masks[kind] for kind in ARTEFACT_KINDS if kind in s.masks and s.masks[kind].any()}
 
 
 def slide_thumbnail(s: BaseImage) -> np.ndarray:
-    """The slide's overview, from the image the tissue was found on, at most :data:`THUMBNAIL_SIDE` pixels.
+    """Return the slide's overview, from the image the tissue was found on, at most :data:`THUMBNAIL_SIDE` pixels.
 
     Read again rather than carried from the tissue step: the slide object that travels
     between a flow's tasks stays small (masks packed and deflated, no pixels).
@@ -85,8 +86,9 @@ def write_slide_images(s: BaseImage, run_dir: Path) -> str:
     thumb = slide_thumbnail(s)
     if max(thumb.shape[:2]) < 512:  # upscale small work images so the pictures are legible
         scale = 512 / max(thumb.shape[:2])
-        thumb = cv2.resize(thumb, (round(thumb.shape[1] * scale), round(thumb.shape[0] * scale)),
-                           interpolation=cv2.INTER_NEAREST)
+        thumb = cv2.resize(
+            thumb, (round(thumb.shape[1] * scale), round(thumb.shape[0] * scale)), interpolation=cv2.INTER_NEAREST
+        )
     write_png(folder / "thumbnail.png", thumb)
     write_png(folder / "tissue.png", s.masks["tissue"])
     write_png(folder / "blur.png", s.masks["blur"] & s.masks["tissue"])

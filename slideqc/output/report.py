@@ -21,34 +21,67 @@ import html
 import math
 import time
 from pathlib import Path
+from typing import Literal, get_args
 from urllib.parse import quote
 
-from slideqc.output.files import REPORT_FILE, atomic_write_bytes
 from slideqc.artefacts import KINDS as ARTEFACT_KINDS
+from slideqc.output.files import REPORT_FILE, atomic_write_bytes
 from slideqc.output.pictures import ARTEFACT_COLOURS, OUTLINE_COLOUR, OVERLAY_COLOUR
 from slideqc.output.results import SlideResult
 from slideqc.settings import QCSettings
 
 # (SlideResult field, header). The error column shows the reason: the slide is named beside it.
 TABLE_COLUMNS = [
-    ("file_name", "Slide"), ("status", "Status"), ("format", "Format"), ("objective_power", "Objective"),
-    ("tissue_percent", "Tissue %"), ("artefacts", "Artefacts, % of the tissue"), ("usable_percent", "Judged on %"),
-    ("percent_blurry", "% blurry"), ("rescan", "Rescan"), ("recut", "Re-cut"), ("seconds_total", "Seconds"),
+    ("file_name", "Slide"),
+    ("status", "Status"),
+    ("format", "Format"),
+    ("objective_power", "Objective"),
+    ("tissue_percent", "Tissue %"),
+    ("artefacts", "Artefacts, % of the tissue"),
+    ("usable_percent", "Judged on %"),
+    ("percent_blurry", "% blurry"),
+    ("rescan", "Rescan"),
+    ("recut", "Re-cut"),
+    ("seconds_total", "Seconds"),
     ("reason", "Error"),
 ]
 # Row order and filter keys: what needs a person first. A row's key is also its CSS class.
 # "ok" is a slide that passed, and only that: a slide that needs a rescan says RESCAN everywhere.
-KINDS = [("error", "Failed"), ("unjudged", "Cannot judge"), ("recut", "Re-cut"), ("rescan", "Rescan"), ("ok", "Passed")]
-ROW_COLOURS = {"error": "#f8d7da", "unjudged": "#e2e3e5", "recut": "#f5d0a9", "rescan": "#fff2cc", "ok": "#ffffff"}
-MARK_COLOURS = {"error": "#c0392b", "unjudged": "#7f8c8d", "recut": "#a04000", "rescan": "#d68910", "ok": "#2e86c1"}
+# A new kind: one more value of Kind, its label and its two colours.
+Kind = Literal["error", "unjudged", "recut", "rescan", "ok"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
+KIND_LABELS: dict[Kind, str] = {
+    "error": "Failed",
+    "unjudged": "Cannot judge",
+    "recut": "Re-cut",
+    "rescan": "Rescan",
+    "ok": "Passed",
+}
+ROW_COLOURS: dict[Kind, str] = {
+    "error": "#f8d7da",
+    "unjudged": "#e2e3e5",
+    "recut": "#f5d0a9",
+    "rescan": "#fff2cc",
+    "ok": "#ffffff",
+}
+MARK_COLOURS: dict[Kind, str] = {
+    "error": "#c0392b",
+    "unjudged": "#7f8c8d",
+    "recut": "#a04000",
+    "rescan": "#d68910",
+    "ok": "#2e86c1",
+}
 ARTEFACTS_FILTER = "artefacts"  # the filter button that shows the slides with any artefact found
 
-STYLE = """
+STYLE = (
+    """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
 table{border-collapse:collapse;margin:1rem 0}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}
 th{background:#f0f0f0;cursor:pointer;user-select:none}th.sorted-asc:after{content:" \\25B2"}
 th.sorted-desc:after{content:" \\25BC"}#run-status{color:#a00;font-weight:bold}
-""" + "".join(f"tr.{kind} td{{background:{colour}}}" for kind, colour in ROW_COLOURS.items()) + """
+"""
+    + "".join(f"tr.{kind} td{{background:{colour}}}" for kind, colour in ROW_COLOURS.items())
+    + """
 #decision{font-size:1.15rem}.cards{display:flex;gap:1rem;flex-wrap:wrap}
 .card{border:1px solid #ccc;border-radius:6px;padding:.6rem 1rem}.card b{font-size:1.6rem;display:block}
 #legend span{display:inline-block;margin-right:1.2rem}.swatch{display:inline-block;width:1em;height:1em;
@@ -58,6 +91,7 @@ border:1px solid #999;vertical-align:middle;margin-right:.3rem}#filter button{ma
 figure.slide .pair{display:flex;flex-wrap:nowrap;gap:.3rem}figure.slide img{width:240px;height:auto;
 border:1px solid #ccc}code{background:#f4f4f4;padding:0 .2rem}#plot{max-width:100%;height:auto}
 """
+)
 
 # Sorting and filtering without any library. Click a header to sort by it, again to reverse:
 # numbers sort as numbers, text as text, empty cells (an error row's values) last. The filter
@@ -105,7 +139,7 @@ ARTEFACT_WORDS = {
 }
 
 
-def _kind(row: SlideResult) -> str:
+def _kind(row: SlideResult) -> Kind:
     if row.failed or row.unjudged:
         return "error" if row.failed else "unjudged"
     return "recut" if row.needs_recut else "rescan" if row.needs_rescan else "ok"
@@ -141,7 +175,7 @@ def _yes(flag: bool) -> str:
 
 
 def plot_scale(rows: list[SlideResult], limit_percent: float) -> float:
-    """The plot's top, percent blurry: the largest value or the limit, rounded up to 10 (at least 10)."""
+    """Return the plot's top, percent blurry: the largest value or the limit, rounded up to 10 (at least 10)."""
     highest = max([r.percent_blurry for r in rows if r.percent_blurry is not None] + [limit_percent, 0.0])
     return max(10.0, 10.0 * math.ceil(highest / 10.0))
 
@@ -150,36 +184,44 @@ def render_plot(rows: list[SlideResult], blur_max: float) -> str:
     """Inline SVG: one mark per measured slide (ranked by percent blurry), the rescan limit as a line."""
     e = html.escape
     limit = 100 * blur_max
-    measured = sorted((r for r in rows if r.percent_blurry is not None), key=lambda r: (r.percent_blurry, r.file_name))
+    measured = sorted(
+        ((r, r.percent_blurry) for r in rows if r.percent_blurry is not None), key=lambda m: (m[1], m[0].file_name)
+    )
     top = plot_scale(rows, limit)
     inner_w, inner_h = PLOT_WIDTH - 2 * MARGIN, PLOT_HEIGHT - 2 * MARGIN
 
     def y(percent: float) -> float:
         return MARGIN + inner_h * (1 - percent / top)
 
-    out = [f"<svg id='plot' viewBox='0 0 {PLOT_WIDTH} {PLOT_HEIGHT}' "
-           f"width='{PLOT_WIDTH}' height='{PLOT_HEIGHT}' data-top='{top:g}' role='img' "
-           f"aria-label='percent blurry of each slide against the rescan limit'>",
-           f"<rect x='{MARGIN}' y='{MARGIN}' width='{inner_w}' height='{inner_h}' fill='#fafafa' stroke='#ccc'/>"]
+    out = [
+        f"<svg id='plot' viewBox='0 0 {PLOT_WIDTH} {PLOT_HEIGHT}' "
+        f"width='{PLOT_WIDTH}' height='{PLOT_HEIGHT}' data-top='{top:g}' role='img' "
+        f"aria-label='percent blurry of each slide against the rescan limit'>",
+        f"<rect x='{MARGIN}' y='{MARGIN}' width='{inner_w}' height='{inner_h}' fill='#fafafa' stroke='#ccc'/>",
+    ]
     for tick in range(0, int(top) + 1, max(10, int(top) // 5 // 10 * 10)):
         out.append(f"<text x='{MARGIN - 6}' y='{y(tick) + 4:.1f}' font-size='11' text-anchor='end'>{tick}</text>")
-    out.append(f"<line id='limit' x1='{MARGIN}' x2='{PLOT_WIDTH - MARGIN}' y1='{y(limit):.2f}' y2='{y(limit):.2f}' "
-               f"stroke='#c0392b' stroke-dasharray='6 4' data-value='{limit:g}'/>"
-               f"<text x='{PLOT_WIDTH - MARGIN}' y='{y(limit) - 5:.1f}' font-size='12' text-anchor='end' "
-               f"fill='#c0392b'>rescan above {limit:g} %</text>"
-               f"<text x='12' y='{PLOT_HEIGHT / 2:.0f}' font-size='12' transform='rotate(-90 12 {PLOT_HEIGHT / 2:.0f})' "
-               f"text-anchor='middle'>% of the tissue blurry</text>"
-               f"<text x='{PLOT_WIDTH / 2:.0f}' y='{PLOT_HEIGHT - 10}' font-size='12' text-anchor='middle'>"
-               f"slides, from least to most blurry ({len(measured)})</text>")
+    out.append(
+        f"<line id='limit' x1='{MARGIN}' x2='{PLOT_WIDTH - MARGIN}' y1='{y(limit):.2f}' y2='{y(limit):.2f}' "
+        f"stroke='#c0392b' stroke-dasharray='6 4' data-value='{limit:g}'/>"
+        f"<text x='{PLOT_WIDTH - MARGIN}' y='{y(limit) - 5:.1f}' font-size='12' text-anchor='end' "
+        f"fill='#c0392b'>rescan above {limit:g} %</text>"
+        f"<text x='12' y='{PLOT_HEIGHT / 2:.0f}' font-size='12' transform='rotate(-90 12 {PLOT_HEIGHT / 2:.0f})' "
+        f"text-anchor='middle'>% of the tissue blurry</text>"
+        f"<text x='{PLOT_WIDTH / 2:.0f}' y='{PLOT_HEIGHT - 10}' font-size='12' text-anchor='middle'>"
+        f"slides, from least to most blurry ({len(measured)})</text>"
+    )
     step = inner_w / max(len(measured), 1)
     radius = max(1.5, min(5.0, step / 2))
-    for i, row in enumerate(measured):
+    for i, (row, percent) in enumerate(measured):
         kind = _kind(row)
-        out.append(f"<circle class='mark {kind}' data-kind='{kind}' data-artefacts='{_yes(row.artefacts_found)}' "
-                   f"data-file='{e(row.file_name)}' "
-                   f"data-value='{row.percent_blurry:g}' cx='{MARGIN + step * (i + 0.5):.2f}' "
-                   f"cy='{y(row.percent_blurry):.2f}' r='{radius:.1f}' fill='{MARK_COLOURS[kind]}'>"
-                   f"<title>{e(row.file_name)}: {row.percent_blurry:g} % blurry</title></circle>")
+        out.append(
+            f"<circle class='mark {kind}' data-kind='{kind}' data-artefacts='{_yes(row.artefacts_found)}' "
+            f"data-file='{e(row.file_name)}' "
+            f"data-value='{percent:g}' cx='{MARGIN + step * (i + 0.5):.2f}' "
+            f"cy='{y(percent):.2f}' r='{radius:.1f}' fill='{MARK_COLOURS[kind]}'>"
+            f"<title>{e(row.file_name)}: {percent:g} % blurry</title></circle>"
+        )
     out.append("</svg>")
     return "".join(out)
 
@@ -189,22 +231,35 @@ def _legend() -> str:
         return f"<span class='swatch' style='background:{colour}'></span>"
 
     rgb = "rgb({},{},{})".format
-    items = [("picture-blur", swatch(rgb(*OVERLAY_COLOUR)), "blurry tissue (magenta, in the overlay)"),
-             ("picture-outline", swatch(rgb(*OUTLINE_COLOUR)), "edge of the tissue found (green line, in the overlay)"),
-             *((f"picture-{kind}", swatch(rgb(*colour)), f"{ARTEFACT_WORDS[kind]} (in the overlay)")
-               for kind, colour in ARTEFACT_COLOURS.items()),
-             ("row-error", swatch(ROW_COLOURS["error"]), "failed: the slide could not be checked"),
-             ("row-unjudged", swatch(ROW_COLOURS["unjudged"]), "cannot judge: no tissue, too faint or too coarse"),
-             ("row-recut", swatch(ROW_COLOURS["recut"]), "re-cut: too much of the tissue is folded (a rescan cannot help)"),
-             ("row-rescan", swatch(ROW_COLOURS["rescan"]), "rescan: too much of the tissue is blurry"),
-             ("row-ok", swatch(ROW_COLOURS["ok"]), "ok: passed, nothing to do")]
-    return ("<p id='legend'>" + "".join(f"<span id='legend-{ident}'>{mark}{text}</span>" for ident, mark, text in items)
-            + "</p>")
+    items = [
+        ("picture-blur", swatch(rgb(*OVERLAY_COLOUR)), "blurry tissue (magenta, in the overlay)"),
+        ("picture-outline", swatch(rgb(*OUTLINE_COLOUR)), "edge of the tissue found (green line, in the overlay)"),
+        *(
+            (f"picture-{kind}", swatch(rgb(*colour)), f"{ARTEFACT_WORDS[kind]} (in the overlay)")
+            for kind, colour in ARTEFACT_COLOURS.items()
+        ),
+        ("row-error", swatch(ROW_COLOURS["error"]), "failed: the slide could not be checked"),
+        ("row-unjudged", swatch(ROW_COLOURS["unjudged"]), "cannot judge: no tissue, too faint or too coarse"),
+        ("row-recut", swatch(ROW_COLOURS["recut"]), "re-cut: too much of the tissue is folded (a rescan cannot help)"),
+        ("row-rescan", swatch(ROW_COLOURS["rescan"]), "rescan: too much of the tissue is blurry"),
+        ("row-ok", swatch(ROW_COLOURS["ok"]), "ok: passed, nothing to do"),
+    ]
+    return (
+        "<p id='legend'>"
+        + "".join(f"<span id='legend-{ident}'>{mark}{text}</span>" for ident, mark, text in items)
+        + "</p>"
+    )
 
 
-def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Slide QC report",
-                  complete: bool = True, slides: int | None = None) -> str:
-    order = {kind: i for i, (kind, _) in enumerate(KINDS)}
+def render_report(
+    rows: list[SlideResult],
+    params: QCSettings,
+    title: str = "Slide QC report",
+    complete: bool = True,
+    slides: int | None = None,
+) -> str:
+    """Return report.html's text for ``rows``: the settings, counts, legend, plot, table and pictures."""
+    order = {kind: i for i, kind in enumerate(KINDS)}
     rows = sorted(rows, key=lambda r: (order[_kind(r)], r.file_name))  # what needs a person first
     ok = [r for r in rows if r.ok]
     failed = [r for r in rows if r.failed]
@@ -212,31 +267,46 @@ def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Sli
     flagged = [r for r in rows if r.needs_rescan]
     recut = [r for r in rows if r.needs_recut]
     e = html.escape
-    out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
-           f"<style>{STYLE}</style></head><body><h1>{e(title)}</h1>",
-           "" if complete else (f"<p id='run-status'>incomplete: {len(rows)} of "
-                                f"{slides if slides is not None else '?'} slides have a row so far</p>"),
-           f"<p id='decision'>A slide is flagged for a <b>rescan</b> when more than <b id='rescan-limit'>"
-           f"{100 * params.blur_max:g} %</b> of its tissue is blurry, and for a <b>re-cut</b> when more than "
-           f"<b id='recut-limit'>{100 * params.fold_max:g} %</b> of its tissue is folded over itself. Marker ink, "
-           "air bubbles, debris, coverslip edges and folds are left out of the tissue whose focus is judged.</p>",
-           f"<p id='settings'>Made {e(time.strftime('%Y-%m-%d %H:%M:%S'))} with "
-           + ", ".join(f"<code>{e(k)}={e(str(v))}</code>" for k, v in params.as_dict().items()) + "</p>",
-           "<div class='cards'>"]
-    for label, count, ident in (("Slides", len(rows), "count-slides"), ("Passed (ok)", len(ok), "count-ok"),
-                                ("Failed", len(failed), "count-failed"),
-                                ("Cannot judge", len(unjudged), "count-unjudged"),
-                                ("Rescan", len(flagged), "count-rescan"), ("Re-cut", len(recut), "count-recut"),
-                                ("With artefacts", sum(r.artefacts_found for r in rows), "count-artefacts")):
+    out = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>",
+        f"<style>{STYLE}</style></head><body><h1>{e(title)}</h1>",
+        ""
+        if complete
+        else (
+            f"<p id='run-status'>incomplete: {len(rows)} of "
+            f"{slides if slides is not None else '?'} slides have a row so far</p>"
+        ),
+        f"<p id='decision'>A slide is flagged for a <b>rescan</b> when more than <b id='rescan-limit'>"
+        f"{100 * params.blur_max:g} %</b> of its tissue is blurry, and for a <b>re-cut</b> when more than "
+        f"<b id='recut-limit'>{100 * params.fold_max:g} %</b> of its tissue is folded over itself. Marker ink, "
+        "air bubbles, debris, coverslip edges and folds are left out of the tissue whose focus is judged.</p>",
+        f"<p id='settings'>Made {e(time.strftime('%Y-%m-%d %H:%M:%S'))} with "
+        + ", ".join(f"<code>{e(k)}={e(str(v))}</code>" for k, v in params.as_dict().items())
+        + "</p>",
+        "<div class='cards'>",
+    ]
+    for label, count, ident in (
+        ("Slides", len(rows), "count-slides"),
+        ("Passed (ok)", len(ok), "count-ok"),
+        ("Failed", len(failed), "count-failed"),
+        ("Cannot judge", len(unjudged), "count-unjudged"),
+        ("Rescan", len(flagged), "count-rescan"),
+        ("Re-cut", len(recut), "count-recut"),
+        ("With artefacts", sum(r.artefacts_found for r in rows), "count-artefacts"),
+    ):
         out.append(f"<div class='card'><b id='{ident}'>{count}</b>{e(label)}</div>")
     out.append("</div>")
     out.append(_legend())
-    out.append("<p id='filter'>Show: <button data-show='all' class='active'>all</button>"
-               + "".join(f"<button data-show='{kind}'>{e(label.lower())}</button>" for kind, label in KINDS)
-               + f"<button data-show='{ARTEFACTS_FILTER}'>with artefacts</button></p>")
+    out.append(
+        "<p id='filter'>Show: <button data-show='all' class='active'>all</button>"
+        + "".join(f"<button data-show='{kind}'>{e(KIND_LABELS[kind].lower())}</button>" for kind in KINDS)
+        + f"<button data-show='{ARTEFACTS_FILTER}'>with artefacts</button></p>"
+    )
     out.append("<h2>Percent blurry, every slide</h2>" + render_plot(rows, params.blur_max))
-    for heading, ident, listed in (("Failed slides", "failed", failed),
-                                   ("Slides that cannot be judged", "unjudged", unjudged)):
+    for heading, ident, listed in (
+        ("Failed slides", "failed", failed),
+        ("Slides that cannot be judged", "unjudged", unjudged),
+    ):
         if listed:
             out.append(f"<h2>{heading}</h2><ul id='{ident}'>")
             out += [f"<li><b>{e(r.file_name)}</b>: {e(_value(r, 'reason'))}</li>" for r in listed]
@@ -246,8 +316,10 @@ def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Sli
     out.append("</tr></thead><tbody>")
     for row in rows:
         kind = _kind(row)
-        out.append(f"<tr class='{kind}' data-kind='{kind}' data-artefacts='{_yes(row.artefacts_found)}' "
-                   f"data-file='{e(row.file_name)}'>")
+        out.append(
+            f"<tr class='{kind}' data-kind='{kind}' data-artefacts='{_yes(row.artefacts_found)}' "
+            f"data-file='{e(row.file_name)}'>"
+        )
         out += [f"<td data-value='{e(_value(row, key))}'>{e(_value(row, key))}</td>" for key, _ in TABLE_COLUMNS]
         out.append("</tr>")
     out.append("</tbody></table>")
@@ -263,15 +335,19 @@ def render_report(rows: list[SlideResult], params: QCSettings, title: str = "Sli
             src = e(quote(f"{row.outputs}/{picture}.png"))  # a relative URL: spaces and the like escaped
             # loading=lazy: a report of hundreds of slides loads the pictures as they scroll into view
             images.append(f"<img src='{src}' loading='lazy' alt='{e(row.file_name)} {picture}'>")
-        out.append(f"<figure class='slide' data-kind='{kind}' data-artefacts='{_yes(row.artefacts_found)}' "
-                   f"data-file='{e(row.file_name)}'>"
-                   f"<div class='pair'>{''.join(images)}</div><figcaption>{e(caption)}</figcaption></figure>")
+        out.append(
+            f"<figure class='slide' data-kind='{kind}' data-artefacts='{_yes(row.artefacts_found)}' "
+            f"data-file='{e(row.file_name)}'>"
+            f"<div class='pair'>{''.join(images)}</div><figcaption>{e(caption)}</figcaption></figure>"
+        )
     out.append(f"</div><script>{SCRIPT}</script></body></html>")
     return "\n".join(out)
 
 
-def write_report(run_dir: Path, rows: list[SlideResult], params: QCSettings, complete: bool = True,
-                 slides: int | None = None) -> Path:
+def write_report(
+    run_dir: Path, rows: list[SlideResult], params: QCSettings, complete: bool = True, slides: int | None = None
+) -> Path:
+    """Write report.html into ``run_dir`` atomically and return its path."""
     path = Path(run_dir) / REPORT_FILE
     atomic_write_bytes(path, render_report(rows, params, complete=complete, slides=slides).encode("utf-8"))
     return path

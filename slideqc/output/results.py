@@ -14,17 +14,30 @@ import csv
 import io
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Final, Literal, get_args
 
 from BaseImage import BaseImage, display_name
 from slideqc import qc
 from slideqc.artefacts import KINDS as ARTEFACT_KINDS
+from slideqc.artefacts import ArtefactKind
 from slideqc.output.files import RESULTS_FILE, atomic_write_bytes
 from slideqc.settings import rescan_needed
 
 # The values of the status column: ok (passed), rescan (judged: too much of the tissue is blurry),
 # cannot judge (the reason says why), error (the slide could not be checked).
-OK, RESCAN, RECUT, ERROR, CANNOT_JUDGE = "ok", "rescan", "recut", "error", "cannot judge"
-JUDGED = (OK, RESCAN, RECUT)  # the statuses of a slide that was judged (its rescan and recut columns say why)
+# A new status: one more value of Status and its constant here.
+Status = Literal["ok", "rescan", "recut", "cannot judge", "error"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+OK: Final = "ok"
+RESCAN: Final = "rescan"
+RECUT: Final = "recut"
+CANNOT_JUDGE: Final = "cannot judge"
+ERROR: Final = "error"
+JUDGED: tuple[Status, ...] = (
+    OK,
+    RESCAN,
+    RECUT,
+)  # the statuses of a judged slide (its rescan and recut columns say why)
 NOT_A_COLUMN = {"column": False}  # a SlideResult field that code reads and results.tsv does not show
 
 
@@ -35,7 +48,7 @@ class SlideResult:
     file_name: str
     # ok (passed) | rescan (blurry) | recut (folded) | cannot judge (no tissue, too faint, too coarse,
     # too little tissue free of artefacts) | error
-    status: str = OK
+    status: Status = OK
     error: str = ""  # what went wrong (error), or why the slide cannot be judged
     format: str = ""
     objective_power: float | None = None
@@ -92,10 +105,12 @@ class SlideResult:
 
     @property
     def needs_rescan(self) -> bool:
+        """True when the slide was judged and needs a rescan (status rescan)."""
         return self.status == RESCAN
 
     @property
     def needs_recut(self) -> bool:
+        """True when the slide was judged and a fold needs a re-cut (status recut)."""
         return self.status == RECUT
 
     @property
@@ -105,10 +120,12 @@ class SlideResult:
 
     @property
     def failed(self) -> bool:
+        """True when the slide could not be checked (status error)."""
         return self.status == ERROR
 
     @property
     def unjudged(self) -> bool:
+        """True when the slide was measured but cannot be judged (status cannot judge)."""
         return self.status == CANNOT_JUDGE
 
 
@@ -120,7 +137,7 @@ ARTEFACT_COLUMNS = [
 
 
 def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> SlideResult:
-    """The results row for a slide that went through every step."""
+    """Return the results row for a slide that went through every step."""
     tissue_rows, tissue_cols = s.work_shape(s.image_work_size)
     blur_rows, blur_cols = s.work_shape(s.blur_work_size)
     timings = s.timings
@@ -129,11 +146,13 @@ def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> Slide
     found = s.found[qc.Artefacts]
     rescan = None if reason else rescan_needed(blur.fraction, blur_max)
     recut = None if reason else found.recut
-    shares = {}
-    for kind in ARTEFACT_KINDS:
-        shares[f"{kind}_percent"] = _round(100 * found.share(kind).of_tissue, 2)
-        if f"{kind}_glass_percent" in COLUMNS:
-            shares[f"{kind}_glass_percent"] = _round(100 * found.share(kind).on_glass, 2)
+
+    def over(kind: ArtefactKind) -> float | None:  # percent of the tissue
+        return _round(100 * found.share(kind).of_tissue, 2)
+
+    def glass(kind: ArtefactKind) -> float | None:  # percent of the slide, on bare glass
+        return _round(100 * found.share(kind).on_glass, 2)
+
     return SlideResult(
         file_name=s.name,
         status=CANNOT_JUDGE if reason else RECUT if recut else RESCAN if rescan else OK,
@@ -154,7 +173,15 @@ def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> Slide
         artefact_pixels=found.pixels,
         artefact_mpp=_round(found.mpp, 4),
         tissue_fraction=_round(s.found[qc.Tissue].fraction, 4),
-        **shares,
+        ink_percent=over("ink"),
+        ink_glass_percent=glass("ink"),
+        bubble_percent=over("bubble"),
+        bubble_glass_percent=glass("bubble"),
+        debris_percent=over("debris"),
+        debris_glass_percent=glass("debris"),
+        edge_percent=over("edge"),
+        edge_glass_percent=glass("edge"),
+        fold_percent=over("fold"),
         usable_percent=_round(100 * found.usable_share, 2),
         percent_blurry=_round(100 * blur.fraction, 2),
         rescan=rescan,
@@ -172,15 +199,16 @@ def result_from_slide(s: BaseImage, blur_max: float, outputs: str = "") -> Slide
 
 
 def error_result(path: str | Path, reason: str, *, no_room_path: str | None = None) -> SlideResult:
-    """The row of a slide that failed: ``reason`` says why, without the slide's name (the row adds it)."""
+    """Return the row of a slide that failed: ``reason`` says why, without the slide's name (the row adds it)."""
     name = display_name(Path(path).name)
     reason = display_name(reason)
-    return SlideResult(file_name=name, status=ERROR, error=f"{name}: {reason}", reason=reason,
-                       no_room_path=no_room_path)
+    return SlideResult(
+        file_name=name, status=ERROR, error=f"{name}: {reason}", reason=reason, no_room_path=no_room_path
+    )
 
 
 def error_row(path: str | Path, error: BaseException) -> SlideResult:
-    """The row of a slide whose QC raised ``error`` (:func:`slideqc.qc.error_reason` says it)."""
+    """Return the row of a slide whose QC raised ``error`` (:func:`slideqc.qc.error_reason` says it)."""
     return error_result(path, qc.error_reason(path, error), no_room_path=qc.no_room_path(error))
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import logging
+from pathlib import Path
 
 from BaseImage import BaseImage
 from slideqc import qc
@@ -43,13 +42,16 @@ class RunWriter:
         self.rows: list[SlideResult] = []
 
     def start(self) -> None:
+        """Write run.json saying the run is under way, with no row yet."""
         write_run_status(self.run_dir, RUNNING, self.slides, 0)
 
     def add(self, row: SlideResult) -> SlideResult:
+        """Add one slide's row (results.tsv is rewritten with it) and return it."""
         self.add_all([row])
         return row
 
     def add_all(self, rows: list[SlideResult]) -> None:
+        """Add the rows of several slides, then rewrite results.tsv once: a killed batch keeps its rows."""
         self.rows.extend(rows)
         write_results(self.run_dir, self.rows)  # rewritten each time: a killed batch keeps its rows
 
@@ -66,33 +68,43 @@ class RunWriter:
             complete = not isinstance(slides, int) or len(self.rows) >= slides
         write_results(self.run_dir, self.rows)
         report = write_report(self.run_dir, self.rows, self.settings, complete=complete, slides=slides)
-        write_run_status(self.run_dir, COMPLETE if complete else RUNNING, slides, len(self.rows), run_summary(self.rows))
+        write_run_status(
+            self.run_dir, COMPLETE if complete else RUNNING, slides, len(self.rows), run_summary(self.rows)
+        )
         return report
 
     @property
     def passed(self) -> list[SlideResult]:
+        """The rows of the slides that passed (status ok)."""
         return [r for r in self.rows if r.ok]
 
     @property
     def failed(self) -> list[SlideResult]:
+        """The rows of the slides that could not be checked (status error)."""
         return [r for r in self.rows if r.failed]
 
     @property
     def unjudged(self) -> list[SlideResult]:
+        """The rows of the slides that cannot be judged (status cannot judge)."""
         return [r for r in self.rows if r.unjudged]
 
     @property
     def flagged(self) -> list[SlideResult]:
+        """The rows of the slides that need a rescan (status rescan)."""
         return [r for r in self.rows if r.needs_rescan]
 
     @property
     def recut(self) -> list[SlideResult]:
+        """The rows of slides that need a re-cut (a fold)."""
         return [r for r in self.rows if r.needs_recut]
 
 
 def run_summary(rows: list[SlideResult]) -> dict:
-    """What run.json says of the rows: slides per status, and per kind of artefact the slides that
-    carry it and the largest share of a slide's tissue it covers (percent)."""
+    """Return what run.json says of the rows, beside its status.
+
+    Slides per status, and per kind of artefact the slides that carry it (over the tissue or on
+    the glass) and the largest share of a slide's tissue it covers, in percent.
+    """
     statuses = {status: sum(r.status == status for r in rows) for status in (OK, RESCAN, RECUT, CANNOT_JUDGE, ERROR)}
     artefacts = {}
     for kind in ARTEFACT_KINDS:
@@ -106,12 +118,13 @@ def run_summary(rows: list[SlideResult]) -> dict:
 
 
 def settings_of(s: BaseImage, blur_max: float) -> QCSettings:
-    """The settings a checked slide was measured with, as its steps recorded them (``s.ran_with``)."""
+    """Return the settings a checked slide was measured with, as its steps recorded them (``s.ran_with``)."""
     return QCSettings.from_values({**s.settings_used, "blur_max": blur_max})
 
 
-def save_slide(s: BaseImage, blur_max: float, run_dir: str | Path | None = None,
-               output_dir: str | Path = "output") -> SlideResult:
+def save_slide(
+    s: BaseImage, blur_max: float, run_dir: str | Path | None = None, output_dir: str | Path = "output"
+) -> SlideResult:
     """Write a checked slide's pictures into ``run_dir`` and return its results row.
 
     Without a run folder (a flow run started on its own, by `prefect run` or
@@ -129,7 +142,7 @@ def save_slide(s: BaseImage, blur_max: float, run_dir: str | Path | None = None,
 def check_slide(
     path: str | Path, settings: QCSettings, run_dir: str | Path | None, tile_threads: int | None = None
 ) -> SlideResult:
-    """The whole QC of one slide, for a runner that is not a lesson: every step, its pictures, its row.
+    """Run the whole QC of one slide, for a runner that is not a lesson: every step, its pictures, its row.
 
     The steps are :data:`slideqc.qc.STEPS` (:func:`slideqc.qc.run_steps`). Any error becomes the
     slide's error row, logged in one line: one bad slide never stops a batch.

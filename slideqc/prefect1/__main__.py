@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     ``prefect server start``, which otherwise ends in a long docker-compose traceback)?
     Exit 0 with what answers, else exit 3 with what to do.
     """
-    parser = argparse.ArgumentParser(prog="python -m slideqc.prefect1", description=main.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m slideqc.prefect1", description=(main.__doc__ or "").partition("\n")[0]
+    )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--check-server", action="store_true", help="ask the configured Prefect server to answer (3 s)")
     which.add_argument(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pickle
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import prefect
 from prefect.engine.results import LocalResult
 
+from slideqc import qc
 from slideqc.output import files
 from slideqc.output.cache import default_cache_dir, slide_key
 
@@ -24,6 +26,7 @@ class AtomicLocalResult(LocalResult):
     """
 
     def write(self, value_, **kwargs):
+        """Write ``value_`` to its target atomically (a temporary file renamed into place); return the new result."""
         new = self.format(**kwargs)
         new.value = value_
         path = Path(self.dir) / new.location
@@ -33,6 +36,7 @@ class AtomicLocalResult(LocalResult):
         return new
 
     def exists(self, location: str, **kwargs) -> bool:
+        """Return True when the target at ``location`` is a file that can be read back."""
         path = Path(self.dir) / location.format(**kwargs)
         if not path.is_file():
             return False
@@ -46,8 +50,8 @@ class AtomicLocalResult(LocalResult):
         return True
 
 
-def slide_target(step: str):
-    """A Prefect target for one QC step of one slide, under the run's ``cache_dir`` parameter.
+def slide_target(step: qc.StepName) -> Callable[..., str]:
+    """Return a Prefect target for one QC step of one slide, under the run's ``cache_dir`` parameter.
 
     Prefect formats targets with the parameters and the task's inputs: the slide
     is the ``file_name`` input (load step) or the ``s`` input (later steps).
@@ -55,7 +59,7 @@ def slide_target(step: str):
 
     def target(**context) -> str:
         slide = context.get("s")
-        file_name = slide.path if hasattr(slide, "path") else context["file_name"]
+        file_name = slide.path if slide is not None and hasattr(slide, "path") else context["file_name"]
         cache_dir = context.get("cache_dir") or default_cache_dir()
         return str(Path(cache_dir).resolve() / slide_key(file_name, context) / f"{step}.pickle")
 

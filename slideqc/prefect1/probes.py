@@ -22,11 +22,20 @@ class NoServer(cli.NoService):
 
 
 def check_server(timeout: float = 3.0) -> str:
-    """The configured Prefect server's API address, after asking it ``query { hello }``.
+    """Return the configured Prefect server's API address, after asking it ``query { hello }``.
 
-    Raises NoServer, with what to do, when the backend is not a server or
-    nothing answers within ``timeout`` seconds. (Prefect's own client would
-    retry for a minute or more before failing with a traceback.)
+    Prefect's own client would retry for a minute or more before failing with a traceback.
+
+    Parameters
+    ----------
+    timeout : float, > 0
+        Seconds to wait for the answer.
+
+    Returns
+    -------
+    str
+        The server's API address. Raises NoServer, with what to do, when the backend
+        is not a server or nothing answers within ``timeout`` seconds.
     """
     import requests
 
@@ -57,7 +66,7 @@ NO_DOCKER_HELP = "do exercises 2 and 5 on the Prefect 3 server instead (README: 
 
 
 def check_docker(timeout: float = 5.0) -> str:
-    """What runs Prefect 1's server here: ``docker-compose`` and a Docker engine that answers.
+    """Return the Docker engine's version when this machine can run Prefect 1's server.
 
     ``prefect server start`` calls the ``docker-compose`` program and needs a running
     engine. Returns the engine's version; raises NoServer, saying what is missing and
@@ -110,9 +119,22 @@ or leave out --address to run on this machine."""
 def check_scheduler(address: str, timeout: float = 5.0) -> str:
     """Check that a Dask scheduler answers at ``address``, has workers, and that they import the QC.
 
-    Raises cli.NoService (one message, what to do; exit code 3) within about
-    ``timeout`` seconds, where Prefect's DaskExecutor would wait half a minute and
-    then fail with a traceback, or hand every slide a row that hides the cause.
+    Prefect's DaskExecutor would wait half a minute and then fail with a traceback, or
+    hand every slide a row that hides the cause.
+
+    Parameters
+    ----------
+    address : str
+        The scheduler's address (``host:8786`` or ``tcp://host:8786``).
+    timeout : float, > 0
+        Seconds, about, before giving up.
+
+    Returns
+    -------
+    str
+        The address, ``tcp://`` added when it had no scheme. Raises cli.NoService (one
+        message, what to do; exit code 3) when the scheduler does not answer, has no
+        workers, or they cannot import the QC.
     """
     import socket
     from urllib.parse import urlsplit

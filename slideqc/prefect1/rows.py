@@ -21,7 +21,7 @@ from slideqc.settings import QCSettings
 
 
 def row_for(file_name: str | Path, step_results: Iterable[Any]) -> results.SlideResult:
-    """A slide's row from what its steps returned (in any order): the row, or the step's own error.
+    """Return a slide's row from what its steps returned (in any order): the row, or the step's own error.
 
     A failed step's result is its exception; the steps after it fail with TRIGGERFAIL,
     which says only that something before them failed.
@@ -51,13 +51,13 @@ def _value(state: State) -> Any:
 
 
 def slide_row(file_name: str | Path, flow_state: State) -> results.SlideResult:
-    """A slide's row from its flow run's task states (exercises 1 and 2): see :func:`row_for`."""
+    """Return a slide's row from its flow run's task states (exercises 1 and 2): see :func:`row_for`."""
     task_states = flow_state.result if isinstance(flow_state.result, dict) else {}
     return row_for(file_name, [_value(state) for state in task_states.values()])
 
 
 def gathered_rows(flow_state: State, gather, file_names) -> list[results.SlideResult]:
-    """The rows the mapped flow's gathering task returned; error rows for all when it failed itself."""
+    """Return the rows the mapped flow's gathering task returned; error rows for all when it failed itself."""
     state = flow_state.result.get(gather) if isinstance(flow_state.result, dict) else None
     if state is not None and state.is_successful() and isinstance(state.result, list):
         return state.result
@@ -66,5 +66,5 @@ def gathered_rows(flow_state: State, gather, file_names) -> list[results.SlideRe
 
 
 def run_settings() -> QCSettings:
-    """The QC settings of the flow run under way: its Parameters (a run from the server passes them all)."""
+    """Return the QC settings of the flow run under way: its Parameters (a run from the server passes them all)."""
     return QCSettings.from_values(prefect.context.get("parameters", {}))

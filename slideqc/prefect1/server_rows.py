@@ -36,7 +36,7 @@ def save_row(row: results.SlideResult, run_dir, settings: QCSettings) -> results
 
 @contextlib.contextmanager
 def _locked(path: Path):
-    """An exclusive lock on ``path`` between processes; the system frees it if its holder dies."""
+    """Hold an exclusive lock on ``path`` between processes; the system frees it if its holder dies."""
     import fcntl
 
     with open(path, "a+b") as handle:
