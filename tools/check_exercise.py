@@ -22,10 +22,9 @@ import tempfile
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from slideqc.output import results
 
-from slideqc.output import results  # noqa: E402  (after the project root is importable)
+ROOT = Path(__file__).resolve().parents[1]
 
 # Exercise -> (its solution, the options the README runs it with; None: it needs a server to run).
 EXERCISES = {
