@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -38,12 +39,87 @@ from slideqc.output.files import atomic_write_bytes
 HEMATOXYLIN_OD = np.array([0.650, 0.704, 0.286], dtype=np.float32)
 EOSIN_OD = np.array([0.072, 0.990, 0.105], dtype=np.float32)
 GLASS_OD = np.float32(0.02)
+# DAB (the brown of IHC), Ruifrok & Johnston, RGB order.
+DAB_OD = np.array([0.268, 0.570, 0.776], dtype=np.float32)
 
 DESIGN_DOWNSAMPLE = 32  # resolution of the tissue and blur layout fields
 TRUTH_DOWNSAMPLE = 16  # resolution of the ground-truth mask PNGs
 BLOCK_WIDTH = 4096  # level-0 columns rendered at once (bounds memory)
 WRITE_BUFFER = 32 * 2**20  # bytes of tiles tifffile gathers before compressing them
 LARGE_LAYOUT_SIGMA = 80  # design pixels: smoother layout noise is made on a coarser grid and steepened
+
+
+ArtefactKind = Literal["ink", "bubble", "debris", "edge", "fold"]
+InkColour = Literal["blue", "green", "black", "red"]
+InkShape = Literal["ring", "stroke", "blob"]
+ARTEFACT_KINDS: tuple[ArtefactKind, ...] = ("ink", "bubble", "debris", "edge", "fold")
+
+# Optical density of each marker ink at full strength (RGB order): semi-transparent colours, black
+# nearly opaque (OD 2.4: ~9 % of the light through). Blue and green absorb red more than green,
+# which no histological stain does; red absorbs green and blue, as eosin and DAB do not both.
+INK_OD = {
+    "blue": (0.90, 0.62, 0.18),
+    "green": (0.95, 0.32, 0.70),
+    "red": (0.12, 0.95, 0.80),
+    "black": (2.4, 2.4, 2.4),
+}
+ARTEFACT_DOWNSAMPLE = 4  # level-0 pixels per pixel of the artefact maps (1 µm at 40x)
+INK_SOFT_EDGE_UM = 6.0  # sigma of the ink's soft edge: the coverslip lies outside the focal plane
+RIM_OD = 1.1  # a bubble's rim at its darkest (neutral: refraction, not absorption)
+DEBRIS_OD = (1.2, 2.0)  # range of a speck's neutral density
+EDGE_OD = 1.0  # a coverslip or slide edge at its darkest
+IHC_POSITIVE = 0.4  # share of the cells with DAB on an IHC slide
+IHC_EOSIN = 0.1  # eosin on an IHC slide, a multiple of H&E's (a trace: the counterstain is hematoxylin)
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """One artefact to draw; sizes in µm, positions as fractions (x, y) of the slide's width and height.
+
+    kind : "ink" (marker on the coverslip), "bubble" (air under the coverslip: thin dark rims),
+        "debris" (dark neutral specks, on glass and on tissue), "edge" (a coverslip or slide edge:
+        a long straight dark band across the slide), "fold" (tissue over tissue).
+    center : where it is; for ``fold``, None puts it at the point deepest inside the tissue. For
+        ``bubble`` and ``debris`` the centre of the region they are scattered over.
+    size_um : ink: the ring's diameter, the stroke's length or the blob's diameter; bubble: the
+        largest bubble's diameter; debris: the largest speck (10 µm is the smallest); fold: its
+        length; edge: unused (it crosses the slide).
+    width_um : ink: the stroke's width; bubble: the rim's width; edge: the band's width; fold: the
+        band's width; debris: unused.
+    spread : bubble and debris: the region they are scattered over, a fraction of the slide's
+        shorter side (debris: 0 or less scatters over the whole slide).
+    count : how many bubbles or specks.
+    colour, shape : ink only.
+    aspect : the ring's, blob's or bubble's minor to major axis (0 to 1].
+    angle_deg : orientation (edge and fold: of the band; ink: of the ellipse or stroke).
+    strength : a multiple of the kind's usual optical density.
+    shift_um : fold: how far the folded-over copy of the tissue is shifted.
+    seed : the random placement of bubbles, specks and strokes.
+    """
+
+    kind: ArtefactKind
+    center: tuple[float, float] | None = (0.5, 0.5)
+    size_um: float = 800.0
+    width_um: float = 150.0
+    spread: float = 0.5
+    count: int = 1
+    colour: InkColour = "blue"
+    shape: InkShape = "ring"
+    aspect: float = 1.0
+    angle_deg: float = 0.0
+    strength: float = 1.0
+    shift_um: float = 60.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ARTEFACT_KINDS:
+            raise ValueError(f"artefact kind must be one of {ARTEFACT_KINDS}, got {self.kind!r}")
+        if self.colour not in INK_OD:
+            raise ValueError(f"ink colour must be one of {tuple(INK_OD)}, got {self.colour!r}")
+        if self.shape not in ("ring", "stroke", "blob"):
+            raise ValueError(f"ink shape must be ring, stroke or blob, got {self.shape!r}")
+        if not (self.size_um > 0 and self.width_um > 0 and 0 < self.aspect <= 1 and self.count >= 1):
+            raise ValueError(f"artefact sizes must be > 0, aspect in (0, 1], count >= 1: {self}")
 
 
 @dataclass(frozen=True)
@@ -67,8 +143,15 @@ class SlideSpec:
     # Stain strength, a multiple of the usual optical density of both stains (1.0 = the usual H&E;
     # 0.25 = a pale, faded or lightly stained section). The glass stays as it is.
     stain: float = 1.0
+    # "he": hematoxylin and eosin; "ihc": hematoxylin nuclei and DAB brown in a share of the cells
+    # and their membranes, with little eosin.
+    stain_kind: Literal["he", "ihc"] = "he"
+    # Artefacts drawn on the slide (see Artefact), each with its truth mask.
+    artefacts: tuple[Artefact, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.stain_kind not in ("he", "ihc"):
+            raise ValueError(f"{self.name}: stain_kind must be 'he' or 'ihc', got {self.stain_kind!r}")
         if not self.stain > 0:
             raise ValueError(f"{self.name}: stain must be > 0, got {self.stain}")
         if self.width < self.tile or self.height < self.tile:
@@ -91,6 +174,11 @@ class Truth:
     blur_sigma_um: list[float]
     mask_downsample: int
     spec: dict = field(default_factory=dict)
+    # Per artefact kind drawn: {"slide_fraction": share of the slide (0 to 1), "tissue_fraction":
+    # share of the tissue (0 to 1)}, from the truth masks. Empty on slides without artefacts.
+    artefacts: dict = field(default_factory=dict)
+    # Percent blurry of the tissue under no artefact (truth masks); None when no artefact is drawn.
+    percent_blurry_clean: float | None = None
 
 
 # --- deterministic noise -------------------------------------------------------------
@@ -148,6 +236,7 @@ class _Layout:
     tissue_field: np.ndarray  # design grid, tissue where > 0
     sigma_field: np.ndarray  # design grid, blur sigma in µm, 0 where in focus
     region_sigmas: list[float]
+    artefacts: _ArtefactMaps | None = None
 
 
 def _smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -196,7 +285,190 @@ def _make_layout(spec: SlideSpec) -> _Layout:
             sigma = float(rng.uniform(*spec.blur_sigma_um))
             sigma_field[regions == region_id] = round(sigma, 2)
             region_sigmas.append(round(sigma, 2))
-    return _Layout(tissue_field, sigma_field, region_sigmas)
+    layout = _Layout(tissue_field, sigma_field, region_sigmas)
+    if spec.artefacts:
+        layout.artefacts = _artefact_maps(
+            spec.artefacts, spec.width, spec.height, spec.mpp, ARTEFACT_DOWNSAMPLE, partial(_tissue_level_at, layout)
+        )
+    return layout
+
+
+def _tissue_level_at(layout: _Layout, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The tissue level (> 0 in tissue) at level-0 rows ``ys`` by columns ``xs`` (pixel centres)."""
+    return _bilinear(layout.tissue_field, (ys + 0.5) / DESIGN_DOWNSAMPLE - 0.5, (xs + 0.5) / DESIGN_DOWNSAMPLE - 0.5)
+
+
+# --- artefacts: drawn once per slide on a grid of ARTEFACT_DOWNSAMPLE, interpolated per block ----------
+
+
+@dataclass
+class _ArtefactMaps:
+    downsample: int  # level-0 pixels per map pixel
+    coverslip_od: np.ndarray | None  # (3, rows, cols) float32: OD added after the focus blur
+    fold_alpha: np.ndarray | None  # (rows, cols) float32: weight of the folded-over copy of the tissue
+    fold_shift: tuple[int, int]  # level-0 (rows, cols) the folded-over copy is taken from
+    truth: dict[str, np.ndarray]  # kind -> bool (rows, cols)
+
+    def window(self, grid: np.ndarray, y0: int, x0: int, h: int, w: int) -> np.ndarray | None:
+        """``grid`` bilinearly interpolated at level-0 region [y0, y0+h) x [x0, x0+w); None when all 0 there."""
+        d = self.downsample
+        gy0, gx0 = max(0, y0 // d - 1), max(0, x0 // d - 1)
+        if not grid[gy0 : (y0 + h) // d + 2, gx0 : (x0 + w) // d + 2].any():
+            return None
+        ys = (np.arange(y0, y0 + h) + 0.5) / d - 0.5
+        xs = (np.arange(x0, x0 + w) + 0.5) / d - 0.5
+        return _bilinear(grid, ys, xs)
+
+    def coverslip_block(self, y0: int, x0: int, h: int, w: int) -> np.ndarray | None:
+        """(h, w, 3) float32 coverslip OD of a level-0 block, or None where there is none."""
+        if self.coverslip_od is None:
+            return None
+        channels = [self.window(channel, y0, x0, h, w) for channel in self.coverslip_od]
+        if all(c is None for c in channels):
+            return None
+        return np.stack([np.zeros((h, w), np.float32) if c is None else c for c in channels], axis=-1)
+
+
+def _artefact_maps(
+    artefacts: tuple[Artefact, ...], width: int, height: int, mpp: float, downsample: int, tissue_level_at=None
+) -> _ArtefactMaps:
+    """Draw ``artefacts`` on a grid of ``downsample`` level-0 pixels of ``mpp`` µm.
+
+    ``tissue_level_at(ys, xs)`` gives the tissue level at level-0 pixel centres (folds need it;
+    None for a real slide, which cannot be given folds).
+    """
+    rows, cols = math.ceil(height / downsample), math.ceil(width / downsample)
+    um = mpp * downsample  # µm per grid pixel
+    coverslip = np.zeros((3, rows, cols), np.float32)
+    fold_alpha, fold_shift = None, (0, 0)
+    truth: dict[str, np.ndarray] = {}
+    short_side = min(rows, cols)
+
+    def soft(shape_mask: np.ndarray, sigma_um: float) -> np.ndarray:
+        return cv2.GaussianBlur(shape_mask, (0, 0), max(sigma_um / um, 0.3))
+
+    def add_truth(kind: str, mask: np.ndarray) -> None:
+        truth[kind] = truth[kind] | mask if kind in truth else mask
+
+    for index, art in enumerate(artefacts):
+        rng = np.random.default_rng([art.seed, index])
+        cx, cy = (0.5, 0.5) if art.center is None else art.center
+        center = np.array([cx * cols, cy * rows])
+        canvas = np.zeros((rows, cols), np.float32)
+        if art.kind == "ink":
+            radius = art.size_um / 2 / um
+            axes = (radius, radius * art.aspect)
+            thickness = max(1, round(art.width_um / um))
+            if art.shape == "ring":
+                _ellipse(canvas, center, (axes[0] - thickness / 2, axes[1] - thickness / 2), art.angle_deg, thickness)
+            elif art.shape == "blob":
+                _ellipse(canvas, center, axes, art.angle_deg, -1)
+            else:  # a gentle S-shaped stroke of the stated length
+                t = np.linspace(-0.5, 0.5, 200)
+                along, across = t * 2 * radius, 0.12 * 2 * radius * np.sin(2 * np.pi * t + rng.uniform(0, np.pi))
+                turn = math.radians(art.angle_deg)
+                points = center + np.stack(
+                    [
+                        along * math.cos(turn) - across * math.sin(turn),
+                        along * math.sin(turn) + across * math.cos(turn),
+                    ],
+                    axis=1,
+                )
+                cv2.polylines(canvas, [np.round(points * 16).astype(np.int32)], False, 1.0, thickness, cv2.LINE_AA, 4)
+            alpha = soft(canvas, INK_SOFT_EDGE_UM)
+            add_truth("ink", alpha > 0.5)
+            # Marker ink is laid down unevenly, but smoothly: +-10 % over a few hundred µm.
+            unevenness = 0.9 + 0.2 * _value_noise(0, 0, rows, cols, 300.0 / um, art.seed + 11)
+            alpha *= unevenness * np.float32(art.strength)
+            for channel, od in enumerate(INK_OD[art.colour]):
+                coverslip[channel] += alpha * np.float32(od)
+        elif art.kind == "bubble":
+            filled = np.zeros((rows, cols), np.float32)
+            placed: list[tuple[np.ndarray, float]] = []
+            for _ in range(art.count):
+                for _attempt in range(200):
+                    radius = art.size_um / 2 / um * rng.uniform(0.55, 1.0)
+                    where = center + (rng.uniform(-0.5, 0.5, 2) * art.spread * short_side)
+                    inside = radius < where[0] < cols - radius and radius < where[1] < rows - radius
+                    if inside and all(np.hypot(*(where - c)) > radius + r + 20 / um for c, r in placed):
+                        break
+                placed.append((where, radius))
+                axes = (radius, radius * rng.uniform(art.aspect, 1.0))
+                angle = rng.uniform(0, 180)
+                rim = max(1, round(art.width_um / um))
+                _ellipse(canvas, where, (axes[0] - rim / 2, axes[1] - rim / 2), angle, rim)
+                _ellipse(filled, where, axes, angle, -1)
+            add_truth("bubble", soft(filled, 1.0) > 0.5)
+            coverslip += soft(canvas, 2.0)[None] * np.float32(RIM_OD * art.strength)
+        elif art.kind == "debris":
+            for _ in range(art.count):
+                size = math.exp(rng.uniform(math.log(10.0), math.log(max(art.size_um, 10.0)))) / um
+                if art.spread > 0:
+                    where = center + rng.uniform(-0.5, 0.5, 2) * art.spread * short_side
+                else:
+                    where = rng.uniform(0.03, 0.97, 2) * (cols, rows)
+                # An irregular polygon: 9 corners at 70 to 100 % of the radius.
+                turns = np.sort(rng.uniform(0, 2 * np.pi, 9))
+                radii = size / 2 * rng.uniform(0.7, 1.0, 9) * np.where(np.arange(9) % 2, rng.uniform(0.5, 1.0), 1.0)
+                corners = where + np.stack([radii * np.cos(turns), radii * np.sin(turns)], axis=1)
+                speck = np.zeros_like(canvas)
+                cv2.fillPoly(speck, [np.round(corners * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
+                canvas = np.maximum(canvas, speck * np.float32(rng.uniform(*DEBRIS_OD) / DEBRIS_OD[1]))
+            alpha = soft((canvas > 0).astype(np.float32) * canvas, 1.0)
+            add_truth("debris", soft((canvas > 0).astype(np.float32), 1.0) > 0.5)
+            coverslip += alpha[None] * np.float32(DEBRIS_OD[1] * art.strength)
+        elif art.kind == "edge":
+            turn = math.radians(art.angle_deg)
+            reach = 2 * (rows + cols)
+            direction = np.array([math.cos(turn), math.sin(turn)])
+            ends = [center - reach * direction, center + reach * direction]
+            thickness = max(1, round(art.width_um / um))
+            cv2.line(canvas, *(tuple(int(v) for v in np.round(e * 16)) for e in ends), 1.0, thickness, cv2.LINE_AA, 4)
+            alpha = soft(canvas, 3.0)
+            add_truth("edge", alpha > 0.5)
+            coverslip += alpha[None] * np.float32(EDGE_OD * art.strength)
+        else:  # fold: tissue over tissue, drawn at render time from a shifted copy of the tissue
+            if tissue_level_at is None:
+                raise ValueError("a fold can only be drawn on a synthetic slide (it needs the tissue's own layers)")
+            grid_ys = np.arange(rows) * downsample + downsample / 2 - 0.5
+            grid_xs = np.arange(cols) * downsample + downsample / 2 - 0.5
+            tissue_level = tissue_level_at(grid_ys, grid_xs)
+            if art.center is None:  # the point deepest inside the tissue
+                depth = cv2.distanceTransform((tissue_level > 0).astype(np.uint8), cv2.DIST_L2, 5)
+                deepest_row, deepest_col = np.unravel_index(int(np.argmax(depth)), depth.shape)
+                center = np.array([deepest_col, deepest_row], float)
+            _ellipse(canvas, center, (art.size_um / 2 / um, art.width_um / 2 / um), art.angle_deg, -1)
+            turn = math.radians(art.angle_deg + 90)
+            shift_px = art.shift_um / mpp
+            fold_shift = (round(shift_px * math.sin(turn)), round(shift_px * math.cos(turn)))
+            shifted_level = tissue_level_at(grid_ys + fold_shift[0], grid_xs + fold_shift[1])
+            in_both = (tissue_level > 0) & (shifted_level > 0)
+            alpha = soft(canvas, 5.0) * in_both.astype(np.float32) * np.float32(art.strength)
+            fold_alpha = alpha if fold_alpha is None else np.maximum(fold_alpha, alpha)
+            add_truth("fold", alpha > 0.5 * art.strength)
+    return _ArtefactMaps(
+        downsample=downsample,
+        coverslip_od=coverslip if coverslip.any() else None,
+        fold_alpha=fold_alpha,
+        fold_shift=fold_shift,
+        truth=truth,
+    )
+
+
+def _ellipse(canvas: np.ndarray, center: np.ndarray, axes, angle: float, thickness: int) -> None:
+    """An anti-aliased ellipse (outline of ``thickness`` px, or filled with -1) of value 1, sub-pixel placed."""
+    cv2.ellipse(
+        canvas,
+        (int(round(center[0] * 16)), int(round(center[1] * 16))),
+        (max(1, int(round(axes[0] * 16))), max(1, int(round(axes[1] * 16)))),
+        float(angle),
+        0,
+        360,
+        1.0,
+        thickness,
+        cv2.LINE_AA,
+        4,
+    )
 
 
 # --- rendering -------------------------------------------------------------------------
@@ -212,8 +484,12 @@ def _nearest_design(grid: np.ndarray, y0: int, x0: int, h: int, w: int) -> np.nd
     return grid[yi][:, xi]
 
 
-def _draw_nuclei(canvas: np.ndarray, y0: int, x0: int, spec: SlideSpec, layout: _Layout) -> None:
-    """Hematoxylin density of nuclei (filled anti-aliased ellipses) into ``canvas``."""
+def _draw_nuclei(canvas: np.ndarray, y0: int, x0: int, spec: SlideSpec, layout: _Layout, dab: bool = False) -> None:
+    """Hematoxylin density of nuclei (filled anti-aliased ellipses) into ``canvas``.
+
+    With ``dab``, the DAB density of the positive cells instead: a share (IHC_POSITIVE) of the
+    same cells, each a membrane ring around its nucleus and a paler cytoplasm.
+    """
     cell = 10.0 / spec.mpp  # one candidate nucleus per 10 µm square
     h, w = canvas.shape
     cy0, cx0 = math.floor(y0 / cell) - 1, math.floor(x0 / cell) - 1
@@ -228,6 +504,19 @@ def _draw_nuclei(canvas: np.ndarray, y0: int, x0: int, spec: SlideSpec, layout: 
     in_tissue = layout.tissue_field[gy.astype(int), gx.astype(int)] > 0.05
     keep = in_tissue & (u[2] < 0.55)
     scale = 16  # sub-pixel precision for cv2.ellipse (4 fractional bits)
+    if dab:
+        positive = keep & (_hash_uniform(ix, iy, spec.seed, 6) < IHC_POSITIVE)
+        for yy, xx, ra, ang in zip(
+            cy[positive] - y0,
+            cx[positive] - x0,
+            (2.6 + 1.8 * u[3][positive]) / spec.mpp,
+            u[5][positive] * 180.0,
+            strict=True,
+        ):
+            centre, axes = (int(xx * scale), int(yy * scale)), (int(1.9 * ra * scale), int(1.6 * ra * scale))
+            cv2.ellipse(canvas, centre, axes, float(ang), 0, 360, 0.3, -1, cv2.LINE_AA, 4)
+            cv2.ellipse(canvas, centre, axes, float(ang), 0, 360, 0.9, max(1, round(1.0 / spec.mpp)), cv2.LINE_AA, 4)
+        return
     for yy, xx, ra, rb, ang, dens in zip(
         cy[keep] - y0,
         cx[keep] - x0,
@@ -256,9 +545,43 @@ def _render_block(spec: SlideSpec, layout: _Layout, y0: int, x0: int, h: int, w:
     sigma_max_px = max(layout.region_sigmas, default=0.0) / spec.mpp
     margin = int(math.ceil(4 * sigma_max_px)) + 2
     ry0, rx0, rh, rw = y0 - margin, x0 - margin, h + 2 * margin, w + 2 * margin
+    maps = layout.artefacts
+    coverslip = maps.coverslip_block(y0, x0, h, w) if maps is not None else None
     if _is_glass(layout, ry0, rx0, rh, rw):
-        return _render_glass(spec, y0, x0, h, w), np.zeros((h, w), bool), np.zeros((h, w), bool)
+        return _render_glass(spec, y0, x0, h, w, coverslip), np.zeros((h, w), bool), np.zeros((h, w), bool)
 
+    tissue_level, eosin, hematoxylin, dab = _stain_layers(spec, layout, ry0, rx0, rh, rw)
+    fold = None if maps is None or maps.fold_alpha is None else maps.window(maps.fold_alpha, ry0, rx0, rh, rw)
+    if fold is not None:  # tissue over tissue: the section's own stain, shifted, added (before the focus blur)
+        dy, dx = maps.fold_shift
+        _, eosin_over, hematoxylin_over, dab_over = _stain_layers(spec, layout, ry0 + dy, rx0 + dx, rh, rw)
+        eosin = eosin + fold * eosin_over
+        hematoxylin = hematoxylin + fold * hematoxylin_over
+        if dab is not None:
+            dab = dab + fold * dab_over
+    od = GLASS_OD + eosin[..., None] * EOSIN_OD + hematoxylin[..., None] * HEMATOXYLIN_OD
+    if dab is not None:
+        od += dab[..., None] * DAB_OD
+    rgb = np.float32(255.0) * np.exp(-od)
+
+    sigma_um = _nearest_design(layout.sigma_field, ry0, rx0, rh, rw)
+    for sigma in sorted(set(layout.region_sigmas)):
+        where = sigma_um == sigma
+        if where.any():
+            blurred = cv2.GaussianBlur(rgb, (0, 0), sigma / spec.mpp, borderType=cv2.BORDER_REFLECT)
+            np.copyto(rgb, blurred, where=where[..., None])
+
+    rgb = rgb[margin : margin + h, margin : margin + w]
+    if coverslip is not None:  # on the coverslip: after the focus blur, before the sensor noise
+        rgb = rgb * np.exp(-coverslip)
+    rgb = _add_sensor_noise(rgb, spec, y0, x0)
+    tissue = tissue_level[margin : margin + h, margin : margin + w] > 0
+    blurred_mask = sigma_um[margin : margin + h, margin : margin + w] > 0
+    return rgb, tissue, blurred_mask
+
+
+def _stain_layers(spec: SlideSpec, layout: _Layout, ry0: int, rx0: int, rh: int, rw: int):
+    """The tissue level and the stain densities (eosin, hematoxylin, DAB or None) of a level-0 region."""
     tissue_level = _bilinear(layout.tissue_field, _design_coords(ry0, rh), _design_coords(rx0, rw))
     # A soft edge a few pixels wide, as real tissue has; the truth is level > 0.
     alpha = np.clip(tissue_level * 40.0 + 0.5, 0.0, 1.0)
@@ -275,22 +598,18 @@ def _render_block(spec: SlideSpec, layout: _Layout, y0: int, x0: int, h: int, w:
     nuclei = np.zeros((rh, rw), np.float32)
     _draw_nuclei(nuclei, ry0, rx0, spec, layout)
     hematoxylin = alpha * (0.04 + 0.05 * medium + nuclei * (0.55 + 0.35 * fine))
+    dab = None
+    if spec.stain_kind == "ihc":
+        # IHC: a counterstain of hematoxylin, little eosin, DAB brown in a share of the cells.
+        eosin = eosin * np.float32(IHC_EOSIN)
+        cells = np.zeros((rh, rw), np.float32)
+        _draw_nuclei(cells, ry0, rx0, spec, layout, dab=True)
+        dab = alpha * cells * (0.7 + 0.3 * fine)
     if spec.stain != 1.0:  # (skipped at 1.0 so the usual slides keep their exact pixels)
         eosin, hematoxylin = eosin * np.float32(spec.stain), hematoxylin * np.float32(spec.stain)
-    od = GLASS_OD + eosin[..., None] * EOSIN_OD + hematoxylin[..., None] * HEMATOXYLIN_OD
-    rgb = np.float32(255.0) * np.exp(-od)
-
-    sigma_um = _nearest_design(layout.sigma_field, ry0, rx0, rh, rw)
-    for sigma in sorted(set(layout.region_sigmas)):
-        where = sigma_um == sigma
-        if where.any():
-            blurred = cv2.GaussianBlur(rgb, (0, 0), sigma / spec.mpp, borderType=cv2.BORDER_REFLECT)
-            np.copyto(rgb, blurred, where=where[..., None])
-
-    rgb = _add_sensor_noise(rgb[margin : margin + h, margin : margin + w], spec, y0, x0)
-    tissue = tissue_level[margin : margin + h, margin : margin + w] > 0
-    blurred_mask = sigma_um[margin : margin + h, margin : margin + w] > 0
-    return rgb, tissue, blurred_mask
+        if dab is not None:
+            dab = dab * np.float32(spec.stain)
+    return tissue_level, eosin, hematoxylin, dab
 
 
 def _add_sensor_noise(rgb: np.ndarray, spec: SlideSpec, y0: int, x0: int) -> np.ndarray:
@@ -322,12 +641,15 @@ def _is_glass(layout: _Layout, y0: int, x0: int, h: int, w: int) -> bool:
     return bool(layout.tissue_field[gy0:gy1, gx0:gx1].max() <= -1.0 / 80)
 
 
-def _render_glass(spec: SlideSpec, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+def _render_glass(spec: SlideSpec, y0: int, x0: int, h: int, w: int, coverslip: np.ndarray | None = None) -> np.ndarray:
     """Bare glass: what _render_block draws where there is no tissue, ~20x faster.
 
-    Real slides are mostly glass, so this is most of a big slide's pixels.
+    Real slides are mostly glass, so this is most of a big slide's pixels. ``coverslip``: the
+    OD of the artefacts on the coverslip there, if any.
     """
     glass = np.full((h, w, 3), np.float32(255.0) * np.exp(-GLASS_OD), np.float32)
+    if coverslip is not None:
+        glass *= np.exp(-coverslip)
     return _add_sensor_noise(glass, spec, y0, x0)
 
 
@@ -534,16 +856,26 @@ def write_slide(spec: SlideSpec, dest: Path, workers: int | None = None) -> Trut
             tmp_path.unlink()
 
     tissue_total = max(counts["tissue"], 1)
+    spec_fields = asdict(spec)
+    if not spec.artefacts:  # as before artefacts existed, so old and new truth files of clean slides agree
+        del spec_fields["artefacts"]
     truth = Truth(
         tissue_fraction=counts["tissue"] / (W * H),
         percent_blurry=100.0 * counts["blurred"] / tissue_total,
         blur_sigma_um=sorted(set(layout.region_sigmas)),
         mask_downsample=t_ds,
-        spec={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(spec).items()},
+        spec={k: (list(v) if isinstance(v, tuple) else v) for k, v in spec_fields.items()},
     )
     stem = dest.with_suffix("")
     cv2.imwrite(f"{stem}.tissue_truth.png", truth_tissue.astype(np.uint8) * 255)
     cv2.imwrite(f"{stem}.blur_truth.png", truth_blur.astype(np.uint8) * 255)
+    if layout.artefacts is not None:
+        masks = _truth_masks(layout.artefacts, truth_tissue.shape, t_ds // ARTEFACT_DOWNSAMPLE)
+        truth.artefacts = _write_artefact_masks(stem, masks, truth_tissue)
+        clean = ~np.logical_or.reduce(list(masks.values()))
+        truth.percent_blurry_clean = (
+            100.0 * float((truth_blur & clean).sum()) / max(int((truth_tissue & clean).sum()), 1)
+        )
     atomic_write_bytes(Path(f"{stem}.truth.json"), json.dumps(asdict(truth), indent=2).encode())
     return truth
 
@@ -562,6 +894,104 @@ def read_truth_masks(slide_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     tissue = cv2.imread(f"{stem}.tissue_truth.png", cv2.IMREAD_GRAYSCALE) > 127
     blur = cv2.imread(f"{stem}.blur_truth.png", cv2.IMREAD_GRAYSCALE) > 127
     return tissue, blur
+
+
+def _truth_masks(maps: _ArtefactMaps, shape: tuple[int, int], factor: int) -> dict[str, np.ndarray]:
+    """The artefact maps' truth, area-averaged down by ``factor`` to ``shape`` (rows, cols): half covered is in."""
+    masks = {}
+    for kind, mask in maps.truth.items():
+        whole = mask[: shape[0] * factor, : shape[1] * factor].astype(np.float32)
+        small = cv2.resize(whole, (shape[1], shape[0]), interpolation=cv2.INTER_AREA) if factor > 1 else whole
+        masks[kind] = small >= 0.5
+    return masks
+
+
+def _write_artefact_masks(stem: Path, masks: dict[str, np.ndarray], tissue: np.ndarray | None) -> dict:
+    """Write ``<stem>.<kind>_truth.png`` per kind; return each kind's share of the slide and of ``tissue``."""
+    shares = {}
+    for kind, mask in masks.items():
+        cv2.imwrite(f"{stem}.{kind}_truth.png", mask.astype(np.uint8) * 255)
+        on_tissue = None if tissue is None else float((mask & tissue).sum()) / max(int(tissue.sum()), 1)
+        shares[kind] = {"slide_fraction": float(mask.mean()), "tissue_fraction": on_tissue}
+    return shares
+
+
+def read_artefact_masks(slide_path: str | Path) -> dict[str, np.ndarray]:
+    """The true artefact masks written beside a slide (synthetic or painted), by kind, as bool arrays.
+
+    Only the kinds drawn on it are there; at the slide's truth downsample (``Truth.mask_downsample``,
+    or ``mask_downsample`` in ``<stem>.artefact_truth.json`` for a painted slide).
+    """
+    stem = Path(slide_path).with_suffix("")
+    masks = {}
+    for kind in ARTEFACT_KINDS:
+        path = Path(f"{stem}.{kind}_truth.png")
+        if path.is_file():
+            masks[kind] = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 127
+    return masks
+
+
+MAX_PAINT_PIXELS = 64 * 2**20  # paint_artefacts reads level 0 whole: small slides only
+
+
+def paint_artefacts(source: str | Path, dest: str | Path, artefacts: tuple[Artefact, ...]) -> dict:
+    """Paint coverslip artefacts onto a real slide's level 0; write a pyramidal SVS and their truth.
+
+    ``source`` must be small (level 0 at most MAX_PAINT_PIXELS, e.g. CMU-1-Small-Region): its
+    level 0 is read whole. The artefacts are drawn as on a synthetic slide, at level 0's own
+    pixel size (folds cannot be painted: they need the tissue's own layers). ``dest`` gets the
+    source's magnification and µm per pixel, levels at downsamples 1, 4 and 16, and beside it
+    ``<stem>.<kind>_truth.png`` at the downsample that is 2.5x (TRUTH_DOWNSAMPLE at 40x) and
+    ``<stem>.artefact_truth.json``. Returns that JSON's content (per kind its share of the slide).
+    """
+    import openslide
+    import tifffile
+
+    source, dest = Path(source), Path(dest)
+    slide = openslide.OpenSlide(str(source))
+    width, height = slide.dimensions
+    if width * height > MAX_PAINT_PIXELS:
+        raise ValueError(f"{source.name}: level 0 is {width}x{height} px, too big to paint (small slides only)")
+    magnification = float(slide.properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER, 40))
+    mpp = float(slide.properties[openslide.PROPERTY_NAME_MPP_X])
+    rgb = np.asarray(slide.read_region((0, 0), 0, (width, height)).convert("RGB"), dtype=np.float32)
+    slide.close()
+    maps = _artefact_maps(tuple(artefacts), width, height, mpp, 1)
+    if maps.coverslip_od is not None:
+        rgb *= np.exp(-np.moveaxis(maps.coverslip_od, 0, -1))
+    level0 = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    spec = SlideSpec(name=dest.name, width=width, height=height, magnification=magnification, mpp=mpp)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tifffile.TiffWriter(dest) as tif:
+        common = dict(tile=(spec.tile, spec.tile), photometric="rgb", compression="jpeg", metadata=None)
+        common["compressionargs"] = {"level": spec.jpeg_quality}
+        tif.write(
+            _tiles(level0, spec.tile),
+            shape=level0.shape,
+            dtype=np.uint8,
+            description=_aperio_description(spec, width, height),
+            **common,
+        )
+        for factor in spec.downsamples[1:]:
+            level = _downsample(level0, factor)
+            tif.write(
+                _tiles(level, spec.tile),
+                shape=level.shape,
+                dtype=np.uint8,
+                subfiletype=1,
+                description=f"Aperio Image Library v12.0.16 \r\n{width}x{height} -> {level.shape[1]}x{level.shape[0]}",
+                **common,
+            )
+    truth_downsample = max(1, round(TRUTH_DOWNSAMPLE * magnification / 40.0))
+    shape = (height // truth_downsample, width // truth_downsample)
+    stem = dest.with_suffix("")
+    result = {
+        "mask_downsample": truth_downsample,
+        "source": source.name,
+        "artefacts": _write_artefact_masks(stem, _truth_masks(maps, shape, truth_downsample), None),
+    }
+    atomic_write_bytes(Path(f"{stem}.artefact_truth.json"), json.dumps(result, indent=2).encode())
+    return result
 
 
 # --- ready-made sets --------------------------------------------------------------------
@@ -644,3 +1074,64 @@ def write_set(specs: list[SlideSpec], dest: Path, overwrite: bool = False) -> li
             write_slide(spec, path)
         paths.append(path)
     return paths
+
+
+# The artefact set: demo-size sharp slides (2 x 1.5 mm at 40x) of one layout, each with one kind
+# of artefact, beside their clean twin (same seed, nothing drawn).
+ARTEFACT_SEED = 32
+ARTEFACT_SET: dict[str, tuple[Artefact, ...]] = {
+    "ink_blue": (Artefact("ink", center=(0.72, 0.70), size_um=800, width_um=120, aspect=0.85, colour="blue"),),
+    "ink_green": (Artefact("ink", center=(0.30, 0.55), size_um=900, width_um=150, aspect=0.8, colour="green"),),
+    "ink_red": (
+        Artefact("ink", center=(0.50, 0.86), size_um=1500, width_um=120, shape="stroke", angle_deg=5, colour="red"),
+    ),
+    "ink_black": (Artefact("ink", center=(0.72, 0.70), size_um=800, width_um=120, aspect=0.85, colour="black"),),
+    "bubble": (Artefact("bubble", center=(0.5, 0.45), size_um=450, width_um=12, spread=0.8, count=4, aspect=0.8),),
+    "debris": (Artefact("debris", center=None, size_um=200, spread=0.0, count=80),),
+    "edge": (Artefact("edge", center=(0.5, 0.3), width_um=40, angle_deg=8),),
+    "fold": (Artefact("fold", center=None, size_um=700, width_um=180, angle_deg=30, shift_um=60),),
+}
+
+
+def artefact_specs(seed: int = ARTEFACT_SEED) -> list[SlideSpec]:
+    """Slides for the artefact tests and calibration (16 demo-size slides, ~7 s each to make).
+
+    ``art_<kind>.svs`` for each entry of ARTEFACT_SET on sharp H&E (ink in each of four colours)
+    and ``art_clean.svs``, their twin; ``art_ihc_ink_black.svs`` and its twin ``art_ihc_clean.svs``;
+    ``art_blurred_*``, ~30 % of the tissue out of focus under artefacts; ``art_faint_*``, faint
+    stains (0.15 and 0.25 of the usual) without artefacts.
+    """
+
+    def spec(name: str, **fields) -> SlideSpec:
+        return SlideSpec(name=f"art_{name}.svs", seed=seed, **fields)
+
+    specs = [spec(kind, artefacts=artefacts) for kind, artefacts in ARTEFACT_SET.items()]
+    specs += [
+        spec("clean"),
+        spec("ihc_ink_black", stain_kind="ihc", artefacts=ARTEFACT_SET["ink_black"]),
+        spec("ihc_clean", stain_kind="ihc"),
+        spec(
+            "blurred_ink_bubble",
+            blurred_fraction=0.3,
+            blur_sigma_um=(1.5, 3.0),
+            # The bubbles kept off the ring: where they overlap, the ink hides part of a rim.
+            artefacts=ARTEFACT_SET["ink_blue"]
+            + (Artefact("bubble", center=(0.3, 0.3), size_um=350, width_um=12, spread=0.4, count=3, aspect=0.8),),
+        ),
+        spec(
+            "blurred_debris_fold",
+            blurred_fraction=0.3,
+            blur_sigma_um=(1.5, 3.0),
+            artefacts=ARTEFACT_SET["debris"] + ARTEFACT_SET["fold"],
+        ),
+        spec("faint_15", stain=0.15),
+        spec("faint_25", stain=0.25),
+    ]
+    return specs
+
+
+# The issue's example: a blue marker ring drawn around the tissue of CMU-1-Small-Region (2220 x 2967
+# px at 0.499 µm/px: 1.11 x 1.48 mm).
+REAL_SLIDE_RING = (
+    Artefact("ink", center=(0.5, 0.5), size_um=1400, width_um=110, aspect=0.72, angle_deg=90, colour="blue", seed=5),
+)
