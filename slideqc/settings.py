@@ -66,7 +66,7 @@ class QCSettings:
         unit="magnification or pixels",
     )
     artefact_work_size: str = _setting(
-        "2.5x",
+        "1.25x",
         "work size for finding artefacts (marker ink, air bubbles, debris, coverslip edges, folds)",
         kind="work size",
         unit="magnification or pixels",

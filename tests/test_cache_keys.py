@@ -18,7 +18,7 @@ from slideqc.settings import DEFAULTS, QCSettings
 # Another valid value of every setting (by hand).
 OTHER = {
     "image_work_size": "2.5x",
-    "artefact_work_size": "1.25x",
+    "artefact_work_size": "2.5x",
     "blur_work_size": "20x",
     "blur_radius": 5.0,
     "blur_threshold": 0.04,

@@ -65,7 +65,7 @@ def test_the_real_slide_is_clean_tissue_in_focus(reference):
     for name in MEASURED[4:]:
         assert float(row[name]) == 0.0, (name, row[name])  # no marker ink, no bubble, no debris, edge or fold
     assert float(row["usable_percent"]) == 100.0
-    assert row["artefact_work_size"] == "2.5x" and float(row["artefact_mpp"]) == pytest.approx(3.992, abs=0.01)
+    assert row["artefact_work_size"] == "1.25x" and float(row["artefact_mpp"]) == pytest.approx(7.984, abs=0.01)
 
 
 @pytest.mark.parametrize("script", script_params(SCRIPTS))

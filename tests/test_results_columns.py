@@ -44,8 +44,8 @@ def test_work_size_columns(row):
     assert float(found["tissue_mpp"]) == 8.0  # 0.25 µm x 32
     assert found["blur_work_size"] == "10x" and found["blur_pixels"] == "1536x512"  # / 4
     assert float(found["blur_mpp"]) == 1.0
-    assert found["artefact_work_size"] == "2.5x" and found["artefact_pixels"] == "384x128"  # / 16
-    assert float(found["artefact_mpp"]) == 4.0
+    assert found["artefact_work_size"] == "1.25x" and found["artefact_pixels"] == "192x64"  # as the tissue's
+    assert float(found["artefact_mpp"]) == 8.0
 
 
 def test_measurement_columns_against_the_truth(row):

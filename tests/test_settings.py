@@ -14,7 +14,7 @@ from slideqc.settings import DEFAULTS, JUDGE_LIMITS, JudgeLimits, QCSettings, ca
 def test_defaults_are_the_workshops():
     assert DEFAULTS.as_dict() == {
         "image_work_size": "1.25x",
-        "artefact_work_size": "2.5x",
+        "artefact_work_size": "1.25x",
         "blur_work_size": "10x",
         "blur_radius": 7.0,
         "blur_threshold": 0.05,
@@ -135,7 +135,7 @@ def test_each_settings_range_and_unit_by_hand():
     }
     assert found == {
         "image_work_size": ("1.25x", "magnification or pixels", None, None, False),
-        "artefact_work_size": ("2.5x", "magnification or pixels", None, None, False),
+        "artefact_work_size": ("1.25x", "magnification or pixels", None, None, False),
         "blur_work_size": ("10x", "magnification or pixels", None, None, False),
         "blur_radius": (7.0, "pixels", 0, 100, True),
         "blur_threshold": (0.05, "", 0, 1, True),

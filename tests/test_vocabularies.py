@@ -18,7 +18,7 @@ def test_each_tuple_of_values_is_its_literal_type():
 def test_every_value_has_what_goes_with_it():
     assert algorithms.DEFAULT_MEASURE in algorithms.MEASURES
     assert set(algorithms.DEFAULT_THRESHOLDS) == set(algorithms.MEASURES)
-    assert {results.OK, results.RESCAN, results.CANNOT_JUDGE, results.ERROR} == set(results.STATUSES)
+    assert {results.OK, results.RESCAN, results.RECUT, results.CANNOT_JUDGE, results.ERROR} == set(results.STATUSES)
     assert set(results.JUDGED) <= set(results.STATUSES)
     assert set(report.KIND_LABELS) == set(report.ROW_COLOURS) == set(report.MARK_COLOURS) == set(report.KINDS)
     assert tuple(step.name for step in qc.STEPS) == qc.STEP_NAMES
