@@ -621,9 +621,12 @@ class BaseImage:
         """Store the tissue mask; the usable tissue (:attr:`usable`) starts as all of it.
 
         Set again (a step that finds some of the "tissue" is ink on glass, say), the usable
-        tissue keeps what earlier steps excluded: it is narrowed to the new mask.
+        tissue is the new mask less what earlier steps excluded.
         """
-        usable = self.masks[self.USABLE] & tissue if self.USABLE in self.masks else tissue
+        usable = tissue
+        if self.USABLE in self.masks:
+            excluded = self.masks[self.TISSUE] & ~self.masks[self.USABLE]
+            usable = tissue & ~excluded
         self.masks[self.TISSUE] = tissue
         self.masks[self.USABLE] = usable
 

@@ -45,7 +45,7 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
 
 
-def tissue_mask(rgb: np.ndarray, dilation_radius: int = 1) -> np.ndarray:
+def tissue_mask(rgb: np.ndarray, dilation_radius: int = 1, *, ignore: np.ndarray | None = None) -> np.ndarray:
     """Return the tissue versus the glass: grayscale, invert, Otsu threshold, dilate.
 
     Parameters
@@ -55,6 +55,10 @@ def tissue_mask(rgb: np.ndarray, dilation_radius: int = 1) -> np.ndarray:
     dilation_radius : int, >= 0
         Radius in pixels of the disk that closes small gaps at the tissue's
         edge. Kept small: every pixel of dilation adds glass to the tissue.
+    ignore : (rows, cols) bool, optional
+        Pixels left out of choosing the threshold (marker ink, say: black ink is
+        darker than any stain, and with it Otsu splits ink from everything else).
+        The threshold is then applied to every pixel.
 
     Returns
     -------
@@ -84,13 +88,38 @@ def tissue_mask(rgb: np.ndarray, dilation_radius: int = 1) -> np.ndarray:
            [0, 1, 1, 0]])
     >>> bool(tissue_mask(np.full((4, 4, 3), 255, np.uint8)).any())  # bare glass
     False
+
+    A pale section (gray level 160) beside a wide band of black ink (10): Otsu alone
+    splits the ink from the rest and loses the section; with the ink ignored, the
+    threshold falls between section and glass again (the ink itself stays above it).
+
+    >>> rgb = np.full((4, 4, 3), 255, np.uint8)
+    >>> rgb[2:, 2:] = 160
+    >>> rgb[:2] = 10
+    >>> tissue_mask(rgb, dilation_radius=0).astype(int)[2:]
+    array([[0, 0, 0, 0],
+           [0, 0, 0, 0]])
+    >>> ink = np.zeros((4, 4), bool)
+    >>> ink[:2] = True
+    >>> tissue_mask(rgb, dilation_radius=0, ignore=ink).astype(int)[2:]
+    array([[0, 0, 1, 1],
+           [0, 0, 1, 1]])
     """
     if dilation_radius < 0:
         raise ValueError(f"dilation_radius must be >= 0, got {dilation_radius}")
     inverted = 255 - cv2.cvtColor(_check_rgb(rgb), cv2.COLOR_RGB2GRAY)
-    _, mask = cv2.threshold(inverted, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    darker = mask > 0
-    if darker.all() or not darker.any() or (inverted[darker].mean() - inverted[~darker].mean() < MIN_TISSUE_SEPARATION):
+    if ignore is None:
+        _, mask = cv2.threshold(inverted, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        chosen = inverted
+    else:
+        chosen = inverted[~ignore]
+        if chosen.size == 0:
+            return np.zeros(inverted.shape, bool)
+        threshold, _ = cv2.threshold(chosen.reshape(1, -1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        _, mask = cv2.threshold(inverted, threshold, 255, cv2.THRESH_BINARY)
+        chosen = chosen[None]
+    darker = mask > 0 if ignore is None else (mask > 0)[~ignore][None]
+    if darker.all() or not darker.any() or (chosen[darker].mean() - chosen[~darker].mean() < MIN_TISSUE_SEPARATION):
         return np.zeros(inverted.shape, bool)
     if dilation_radius > 0:
         size = 2 * dilation_radius + 1
@@ -296,7 +325,7 @@ def _check_measure(measure: Measure) -> Measure:
     return measure
 
 
-def stain_contrast(rgb: np.ndarray, tissue: np.ndarray) -> float:
+def stain_contrast(rgb: np.ndarray, tissue: np.ndarray, *, ignore: np.ndarray | None = None) -> float:
     """Return how far the tissue's stain stands out from the glass: 8-bit gray levels, >= 0.
 
     The median gray level of the glass minus that of the tissue, on any work size
@@ -310,6 +339,9 @@ def stain_contrast(rgb: np.ndarray, tissue: np.ndarray) -> float:
         The slide at any work size.
     tissue : bool array
         The tissue mask, resized to ``rgb``'s rows and columns when it differs.
+    ignore : bool array, optional
+        Pixels that are neither (marker ink, debris: their gray says nothing of the
+        stain), resized like ``tissue``.
 
     Returns
     -------
@@ -325,12 +357,20 @@ def stain_contrast(rgb: np.ndarray, tissue: np.ndarray) -> float:
     >>> rgb[0, 0] = 160
     >>> stain_contrast(rgb, np.array([[True, False], [False, False]]))
     70.0
+    >>> ink = np.array([[False, False], [False, True]])
+    >>> rgb[1, 1] = 20  # black ink on the glass: left out, not taken for glass
+    >>> stain_contrast(rgb, np.array([[True, False], [False, False]]), ignore=ink)
+    70.0
     """
     gray = cv2.cvtColor(_check_rgb(rgb), cv2.COLOR_RGB2GRAY)
     tissue = resize_mask(tissue, gray.shape)
-    if not tissue.any() or tissue.all():
+    glass = ~tissue
+    if ignore is not None:
+        ignored = resize_mask(ignore, gray.shape)
+        tissue, glass = tissue & ~ignored, glass & ~ignored
+    if not tissue.any() or not glass.any():
         return 0.0
-    return max(0.0, float(np.median(gray[~tissue])) - float(np.median(gray[tissue])))
+    return max(0.0, float(np.median(gray[glass])) - float(np.median(gray[tissue])))
 
 
 def measurable_tissue(tissue: np.ndarray, blur_radius: float) -> np.ndarray:

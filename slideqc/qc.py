@@ -189,6 +189,19 @@ def find_artefacts(
         image = s.get_image(size)
         tissue = s.masks[s.TISSUE]
         found = artefacts.find_artefacts(image, tissue, nominal)
+        if found.union().any():
+            # The tissue again, with Otsu's threshold chosen without the artefacts' pixels: black ink
+            # is darker than any stain, and with it the tissue step split ink from everything else.
+            tissue_image = s.get_image(s.image_work_size)
+            ignore = algorithms.resize_mask(found.union(), tissue.shape)
+            again = algorithms.tissue_mask(tissue_image, ignore=ignore)
+            if again.any() and not np.array_equal(again, tissue):
+                tissue = again
+                s.set_tissue(tissue)
+                fraction = float(tissue.mean())
+                contrast = algorithms.stain_contrast(tissue_image, tissue, ignore=ignore) if fraction < 1 else None
+                s.found.add(Tissue(fraction, contrast))
+                found = artefacts.find_artefacts(image, tissue, nominal)
         if size.text != s.image_work_size.text:
             s.drop_image(size)  # only the tissue work image is kept (the pictures reuse it)
         # What lies on glass is not tissue: taken out where it covers most of a tissue pixel. Only

@@ -245,15 +245,16 @@ def cannot_judge_reason(
             f"cannot judge blur at {blur_mpp:g} µm per pixel (at most {limits.max_blur_mpp:g} µm is needed); "
             "the slide states too coarse a pixel size: rescan it, or check its scanner settings"
         )
-    if stain_contrast is not None and stain_contrast < limits.min_stain_contrast:
-        return (
-            f"tissue too faint to judge its focus: the stain stands {stain_contrast:.0f} gray levels "
-            f"from the glass (at least {limits.min_stain_contrast:g} are needed); check it by eye"
-        )
+    # Before the stain's strength: measured on what the artefacts leave, which may be a sliver.
     if usable_share is not None and usable_share < limits.min_usable_share:
         return (
             f"too little tissue free of artefacts: {100 * usable_share:.0f} % of the tissue is free of ink, "
             f"bubbles, debris and folds (at least {100 * limits.min_usable_share:g} % is needed); "
             "clean the slide or its coverslip and scan it again"
+        )
+    if stain_contrast is not None and stain_contrast < limits.min_stain_contrast:
+        return (
+            f"tissue too faint to judge its focus: the stain stands {stain_contrast:.0f} gray levels "
+            f"from the glass (at least {limits.min_stain_contrast:g} are needed); check it by eye"
         )
     return ""
