@@ -156,7 +156,7 @@ def artefact_picture(slides: list[tuple[str, Path]], out: Path, height: int = 30
         panels = [
             (title, thumbnail),
             (
-                f"{kinds}; {100 * s.found[qc.Blur].fraction:.1f} % blurry: {verdict}",
+                f"{kinds}\n{100 * s.found[qc.Blur].fraction:.1f} % of the rest blurry: {verdict}",
                 pictures.overlay(thumbnail, s.masks["tissue"], s.masks["blur"], pictures.artefact_masks(s)),
             ),
         ]
@@ -164,8 +164,10 @@ def artefact_picture(slides: list[tuple[str, Path]], out: Path, height: int = 30
         for text, image in panels:
             width = round(image.shape[1] * height / image.shape[0])
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-            banner = np.full((34, max(width, 330), 3), 255, np.uint8)
-            cv2.putText(banner, text, (6, 23), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+            lines = text.split("\n")
+            banner = np.full((8 + 22 * len(lines), max(width, 330), 3), 255, np.uint8)
+            for i, line in enumerate(lines):  # one line each: a caption wider than its picture is cut
+                cv2.putText(banner, line, (6, 22 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
             image = cv2.copyMakeBorder(image, 0, 0, 0, banner.shape[1] - width, cv2.BORDER_CONSTANT, value=(255,) * 3)
             frames.append(np.vstack([banner, image]))
         columns.append(cv2.copyMakeBorder(np.vstack(frames), 6, 6, 6, 6, cv2.BORDER_CONSTANT, value=(255,) * 3))
