@@ -455,10 +455,17 @@ def _coloured_ink(rgb, od_lut, second, seeds, stain, seed_min_area_px, min_area_
     ink = np.zeros(seeds.shape, bool)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(seeds.view(np.uint8), connectivity=8)
     colours: list[tuple[np.ndarray, list[int]]] = []  # (unit OD, seed components)
+    # Each component's mean OD in one pass over the seed pixels (a mask per component cost a pass
+    # over the whole image each: 0.1 s on a clean 20k x 15k slide's hundreds of noise seeds).
+    if count <= 1:
+        return ink
+    seed_labels = labels[seeds]
+    seed_od = _od(rgb[seeds], od_lut).astype(np.float64)
+    sums = np.stack([np.bincount(seed_labels, weights=seed_od[:, c], minlength=count) for c in range(3)], axis=1)
     for label in range(1, count):
         if stats[label, cv2.CC_STAT_AREA] < max(seed_min_area_px / 4, 4):
             continue
-        direction = _unit(_od(rgb[labels == label], od_lut).astype(np.float64).mean(axis=0))
+        direction = _unit(sums[label] / stats[label, cv2.CC_STAT_AREA])
         for colour, members in colours:
             if direction @ colour > np.cos(np.radians(10)):
                 members.append(label)
