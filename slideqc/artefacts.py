@@ -340,6 +340,8 @@ def _od_lut(rgb: np.ndarray) -> np.ndarray:
 
 def _od(rgb: np.ndarray, od_lut: np.ndarray) -> np.ndarray:
     """(..., 3) float32 OD of uint8 pixels (any leading shape)."""
+    if rgb.size == 0:
+        return np.zeros(rgb.shape, np.float32)
     flat = np.ascontiguousarray(rgb).reshape(-1, 1, 3)
     return cv2.LUT(flat, od_lut.reshape(1, 256, 3)).reshape(rgb.shape)
 
@@ -455,10 +457,14 @@ def _coloured_ink(rgb, od_lut, second, seeds, stain, seed_min_area_px, min_area_
     ink = np.zeros(seeds.shape, bool)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(seeds.view(np.uint8), connectivity=8)
     colours: list[tuple[np.ndarray, list[int]]] = []  # (unit OD, seed components)
-    for label in range(1, count):
-        if stats[label, cv2.CC_STAT_AREA] < max(seed_min_area_px / 4, 4):
-            continue
-        direction = _unit(_od(rgb[labels == label], od_lut).astype(np.float64).mean(axis=0))
+    # Each seed component's mean OD at once (bincount), not one whole-image comparison a component:
+    # a clean slide has hundreds of specks of seed.
+    seed_labels = labels[seeds]
+    seed_od = _od(rgb[seeds], od_lut)
+    sums = np.stack([np.bincount(seed_labels, seed_od[:, c], minlength=count) for c in range(3)], axis=1)
+    big_enough = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= max(seed_min_area_px / 4, 4))
+    for label in big_enough[big_enough > 0]:
+        direction = _unit(sums[label])
         for colour, members in colours:
             if direction @ colour > np.cos(np.radians(10)):
                 members.append(label)
@@ -475,6 +481,8 @@ def _coloured_ink(rgb, od_lut, second, seeds, stain, seed_min_area_px, min_area_
         amount = _amount_of(rgb, od_lut, ink_basis, 2)
         typical = np.percentile(amount[member_seeds], 90)
         candidate = amount >= max(level * typical, 1)
+        if not _components_touching(candidate, member_seeds, min_area_px).any():
+            continue  # (most colours of seed on a clean slide: specks of noise; skip the closing below)
         if bridge_px > 0:
             # Where the stain's own colour lies near the ink's (blue ink and a real hematoxylin are
             # ~15 degrees apart), unmixing cannot part them: ink is kept within strokes' reach of its
@@ -608,4 +616,5 @@ def _folds(stain_smooth, hematoxylin_share, tissue, ratio: float, min_area_px: f
     count, labels, stats, _ = cv2.connectedComponentsWithStats(dense.view(np.uint8), connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area_px
     keep[0] = False
-    return ndimage.binary_fill_holes(keep[labels])
+    folds = keep[labels]
+    return ndimage.binary_fill_holes(folds) if folds.any() else folds
