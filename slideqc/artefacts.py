@@ -14,10 +14,11 @@ Sizes are given in µm (areas in mm²) and converted with the image's µm per pi
 defaults hold at any work size (1.25x to 2.5x: docs/artefacts.md measures both).
 
 Memory: per-pixel features are computed in row strips of :data:`STRIP_ROWS` rows (plus the
-context the smoothing needs) and kept as uint8 / bool maps; the whole image holds about 16 bytes
-per pixel besides ``rgb`` (five uint8 feature maps, the kinds' bool masks, an int32 label map),
-and one strip about 120 bytes per pixel of the strip (float32 OD and unmixing). A 6250 x 5000 px
-image (a 100k x 80k px slide at 2.5x) thus needs ~0.5 GB besides its 94 MB of RGB.
+context the smoothing needs) and kept as uint8 / uint16 / bool maps, so the float32 work arrays
+(OD, unmixed amounts: ~120 bytes per pixel) exist for one strip at a time. Peak measured with
+tracemalloc on a 6250 x 5000 px image (a 100k x 80k px slide at 2.5x): 33 bytes per pixel of the
+image besides ``rgb`` (~1 GB); at the chosen 1.25x the same slide is 3125 x 2500 px (~260 MB).
+On images of one or two strips the strip dominates: 57 to 87 bytes per pixel.
 """
 
 from __future__ import annotations
