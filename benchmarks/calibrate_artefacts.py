@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import tracemalloc
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from BaseImage import BaseImage
+from slideqc import algorithms, qc, synthetic
+from slideqc.artefacts import KINDS, WORK_SIZE, find_artefacts
 
-from BaseImage import BaseImage  # noqa: E402
-from slideqc import algorithms, qc, synthetic  # noqa: E402
-from slideqc.artefacts import KINDS, WORK_SIZE, find_artefacts  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SIZES = ("1.25x", "2.5x")
 TISSUE_WORK_SIZE = "1.25x"
