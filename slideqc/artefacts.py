@@ -14,10 +14,11 @@ Sizes are given in µm (areas in mm²) and converted with the image's µm per pi
 defaults hold at any work size (1.25x to 2.5x: docs/artefacts.md measures both).
 
 Memory: per-pixel features are computed in row strips of :data:`STRIP_ROWS` rows (plus the
-context the smoothing needs) and kept as uint8 / bool maps; the whole image holds about 16 bytes
-per pixel besides ``rgb`` (five uint8 feature maps, the kinds' bool masks, an int32 label map),
-and one strip about 120 bytes per pixel of the strip (float32 OD and unmixing). A 6250 x 5000 px
-image (a 100k x 80k px slide at 2.5x) thus needs ~0.5 GB besides its 94 MB of RGB.
+context the smoothing needs) and kept as uint8 / uint16 / bool maps, so the float32 work arrays
+(OD, unmixed amounts: ~120 bytes per pixel) exist for one strip at a time. Peak measured with
+tracemalloc on a 6250 x 5000 px image (a 100k x 80k px slide at 2.5x): 33 bytes per pixel of the
+image besides ``rgb`` (~1 GB); at the chosen 1.25x the same slide is 3125 x 2500 px (~260 MB).
+On images of one or two strips the strip dominates: 57 to 87 bytes per pixel.
 """
 
 from __future__ import annotations
@@ -340,6 +341,8 @@ def _od_lut(rgb: np.ndarray) -> np.ndarray:
 
 def _od(rgb: np.ndarray, od_lut: np.ndarray) -> np.ndarray:
     """(..., 3) float32 OD of uint8 pixels (any leading shape)."""
+    if rgb.size == 0:
+        return np.zeros(rgb.shape, np.float32)
     flat = np.ascontiguousarray(rgb).reshape(-1, 1, 3)
     return cv2.LUT(flat, od_lut.reshape(1, 256, 3)).reshape(rgb.shape)
 
@@ -455,17 +458,14 @@ def _coloured_ink(rgb, od_lut, second, seeds, stain, seed_min_area_px, min_area_
     ink = np.zeros(seeds.shape, bool)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(seeds.view(np.uint8), connectivity=8)
     colours: list[tuple[np.ndarray, list[int]]] = []  # (unit OD, seed components)
-    # Each component's mean OD in one pass over the seed pixels (a mask per component cost a pass
-    # over the whole image each: 0.1 s on a clean 20k x 15k slide's hundreds of noise seeds).
-    if count <= 1:
-        return ink
+    # Each seed component's mean OD at once (bincount), not one whole-image comparison a component:
+    # a clean slide has hundreds of specks of seed.
     seed_labels = labels[seeds]
-    seed_od = _od(rgb[seeds], od_lut).astype(np.float64)
-    sums = np.stack([np.bincount(seed_labels, weights=seed_od[:, c], minlength=count) for c in range(3)], axis=1)
-    for label in range(1, count):
-        if stats[label, cv2.CC_STAT_AREA] < max(seed_min_area_px / 4, 4):
-            continue
-        direction = _unit(sums[label] / stats[label, cv2.CC_STAT_AREA])
+    seed_od = _od(rgb[seeds], od_lut)
+    sums = np.stack([np.bincount(seed_labels, seed_od[:, c], minlength=count) for c in range(3)], axis=1)
+    big_enough = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= max(seed_min_area_px / 4, 4))
+    for label in big_enough[big_enough > 0]:
+        direction = _unit(sums[label])
         for colour, members in colours:
             if direction @ colour > np.cos(np.radians(10)):
                 members.append(label)
@@ -482,6 +482,8 @@ def _coloured_ink(rgb, od_lut, second, seeds, stain, seed_min_area_px, min_area_
         amount = _amount_of(rgb, od_lut, ink_basis, 2)
         typical = np.percentile(amount[member_seeds], 90)
         candidate = amount >= max(level * typical, 1)
+        if not _components_touching(candidate, member_seeds, min_area_px).any():
+            continue  # (most colours of seed on a clean slide: specks of noise; skip the closing below)
         if bridge_px > 0:
             # Where the stain's own colour lies near the ink's (blue ink and a real hematoxylin are
             # ~15 degrees apart), unmixing cannot part them: ink is kept within strokes' reach of its
@@ -615,4 +617,5 @@ def _folds(stain_smooth, hematoxylin_share, tissue, ratio: float, min_area_px: f
     count, labels, stats, _ = cv2.connectedComponentsWithStats(dense.view(np.uint8), connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area_px
     keep[0] = False
-    return ndimage.binary_fill_holes(keep[labels])
+    folds = keep[labels]
+    return ndimage.binary_fill_holes(folds) if folds.any() else folds
