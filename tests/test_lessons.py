@@ -28,6 +28,7 @@ LESSONS = [
     ("solutions/pipeline_prefect.py", "extras/pipeline_prefect_persisted.py", ["Extra: persisted results"], 27),
     ("solutions/pipeline_prefect.py", "extras/pipeline_prefect_fast_context.py", ["Extra: Prefect's own cost"], 14),
     ("solutions/pipeline_prefect.py", "extras/pipeline_prefect_log_stdout.py", ["Extra: logs from print"], 12),
+    ("solutions/pipeline_prefect_parallel.py", "extras/pipeline_prefect_cached.py", ["Extra: cache for a while"], 48),
     (
         "solutions/pipeline_prefect_parallel.py",
         "extras/pipeline_prefect_batches.py",
@@ -61,6 +62,10 @@ PREFECT_WORDS = [
     "retry_on",
     "get_cloud_url",
     "log_stdout",
+    "cache_for",
+    "cache_validator",
+    "schedule",
+    "run_on_schedule",
 ]
 # What each exercise teaches, as it must read in the lesson file itself (issue "Lessons you can see").
 TEACHES = {
