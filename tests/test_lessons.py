@@ -35,6 +35,13 @@ LESSONS = [
         ["Extra: a folder of hundreds of slides"],
         67,
     ),
+    # A second flow, not the QC: its diff shows the QC steps replaced by reading their persisted results.
+    (
+        "extras/pipeline_prefect_persisted.py",
+        "extras/report_from_persisted.py",
+        ["Extra: a second flow reads the first one's results"],
+        130,
+    ),
     (
         "solutions/pipeline_prefect_server.py",
         "extras/pipeline_prefect_server_rows.py",
