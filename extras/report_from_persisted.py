@@ -11,6 +11,7 @@ new run folder: results.tsv and report.html (the pictures stay in the QC's own r
 import sys
 from pathlib import Path
 
+import prefect
 from prefect import Flow, Parameter, task, unmapped
 from prefect.engine.results import LocalResult
 from prefect.triggers import all_finished
@@ -22,10 +23,11 @@ from slideqc.settings import DEFAULTS
 
 
 @task
-def read_blur_result(file_name, cache_dir, settings) -> BaseImage:
-    # The QC flow's blur step wrote its result to this target: the slide's key (its size,
-    # modification time and the settings) and the step. Reading it opens no slide.
-    location = prefect1.slide_target("blur")(file_name=file_name, cache_dir=cache_dir, **settings)
+def read_blur_result(file_name, cache_dir) -> BaseImage:
+    # The QC flow's blur step wrote its result to this target, formatted from its flow run's
+    # Parameters: the slide's key (its size, modification time, the settings) and the step.
+    # The same Parameters here give the same location. Reading it opens no slide.
+    location = prefect1.slide_target("blur")(**{**prefect.context.parameters, "file_name": file_name})
     if not Path(location).is_file():
         raise SlideError("no persisted QC result for the slide as it is now: check it with the persisted QC flow first")
     return LocalResult(dir=cache_dir).read(location).value
@@ -50,25 +52,17 @@ def write_report(file_names, run_dir, read, row) -> list:
 with Flow("Image QC report") as flow:
     file_names = Parameter("file_names", default=[])
     cache_dir = Parameter("cache_dir", default=str(prefect1.default_cache_dir()))
-    image_work_size = Parameter("image_work_size", default=DEFAULTS.image_work_size)
-    blur_work_size = Parameter("blur_work_size", default=DEFAULTS.blur_work_size)
-    blur_radius = Parameter("blur_radius", default=DEFAULTS.blur_radius)
-    blur_threshold = Parameter("blur_threshold", default=DEFAULTS.blur_threshold)
+    # The settings the QC measured with: read by the targets, not passed to any task.
+    image_work_size = flow.add_task(Parameter("image_work_size", default=DEFAULTS.image_work_size))
+    blur_work_size = flow.add_task(Parameter("blur_work_size", default=DEFAULTS.blur_work_size))
+    blur_radius = flow.add_task(Parameter("blur_radius", default=DEFAULTS.blur_radius))
+    blur_threshold = flow.add_task(Parameter("blur_threshold", default=DEFAULTS.blur_threshold))
     blur_max = Parameter("blur_max", default=DEFAULTS.blur_max)
-    artefact_work_size = Parameter("artefact_work_size", default=DEFAULTS.artefact_work_size)
-    fold_max = Parameter("fold_max", default=DEFAULTS.fold_max)
+    artefact_work_size = flow.add_task(Parameter("artefact_work_size", default=DEFAULTS.artefact_work_size))
+    fold_max = flow.add_task(Parameter("fold_max", default=DEFAULTS.fold_max))
     run_dir = Parameter("run_dir", default=None)
 
-    # The settings the QC measured with: they are part of each result's location.
-    settings = dict(
-        image_work_size=image_work_size,
-        blur_work_size=blur_work_size,
-        blur_radius=blur_radius,
-        blur_threshold=blur_threshold,
-        artefact_work_size=artefact_work_size,
-        fold_max=fold_max,
-    )
-    s = read_blur_result.map(file_names, unmapped(cache_dir), unmapped(settings))
+    s = read_blur_result.map(file_names, unmapped(cache_dir))
     row = slide_row.map(s, unmapped(blur_max))
     rows = write_report(file_names, run_dir, read=s, row=row)
 

@@ -40,7 +40,7 @@ LESSONS = [
         "extras/pipeline_prefect_persisted.py",
         "extras/report_from_persisted.py",
         ["Extra: a second flow reads the first one's results"],
-        130,
+        135,
     ),
     (
         "solutions/pipeline_prefect_server.py",
