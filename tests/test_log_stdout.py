@@ -20,23 +20,28 @@ class Records(logging.Handler):
         self.records.append(record)
 
 
-def test_the_printed_line_is_in_the_flow_runs_log(demo_slides, tmp_path, capsys):
-    module = load_solution(LESSON)
-    slide = demo_slides[1]  # ~30 % blurry
+def run_logged(flow, **parameters):
+    """The flow run's state, and every record Prefect's loggers made during it."""
     handler = Records()
     prefect_logger = logging.getLogger("prefect")
     prefect_logger.addHandler(handler)
     try:
-        state = module.flow.run(parameters=dict(file_name=str(slide), run_dir=str(tmp_path)))
+        return flow.run(parameters=parameters), handler.records
     finally:
         prefect_logger.removeHandler(handler)
+
+
+def test_the_printed_line_is_in_the_flow_runs_log(demo_slides, tmp_path, capsys):
+    module = load_solution(LESSON)
+    slide = demo_slides[1]  # ~30 % blurry
+    state, records = run_logged(module.flow, file_name=str(slide), run_dir=str(tmp_path))
     assert state.is_successful()
     row = prefect1.slide_row(slide, state)
     assert row.status == results.RESCAN
     # What the task printed: the percent of the row the flow saved.
     line = f"{slide.name}: {row.percent_blurry:.1f} % of the tissue is blurry"
-    printed = [r for r in handler.records if r.getMessage().strip() == line]
-    assert len(printed) == 1, [r.getMessage() for r in handler.records]
+    printed = [r for r in records if r.getMessage().strip() == line]
+    assert len(printed) == 1, [r.getMessage() for r in records]
     record = printed[0]
     # A record of the flow run's log, at INFO, made inside the blur task's run.
     assert record.levelno == logging.INFO
@@ -54,13 +59,7 @@ def test_without_log_stdout_the_print_is_not_in_the_log(demo_slides, tmp_path, c
     (blur,) = module.flow.get_tasks(name="identify_blurry_regions")
     assert blur.log_stdout
     blur.log_stdout = False
-    handler = Records()
-    prefect_logger = logging.getLogger("prefect")
-    prefect_logger.addHandler(handler)
-    try:
-        state = module.flow.run(parameters=dict(file_name=str(demo_slides[1]), run_dir=str(tmp_path)))
-    finally:
-        prefect_logger.removeHandler(handler)
+    state, records = run_logged(module.flow, file_name=str(demo_slides[1]), run_dir=str(tmp_path))
     assert state.is_successful()
-    assert not [r for r in handler.records if r.getMessage().strip().endswith("% of the tissue is blurry")]
+    assert not [r for r in records if r.getMessage().strip().endswith("% of the tissue is blurry")]
     assert f"{demo_slides[1].name}: " in capsys.readouterr().out
