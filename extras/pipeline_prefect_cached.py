@@ -1,4 +1,4 @@
-"""Extra: exercise 3's mapped flow on a schedule, whose QC steps are cached for a while (cache_for).
+"""Extra: exercise 4's mapped flow on a schedule, whose QC steps are cached for a while (cache_for).
 
 For every slide in a folder: load it, find the tissue, measure how much of the
 tissue is blurry, and warn when a slide needs a rescan. Results go to a new
