@@ -27,11 +27,20 @@ LESSONS = [
     ("solutions/pipeline_prefect.py", "extras/pipeline_prefect_retries.py", ["Extra: retries"], 12),
     ("solutions/pipeline_prefect.py", "extras/pipeline_prefect_persisted.py", ["Extra: persisted results"], 27),
     ("solutions/pipeline_prefect.py", "extras/pipeline_prefect_fast_context.py", ["Extra: Prefect's own cost"], 14),
+    ("solutions/pipeline_prefect.py", "extras/pipeline_prefect_log_stdout.py", ["Extra: logs from print"], 12),
+    ("solutions/pipeline_prefect_parallel.py", "extras/pipeline_prefect_cached.py", ["Extra: cache for a while"], 48),
     (
         "solutions/pipeline_prefect_parallel.py",
         "extras/pipeline_prefect_batches.py",
         ["Extra: a folder of hundreds of slides"],
         67,
+    ),
+    # A second flow, not the QC: its diff shows the QC steps replaced by reading their persisted results.
+    (
+        "extras/pipeline_prefect_persisted.py",
+        "extras/report_from_persisted.py",
+        ["Extra: a second flow reads the first one's results"],
+        135,
     ),
     (
         "solutions/pipeline_prefect_server.py",
@@ -59,6 +68,11 @@ PREFECT_WORDS = [
     "retry_delay",
     "retry_on",
     "get_cloud_url",
+    "log_stdout",
+    "cache_for",
+    "cache_validator",
+    "schedule",
+    "run_on_schedule",
 ]
 # What each exercise teaches, as it must read in the lesson file itself (issue "Lessons you can see").
 TEACHES = {

@@ -44,6 +44,8 @@ LOCAL = {  # lesson -> the options that make it quick on one slide
     "extras/pipeline_prefect_persisted.py": [],
     "extras/pipeline_prefect_fast_context.py": [],
     "extras/pipeline_prefect_batches.py": ["--executor", "local"],
+    "extras/pipeline_prefect_log_stdout.py": [],
+    "extras/pipeline_prefect_cached.py": ["--executor", "local"],  # two passes, 10 s apart
     "prefect3/qc_flow.py": [],
     "prefect3/qc_flow_parallel.py": ["--executor", "local"],
 }

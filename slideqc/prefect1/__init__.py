@@ -11,7 +11,9 @@ From the modules that do one job each:
   a results row per server flow run (:mod:`~slideqc.prefect1.server_rows`), and an opt-in fix of
   Prefect 1.4.1's per-task overhead (:mod:`~slideqc.prefect1.fast_context`).
 
-``python -m slideqc.prefect1 --check-server`` asks the server (:mod:`~slideqc.prefect1.__main__`).
+``python -m slideqc.prefect1 --check-server`` asks the server, ``--check-docker`` whether one can run
+here, and ``--check-params params.json -p FLOW.py`` checks a parameter file for ``prefect run
+--param-file`` (:mod:`~slideqc.prefect1.params`): all in :mod:`~slideqc.prefect1.__main__`.
 Nothing here changes Prefect when it is imported.
 """
 
