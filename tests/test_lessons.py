@@ -38,6 +38,12 @@ LESSONS = [
         ["Extra: a results row per server flow run"],
         48,
     ),
+    (
+        "solutions/pipeline_prefect_parallel.py",
+        "extras/pipeline_prefect_notify.py",
+        ["Extra: notifications to a chat webhook"],
+        24,
+    ),
 ]
 # Prefect ideas written without a name imported from prefect: keyword arguments and methods.
 PREFECT_WORDS = [
@@ -58,6 +64,7 @@ PREFECT_WORDS = [
     "retry_delay",
     "retry_on",
     "get_cloud_url",
+    "state_handlers",
 ]
 # What each exercise teaches, as it must read in the lesson file itself (issue "Lessons you can see").
 TEACHES = {

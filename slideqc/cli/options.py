@@ -118,6 +118,17 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_notify_arguments(parser: argparse.ArgumentParser) -> None:
+    """The webhook of a script that posts its verdicts to a chat (extras/pipeline_prefect_notify.py)."""
+    group = parser.add_argument_group("notifications")
+    group.add_argument(
+        "--webhook",
+        metavar="URL",
+        help="post a message per slide that needs a rescan, a re-cut, failed or cannot be judged, and a "
+        'summary of the run, to this incoming-webhook URL (Slack\'s JSON: {"text": ...})',
+    )
+
+
 def chunks(items: Sequence[Item], size: int) -> list[list[Item]]:
     """``items`` in consecutive lists of ``size`` (the last may be shorter)."""
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
@@ -130,6 +141,7 @@ def parse_args(
     executor: bool = False,
     persisted: bool = False,
     batches: bool = False,
+    notify: bool = False,
 ) -> argparse.Namespace:
     """Parse a script's command line (its description: the first line of ``doc``) and set up logging."""
     parser = build_parser(doc.strip().splitlines()[0], parallel=parallel)
@@ -139,6 +151,8 @@ def parse_args(
         add_persisted_arguments(parser)
     if batches:
         add_batch_arguments(parser)
+    if notify:
+        add_notify_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     return args
