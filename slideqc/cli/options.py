@@ -99,6 +99,16 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Dask cluster of a flow whose blur task sends its tiles there (extras/pipeline_prefect_dask_tiles.py)."""
+    group = parser.add_argument_group("Dask cluster")
+    group.add_argument(
+        "--address",
+        help="send each slide's blur tiles to this existing Dask scheduler, e.g. tcp://127.0.0.1:8786 "
+        "(default: a local cluster of --workers processes, started and closed by the flow)",
+    )
+
+
 def add_persisted_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the flows whose steps persist their results (extras/pipeline_prefect_persisted.py)."""
     group = parser.add_argument_group("persisted results")
@@ -142,6 +152,7 @@ def parse_args(
     persisted: bool = False,
     batches: bool = False,
     notify: bool = False,
+    cluster: bool = False,
 ) -> argparse.Namespace:
     """Parse a script's command line (its description: the first line of ``doc``) and set up logging."""
     parser = build_parser(doc.strip().splitlines()[0], parallel=parallel)
@@ -153,6 +164,8 @@ def parse_args(
         add_batch_arguments(parser)
     if notify:
         add_notify_arguments(parser)
+    if cluster:
+        add_cluster_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     return args
