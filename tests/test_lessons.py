@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import ROOT
 
 # (predecessor, lesson, README sections whose steps make the difference, most changed lines allowed).
-# The bounds are today's diffs, as ruff format writes them (65, 31, 82, 34; 9, 23, 11, 78, 44, 21, 62 lines),
+# The bounds are today's diffs, as ruff format writes them (65, 31, 82, 34; 9, 23, 11, 78, 44, 21, 62, 42 lines),
 # with a little room: a lesson that grows past them carries more than its steps.
 LESSONS = [
     ("pipeline.py", "solutions/pipeline_prefect.py", ["Exercise 1"], 71),
@@ -49,6 +49,12 @@ LESSONS = [
         "extras/pipeline_prefect_dask_tiles.py",
         ["Extra: Dask inside a task, on a cluster"],
         64,
+    ),
+    (
+        "solutions/pipeline_prefect_parallel_server.py",
+        "extras/pipeline_prefect_flow_of_flows.py",
+        ["Extra: a flow of flows"],
+        46,
     ),
 ]
 # Prefect ideas written without a name imported from prefect: keyword arguments and methods.

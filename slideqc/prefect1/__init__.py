@@ -30,7 +30,7 @@ from slideqc.prefect1.probes import (
     worker_import_problem,
 )
 from slideqc.prefect1.rows import gathered_rows, row_for, rows_for, run_settings, slide_row
-from slideqc.prefect1.server_rows import ROWS_DIRNAME, save_row
+from slideqc.prefect1.server_rows import ROWS_DIRNAME, save_row, saved_rows
 
 __all__ = [
     "ROWS_DIRNAME",
@@ -49,6 +49,7 @@ __all__ = [
     "run_main",
     "run_settings",
     "save_row",
+    "saved_rows",
     "skip_identical_config_merge",
     "slide_row",
     "slide_target",
