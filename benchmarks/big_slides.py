@@ -209,14 +209,15 @@ def markdown(rows: list[dict], command: str, comparison: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_section(doc: Path, section: str) -> None:
-    """Put ``section`` between the markers in ``doc``, keeping the rest; make the doc if missing."""
+def write_section(doc: Path, section: str, start: str = START, end: str = END, title: str = "Real-size slides") -> None:
+    """Put ``section`` between the markers in ``doc``, keeping the rest; make the doc, or a section
+    ``## <title>`` at its end, if missing."""
     text = doc.read_text(encoding="utf-8") if doc.is_file() else "# Benchmark\n"
-    if START not in text or END not in text:
-        text = text.rstrip("\n") + f"\n\n## Real-size slides\n\n{START}\n{END}\n"
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    files.atomic_write_bytes(doc, f"{head}{START}\n{section}\n{END}{tail}".encode())
+    if start not in text or end not in text:
+        text = text.rstrip("\n") + f"\n\n## {title}\n\n{start}\n{end}\n"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    files.atomic_write_bytes(doc, f"{head}{start}\n{section}\n{end}{tail}".encode())
 
 
 def main() -> int:

@@ -21,11 +21,17 @@ Tiles are measured on a thread pool (OpenCV and OpenSlide release the GIL) of
 ``workers`` threads, by default one per CPU. The runner decides: a runner that
 checks several slides side by side passes each its share of the cores
 (:func:`threads_per_slide`), so slides x tile threads stays at the core count.
+Inside :func:`tiles_on` the tiles go to a Dask cluster's workers instead, one task
+a tile (:func:`measure_tile_at`): each worker opens the slide itself and sends back
+the tile's counts (extras/pipeline_prefect_dask_tiles.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
+import functools
 import os
 import platform
 from collections.abc import Iterator
@@ -184,11 +190,126 @@ class BlurResult:
 
 
 @dataclass
-class _TileResult:
+class TileResult:
+    """What one tile adds: its pixel counts and its counted blurry pixels per bin of the tissue mask."""
+
     counts: algorithms.BlurCounts
     top: int  # first bin row and column of the sums
     left: int
     counted: np.ndarray  # counted blurry pixels per bin: in eroded tissue, or in tissue when none is left
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The blur work level's shape and each of its rows' and columns' bin in the tissue mask."""
+
+    shape: tuple[int, int]
+    bins_shape: tuple[int, int]
+    row_bins: np.ndarray
+    col_bins: np.ndarray
+
+    @classmethod
+    def of(cls, shape: tuple[int, int], tissue_shape: tuple[int, int]) -> _Grid:
+        # Counted blurry pixels are binned to the tissue mask's pixels (or to the blur pixels
+        # themselves when those are coarser): each blur pixel goes to the tissue pixel it took
+        # its tissue value from.
+        bins_shape = (min(shape[0], tissue_shape[0]), min(shape[1], tissue_shape[1]))
+        return cls(
+            shape,
+            bins_shape,
+            algorithms.nearest_index(bins_shape[0], shape[0]),
+            algorithms.nearest_index(bins_shape[1], shape[1]),
+        )
+
+
+def _measure_tile(
+    s: BaseImage,
+    work_size: WorkSize,
+    grid: _Grid,
+    tissue: np.ndarray,
+    tile: Tile,
+    blur_radius: float,
+    blur_threshold: float | None,
+    measure: str,
+) -> TileResult:
+    rgb = s.read_work_region(work_size, tile.read)
+    inside = tile.core_in_read
+    blurry = algorithms.blur_mask(rgb, blur_radius, blur_threshold, measure=measure)[inside]
+    del rgb
+    tissue_read = algorithms.resize_mask(tissue, grid.shape, tile.read)
+    inner = algorithms.measurable_tissue(tissue_read, blur_radius)[inside]
+    tissue_core = tissue_read[inside]
+    top, left, rows, cols = tile.core
+    rb, cb = grid.row_bins[top : top + rows], grid.col_bins[left : left + cols]
+    counts = algorithms.BlurCounts.of(blurry, tissue_core, inner)
+    # The slide counts its eroded tissue if any tile has some (BlurCounts.fraction), and then
+    # only such tiles add counted pixels: each tile bins one mask, the one that can count.
+    counted = blurry & (inner if counts.uses_inner else tissue_core)
+    return TileResult(counts, int(rb[0]), int(cb[0]), algorithms.bin_sums(counted, rb, cb))
+
+
+@functools.lru_cache(maxsize=2)
+def _opened(path: str, stamp: tuple[int, int]) -> BaseImage:
+    return BaseImage(path)  # ``stamp`` (size, mtime): a slide file replaced is opened again
+
+
+def measure_tile_at(
+    path: str,
+    work_size: str,
+    tissue: np.ndarray,
+    tile: Tile,
+    blur_radius: float,
+    blur_threshold: float | None = None,
+    measure: str = algorithms.DEFAULT_MEASURE,
+) -> TileResult:
+    """One tile of the slide at ``path``, measured where this runs: the slide is opened here (and kept
+    open for the next tile), so a Dask worker is sent the path and the tile's window, never pixels.
+
+    The same measurement as :func:`measure_blur`'s, tile for tile.
+    """
+    stat = os.stat(path)
+    s = _opened(path, (stat.st_size, stat.st_mtime_ns))
+    size = WorkSize.parse(work_size)
+    return _measure_tile(
+        s, size, _Grid.of(s.work_shape(size), tissue.shape), tissue, tile, blur_radius, blur_threshold, measure
+    )
+
+
+# The Dask client that measure_blur sends its tiles to, when one is set (tiles_on): per thread and task.
+_tile_client: contextvars.ContextVar = contextvars.ContextVar("tile_client", default=None)
+
+
+@contextlib.contextmanager
+def tiles_on(client) -> Iterator[None]:
+    """Inside this block, :func:`measure_blur` measures the tiles on the workers of the Dask ``client``
+    (``distributed.Client``) instead of on threads here: one task per tile (:func:`measure_tile_at`),
+    the tissue mask sent once to every worker, the counts summed here in tile order as the threads'
+    are, so the result is the same to the last bit.
+    """
+    token = _tile_client.set(client)
+    try:
+        yield
+    finally:
+        _tile_client.reset(token)
+
+
+def _tiles_on_dask(client, s: BaseImage, work_size: WorkSize, tissue, wanted, blur_radius, blur_threshold, measure):
+    mask = client.scatter(tissue, broadcast=True)
+    futures = client.map(
+        measure_tile_at,
+        [str(s.path)] * len(wanted),
+        [work_size.text] * len(wanted),
+        [mask] * len(wanted),
+        wanted,
+        [blur_radius] * len(wanted),
+        [blur_threshold] * len(wanted),
+        [measure] * len(wanted),
+        pure=False,
+    )
+    try:
+        return client.gather(futures)
+    finally:
+        client.cancel([*futures, mask])
 
 
 def measure_blur(
@@ -229,35 +350,20 @@ def measure_blur(
     BlurResult
         The pixel counts (its ``fraction`` is 0 to 1), the counted blurry pixels at the
         tissue mask's shape, the blur work level's shape and the tiles read of all.
+
+    Serial and threaded runs give identical results, and so do a Dask cluster's workers
+    inside :func:`tiles_on`.
     """
     if tile_size < 1:
         raise ValueError(f"tile_size must be >= 1, got {tile_size}")
     keep_freed_memory()
     work_size = WorkSize.parse(work_size) if not isinstance(work_size, WorkSize) else work_size  # once, not per tile
-    shape = s.work_shape(work_size)
-    # Counted blurry pixels are binned to the tissue mask's pixels (or to the blur pixels
-    # themselves when those are coarser): each blur pixel goes to the tissue pixel it took
-    # its tissue value from.
-    bins_shape = (min(shape[0], tissue.shape[0]), min(shape[1], tissue.shape[1]))
-    row_bins = algorithms.nearest_index(bins_shape[0], shape[0])
-    col_bins = algorithms.nearest_index(bins_shape[1], shape[1])
+    grid = _Grid.of(s.work_shape(work_size), tissue.shape)
+    shape, bins_shape, row_bins, col_bins = grid.shape, grid.bins_shape, grid.row_bins, grid.col_bins
     wanted, all_tiles = plan(shape, tissue, blur_radius, tile_size, measure)
 
-    def measure_tile(tile: Tile) -> _TileResult:
-        rgb = s.read_work_region(work_size, tile.read)
-        inside = tile.core_in_read
-        blurry = algorithms.blur_mask(rgb, blur_radius, blur_threshold, measure=measure)[inside]
-        del rgb
-        tissue_read = algorithms.resize_mask(tissue, shape, tile.read)
-        inner = algorithms.measurable_tissue(tissue_read, blur_radius)[inside]
-        tissue_core = tissue_read[inside]
-        top, left, rows, cols = tile.core
-        rb, cb = row_bins[top : top + rows], col_bins[left : left + cols]
-        counts = algorithms.BlurCounts.of(blurry, tissue_core, inner)
-        # The slide counts its eroded tissue if any tile has some (BlurCounts.fraction), and then
-        # only such tiles add counted pixels: each tile bins one mask, the one that can count.
-        counted = blurry & (inner if counts.uses_inner else tissue_core)
-        return _TileResult(counts, int(rb[0]), int(cb[0]), algorithms.bin_sums(counted, rb, cb))
+    def measure_tile(tile: Tile) -> TileResult:
+        return _measure_tile(s, work_size, grid, tissue, tile, blur_radius, blur_threshold, measure)
 
     workers = threads_per_slide() if workers is None else workers
     if workers < 1:
@@ -265,9 +371,13 @@ def measure_blur(
     counts = algorithms.BlurCounts()
     sums_inner = np.zeros(bins_shape, np.int32)
     sums_tissue = np.zeros(bins_shape, np.int32)
+    client = _tile_client.get()
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(wanted)))) as pool:
         # map() hands results back in tile order, so threads and serial sum them identically.
-        results = pool.map(measure_tile, wanted) if workers > 1 else map(measure_tile, wanted)
+        if client is not None and wanted:
+            results = _tiles_on_dask(client, s, work_size, tissue, wanted, blur_radius, blur_threshold, measure)
+        else:
+            results = pool.map(measure_tile, wanted) if workers > 1 else map(measure_tile, wanted)
         for r in results:
             counts += r.counts
             rows, cols = r.counted.shape

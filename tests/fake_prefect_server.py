@@ -15,11 +15,15 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pendulum
+import prefect
+from prefect.engine.state import Scheduled, State
 from prefect.utilities.graphql import decompress
 
 OPERATION = re.compile(r"^\s*(query|mutation)\b[^{]*\{\s*(\w+)", re.S)
 NAME_EQ = re.compile(r'name:\s*\{\s*_eq:\s*"((?:[^"\\]|\\.)*)"')
 ID_ARG = re.compile(r'id:\s*"([^"]+)"')
+ID_EQ = re.compile(r'\bid:\s*\{\s*_eq:\s*"([^"]+)"')
 
 
 class FakePrefectServer:
@@ -117,9 +121,69 @@ class FakePrefectServer:
 
     def _mutation_create_flow_run(self, query, input):
         assert input["flow_id"] in self.flows, input
-        run = {**input, "id": str(uuid.uuid4())}
+        run = {**input, "id": str(uuid.uuid4()), "states": []}
         self.flow_runs.append(run)
+        self._set_state(run, Scheduled("created"))
         return {"data": {"create_flow_run": {"id": run["id"]}}}
+
+    # --- flow of flows: create_flow_run and wait_for_flow_run (prefect.tasks.prefect) read these ---
+
+    def set_state(self, flow_run_id: str, state: State) -> None:
+        """What an agent and its flow run report: the flow run's new state."""
+        with self._lock:
+            self._set_state(next(r for r in self.flow_runs if r["id"] == flow_run_id), state)
+
+    @staticmethod
+    def _set_state(run: dict, state: State) -> None:
+        run["states"].append(dict(timestamp=pendulum.now("utc").isoformat(), serialized_state=state.serialize()))
+        run["updated"] = run["states"][-1]["timestamp"]
+
+    def _query_flow(self, query, _):
+        """FlowView's query: by flow id, or by name (the newest not archived; one version each here)."""
+        by_id = ID_EQ.search(query)
+        name = None if by_id else json.loads(f'"{NAME_EQ.search(query).group(1)}"')
+        found = []
+        for flow_id, flow in self.flows.items():
+            serialized = flow["flow"]
+            if (by_id and by_id.group(1) == flow_id) or (name and serialized["name"] == name):
+                project = next(n for n, i in self.projects.items() if i == flow["project_id"])
+                found.append(
+                    dict(
+                        id=flow_id,
+                        settings={},
+                        run_config=serialized.get("run_config"),
+                        serialized_flow=serialized,
+                        name=serialized["name"],
+                        archived=False,
+                        project={"name": project},
+                        core_version=prefect.__version__,
+                        storage=serialized["storage"],
+                        flow_group={"labels": []},
+                    )
+                )
+        return {"data": {"flow": found}}
+
+    def _query_flow_run(self, query, _):
+        """FlowRunView's query, by flow run id."""
+        run = next((r for r in self.flow_runs if r["id"] == ID_EQ.search(query).group(1)), None)
+        if run is None:
+            return {"data": {"flow_run": []}}
+        view = dict(
+            id=run["id"],
+            name=run.get("flow_run_name") or f"run-{run['id'][:8]}",
+            flow_id=run["flow_id"],
+            serialized_state=run["states"][-1]["serialized_state"],
+            states=run["states"],
+            labels=run.get("labels") or [],
+            parameters=run.get("parameters") or {},
+            context=run.get("context") or {},
+            updated=run["updated"],
+            run_config=None,
+        )
+        return {"data": {"flow_run": [view]}}
+
+    def _query_agent(self, query, _):
+        return {"data": {"agent": []}}
 
     # --- HTTP -----------------------------------------------------------------------
 

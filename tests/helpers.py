@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +72,59 @@ def wait_for_dask(address: str, what: str, timeout: float = 60, workers: int = 1
         except OSError:
             assert time.monotonic() < deadline, f"{what} did not come up"
             time.sleep(0.5)
+
+
+def venv_env() -> dict[str, str]:
+    """The environment of a user with the project's venv active: its bin first on PATH, no PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return env
+
+
+@contextlib.contextmanager
+def readme_dask_cluster(scheduler: str, worker: str, folder: Path) -> Iterator[tuple[str, str]]:
+    """The README's `dask scheduler` and `dask worker` commands, run from ``folder`` on a free port for 8786.
+
+    Yields (port, address) once the worker has joined; both are stopped at the end.
+    """
+    port = str(free_port())
+    servers = []
+    try:
+        for command in (scheduler, worker):
+            servers.append(
+                subprocess.Popen(
+                    ["bash", "-c", "exec " + command.replace("8786", port)],
+                    cwd=folder,
+                    env=venv_env(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        address = f"tcp://127.0.0.1:{port}"
+        wait_for_dask(address, "the README's scheduler and worker", timeout=60)
+        yield port, address
+    finally:
+        for server in reversed(servers):
+            server.terminate()
+        for server in servers:
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def run_printed(command: str, port: str, data_dir: Path, output_dir: Path) -> subprocess.CompletedProcess:
+    """A README command as printed, from the project root with the venv active: on ``port`` for 8786,
+    on ``data_dir`` for data, its run folder in ``output_dir``."""
+    command = command.replace("8786", port).replace("--data-dir data", f"--data-dir {data_dir}")
+    return subprocess.run(
+        ["bash", "-c", f"{command} --output-dir {output_dir}"],
+        cwd=ROOT,
+        env=venv_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def per_slide(rows: list[dict]) -> dict[str, tuple]:

@@ -36,6 +36,7 @@ LAYERS = {
     "slideqc.prefect1.server_rows": 7.1,
     "slideqc.prefect1.fast_context": 7.1,
     "slideqc.prefect1.params": 7.1,
+    "slideqc.prefect1.notify": 7.1,
     "slideqc.prefect1.__main__": 7.11,
     "slideqc.prefect1": 7.12,
     "slideqc.synthetic": 7.0,

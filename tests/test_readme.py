@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from slideqc import synthetic
-from tests.helpers import ROOT, truth_status, wait_for_dask
+from tests.helpers import ROOT, truth_status
 
 SKIP_MARK = "<!-- not run by the tests"
 CLUSTER_MARK = "<!-- dask-cluster"  # long-running servers: run by test_readme_dask_cluster_commands
@@ -144,50 +144,18 @@ def test_readme_dask_cluster_commands(demo_dir, tmp_path):
     cannot answer instead. The servers run from another folder, so only the installed project is found.
     """
 
-    from tests.helpers import free_port
+    from tests.helpers import readme_dask_cluster, run_printed
 
     scheduler, worker, run = cluster_commands()
     assert scheduler.startswith("dask scheduler --host 127.0.0.1") and worker.startswith("dask worker tcp://127.0.0.1")
-    port = str(free_port())
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    servers = []
-    try:
-        for command in (scheduler, worker):
-            servers.append(
-                subprocess.Popen(
-                    ["bash", "-c", "exec " + command.replace("8786", port)],
-                    cwd=elsewhere,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
-        wait_for_dask(f"tcp://127.0.0.1:{port}", "the README's scheduler and worker", timeout=60)
+    with readme_dask_cluster(scheduler, worker, elsewhere) as (port, _):
         out = tmp_path / "out"
-        command = run.replace("8786", port).replace("--data-dir data", f"--data-dir {demo_dir}")
-        proc = subprocess.run(
-            ["bash", "-c", f"{command} --output-dir {out}"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        proc = run_printed(run, port, demo_dir, out)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         run_dir = next(out.iterdir())
         rows = (run_dir / "results.tsv").read_text(encoding="utf-8").splitlines()
         assert len(rows) == 1 + len(list(demo_dir.glob("*.svs")))
         statuses = {row.split("\t")[0]: row.split("\t")[1] for row in rows[1:]}
         assert statuses == {p.name: truth_status(synthetic.read_truth(p)) for p in demo_dir.glob("*.svs")}, rows
-    finally:
-        for server in reversed(servers):
-            server.terminate()
-        for server in servers:
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()

@@ -136,8 +136,10 @@ def step_order(path: str) -> list[list[str]]:
 
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_a_lesson_calls_every_step_in_order(lesson):
-    orders = step_order(lesson)
-    assert orders, f"{lesson}: no flow (and no check_slide) found"
+    # A flow that calls no QC step at all is a parent of flow runs (extras/pipeline_prefect_flow_of_flows.py):
+    # the lesson's other flow has the steps.
+    orders = [order for order in step_order(lesson) if order]
+    assert orders, f"{lesson}: no flow (and no check_slide) calls a QC step"
     for order in orders:
         assert order == STEP_NAMES, f"{lesson} calls the steps {order}, the QC's list is {STEP_NAMES}"
 

@@ -100,6 +100,16 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Dask cluster of a flow whose blur task sends its tiles there (extras/pipeline_prefect_dask_tiles.py)."""
+    group = parser.add_argument_group("Dask cluster")
+    group.add_argument(
+        "--address",
+        help="send each slide's blur tiles to this existing Dask scheduler, e.g. tcp://127.0.0.1:8786 "
+        "(default: a local cluster of --workers processes, started and closed by the flow)",
+    )
+
+
 def add_persisted_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of the flows whose steps persist their results (extras/pipeline_prefect_persisted.py)."""
     group = parser.add_argument_group("persisted results")
@@ -119,6 +129,17 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_notify_arguments(parser: argparse.ArgumentParser) -> None:
+    """The webhook of a script that posts its verdicts to a chat (extras/pipeline_prefect_notify.py)."""
+    group = parser.add_argument_group("notifications")
+    group.add_argument(
+        "--webhook",
+        metavar="URL",
+        help="post a message per slide that needs a rescan, a re-cut, failed or cannot be judged, and a "
+        'summary of the run, to this incoming-webhook URL (Slack\'s JSON: {"text": ...})',
+    )
+
+
 def chunks(items: Sequence[Item], size: int) -> list[list[Item]]:
     """``items`` in consecutive lists of ``size`` (the last may be shorter)."""
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
@@ -131,6 +152,8 @@ def parse_args(
     executor: bool = False,
     persisted: bool = False,
     batches: bool = False,
+    notify: bool = False,
+    cluster: bool = False,
 ) -> argparse.Namespace:
     """Parse a script's command line (its description: the first line of ``doc``) and set up logging."""
     parser = build_parser(doc.strip().splitlines()[0], parallel=parallel)
@@ -140,6 +163,10 @@ def parse_args(
         add_persisted_arguments(parser)
     if batches:
         add_batch_arguments(parser)
+    if notify:
+        add_notify_arguments(parser)
+    if cluster:
+        add_cluster_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     return args

@@ -8,7 +8,8 @@ From the modules that do one job each:
 - :mod:`~slideqc.prefect1.probes`: a quick check that a Prefect server answers (exercises 2
   and 5), and that a Dask scheduler answers with workers that import the QC (``--address``);
 - for the extra lessons: persisted results written atomically (:mod:`~slideqc.prefect1.persisted`),
-  a results row per server flow run (:mod:`~slideqc.prefect1.server_rows`), and an opt-in fix of
+  a results row per server flow run (:mod:`~slideqc.prefect1.server_rows`), messages to a
+  chat webhook (:mod:`~slideqc.prefect1.notify`), and an opt-in fix of
   Prefect 1.4.1's per-task overhead (:mod:`~slideqc.prefect1.fast_context`).
 
 ``python -m slideqc.prefect1 --check-server`` asks the server, ``--check-docker`` whether one can run
@@ -19,6 +20,7 @@ Nothing here changes Prefect when it is imported.
 
 from slideqc.output.cache import default_cache_dir
 from slideqc.prefect1.fast_context import skip_identical_config_merge
+from slideqc.prefect1.notify import notify_run
 from slideqc.prefect1.persisted import AtomicLocalResult, clear_cache, slide_target
 from slideqc.prefect1.probes import (
     SCHEDULER_COMMANDS,
@@ -30,7 +32,7 @@ from slideqc.prefect1.probes import (
     worker_import_problem,
 )
 from slideqc.prefect1.rows import gathered_rows, row_for, rows_for, run_settings, slide_row
-from slideqc.prefect1.server_rows import ROWS_DIRNAME, save_row
+from slideqc.prefect1.server_rows import ROWS_DIRNAME, save_row, saved_rows
 
 __all__ = [
     "ROWS_DIRNAME",
@@ -43,11 +45,13 @@ __all__ = [
     "clear_cache",
     "default_cache_dir",
     "gathered_rows",
+    "notify_run",
     "row_for",
     "rows_for",
     "run_main",
     "run_settings",
     "save_row",
+    "saved_rows",
     "skip_identical_config_merge",
     "slide_row",
     "slide_target",

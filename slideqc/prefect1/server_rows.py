@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from BaseImage import display_name
 from slideqc.output import files, results
 from slideqc.output.run import RunWriter
 from slideqc.settings import QCSettings
@@ -32,6 +33,21 @@ def save_row(row: results.SlideResult, run_dir, settings: QCSettings) -> results
         ]
         writer.finish()
     return row
+
+
+def saved_rows(run_dir, file_names) -> list[results.SlideResult]:
+    """The rows that flow runs saved in ``run_dir`` (:func:`save_row`), one per slide of ``file_names``, in order;
+    a slide none saved gets an error row (its flow run did not finish)."""
+    rows_dir = Path(run_dir) / ROWS_DIRNAME
+    saved = {p.stem: p for p in rows_dir.glob("*.json")} if rows_dir.is_dir() else {}
+    rows = []
+    for path in file_names:
+        row_file = saved.get(files.slide_folder_name(display_name(Path(path).name)))
+        if row_file is None:
+            rows.append(results.error_result(path, "no flow run saved its row (did its flow run finish?)"))
+        else:
+            rows.append(results.SlideResult(**json.loads(row_file.read_text(encoding="utf-8"))))
+    return rows
 
 
 @contextlib.contextmanager
