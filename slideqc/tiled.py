@@ -230,7 +230,7 @@ def _measure_tile(
     tile: Tile,
     blur_radius: float,
     blur_threshold: float | None,
-    measure: str,
+    measure: algorithms.Measure,
 ) -> TileResult:
     rgb = s.read_work_region(work_size, tile.read)
     inside = tile.core_in_read
@@ -260,10 +260,12 @@ def measure_tile_at(
     tile: Tile,
     blur_radius: float,
     blur_threshold: float | None = None,
-    measure: str = algorithms.DEFAULT_MEASURE,
+    measure: algorithms.Measure = algorithms.DEFAULT_MEASURE,
 ) -> TileResult:
-    """One tile of the slide at ``path``, measured where this runs: the slide is opened here (and kept
-    open for the next tile), so a Dask worker is sent the path and the tile's window, never pixels.
+    """Measure one tile of the slide at ``path`` where this runs.
+
+    The slide is opened here (and kept open for the next tile), so a Dask worker is sent the
+    path and the tile's window, never pixels.
 
     The same measurement as :func:`measure_blur`'s, tile for tile.
     """
@@ -281,8 +283,10 @@ _tile_client: contextvars.ContextVar = contextvars.ContextVar("tile_client", def
 
 @contextlib.contextmanager
 def tiles_on(client) -> Iterator[None]:
-    """Inside this block, :func:`measure_blur` measures the tiles on the workers of the Dask ``client``
-    (``distributed.Client``) instead of on threads here: one task per tile (:func:`measure_tile_at`),
+    """Measure the tiles on the workers of the Dask ``client`` inside this block.
+
+    :func:`measure_blur` then uses the ``distributed.Client``'s workers instead of threads here: one
+    task per tile (:func:`measure_tile_at`),
     the tissue mask sent once to every worker, the counts summed here in tile order as the threads'
     are, so the result is the same to the last bit.
     """

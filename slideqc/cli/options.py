@@ -101,7 +101,7 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
-    """The Dask cluster of a flow whose blur task sends its tiles there (extras/pipeline_prefect_dask_tiles.py)."""
+    """Add the Dask cluster option of a flow whose blur task sends its tiles there (extras/pipeline_prefect_dask_tiles.py)."""
     group = parser.add_argument_group("Dask cluster")
     group.add_argument(
         "--address",
@@ -130,7 +130,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_notify_arguments(parser: argparse.ArgumentParser) -> None:
-    """The webhook of a script that posts its verdicts to a chat (extras/pipeline_prefect_notify.py)."""
+    """Add the webhook option of a script that posts its verdicts to a chat (extras/pipeline_prefect_notify.py)."""
     group = parser.add_argument_group("notifications")
     group.add_argument(
         "--webhook",

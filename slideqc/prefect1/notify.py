@@ -29,7 +29,7 @@ log = logging.getLogger("slideqc")
 
 
 def slide_message(row: SlideResult) -> str | None:
-    """The message about one slide, or None when it passed (status ok) and needs nobody."""
+    """Return the message about one slide, or None when it passed (status ok) and needs nobody."""
     if row.failed:
         return f"FAILED: {row.file_name}: {row.reason or row.error}"
     if row.unjudged:

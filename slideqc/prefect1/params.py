@@ -24,7 +24,7 @@ class BadParams(ValueError):
 
 
 def read_params(path: str | Path) -> dict[str, Any]:
-    """The parameter file's names and values: a JSON object, as ``prefect run --param-file`` reads it."""
+    """Return the parameter file's names and values: a JSON object, as ``prefect run --param-file`` reads it."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -44,8 +44,10 @@ def read_params(path: str | Path) -> dict[str, Any]:
 
 
 def check_params(path: str | Path, flow) -> dict[str, Any]:
-    """The file's parameters, checked against ``flow``'s: every name declared, the required ones there,
-    the QC settings valid (as :class:`~slideqc.settings.QCSettings` checks them), the slides there.
+    """Return the file's parameters, checked against ``flow``'s.
+
+    Every name declared, the required ones there, the QC settings valid (as
+    :class:`~slideqc.settings.QCSettings` checks them), the slides there.
 
     Relative slide paths are read from the current folder, as ``prefect run`` runs the flow there.
     Raises :class:`BadParams`, whose message is one line.

@@ -36,8 +36,10 @@ def save_row(row: results.SlideResult, run_dir, settings: QCSettings) -> results
 
 
 def saved_rows(run_dir, file_names) -> list[results.SlideResult]:
-    """The rows that flow runs saved in ``run_dir`` (:func:`save_row`), one per slide of ``file_names``, in order;
-    a slide none saved gets an error row (its flow run did not finish)."""
+    """Return the rows that flow runs saved in ``run_dir`` (:func:`save_row`), one per slide of ``file_names``.
+
+    In the order of ``file_names``; a slide none saved gets an error row (its flow run did not finish).
+    """
     rows_dir = Path(run_dir) / ROWS_DIRNAME
     saved = {p.stem: p for p in rows_dir.glob("*.json")} if rows_dir.is_dir() else {}
     rows = []
