@@ -52,12 +52,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MB = 1024 * 1024
 POLL_SECONDS = 0.05
-KEPT_SECTIONS = ("notes", "big-slides", "batch-scale", "prefect3-server")
+KEPT_SECTIONS = ("notes", "big-slides", "batch-scale", "prefect3-server", "dask-in-task")
 KEPT_HEADINGS = {
     "notes": "## What the numbers say",
     "big-slides": "## Real-size slides",
     "batch-scale": "## Cost as the batch grows",
     "prefect3-server": "## The Prefect 3 server path at lab scale",
+    "dask-in-task": "## Dask inside a task",
 }
 
 
