@@ -29,7 +29,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage  # type: ignore[import-untyped]  # SciPy ships no types; scipy-stubs is not pinned here
 
 from slideqc.algorithms import resize_mask
 
@@ -123,7 +123,7 @@ class Artefacts:
     tissue: np.ndarray
 
     def of(self, kind: ArtefactKind) -> np.ndarray:
-        """The mask of one kind.
+        """Return the mask of one kind.
 
         Examples
         --------
@@ -348,8 +348,10 @@ def _od(rgb: np.ndarray, od_lut: np.ndarray) -> np.ndarray:
 
 
 def _second_stain(rgb: np.ndarray, od_lut: np.ndarray) -> np.ndarray:
-    """The slide's second stain: the vector on the arc from eosin to DAB whose plane with
-    hematoxylin holds the stained pixels' colours closest (median angle out of the plane).
+    """Return the slide's second stain: the vector on the arc from eosin to DAB that fits it best.
+
+    The best fits when its plane with hematoxylin holds the stained pixels' colours closest
+    (median angle out of the plane).
 
     Real eosin is bluer than Ruifrok's (scanners and protocols differ); IHC's brown is DAB itself.
     Judged on a sample of the pixels with some OD but not near grey (black ink or debris can be
@@ -427,12 +429,13 @@ def _strip_features(rgb, od_lut, basis, smooth_sigma, ink_min_angle_deg, ink_min
             if seed_basis is basis:
                 in_cone[top:bottom] = this <= np.float32(np.sin(np.radians(DARK_MAX_ANGLE_DEG))) * length
             residual = this if residual is None else np.minimum(residual, this)
+        assert residual is not None  # seed_bases always holds basis: the loop ran
         seeds[top:bottom] = (length >= ink_min_od) & (residual >= min_sine * length)
     return neutral, stain, stain_smooth, seeds, in_cone, hematoxylin_share
 
 
 def _length(vectors: np.ndarray) -> np.ndarray:
-    """The Euclidean length of (rows, cols, 3) float32 vectors."""
+    """Return the Euclidean length of (rows, cols, 3) float32 vectors."""
     return cv2.magnitude(cv2.magnitude(vectors[..., 0], vectors[..., 1]), vectors[..., 2])
 
 
@@ -454,7 +457,8 @@ def _coloured_ink(rgb, od_lut, second, seeds, stain, seed_min_area_px, min_area_
     """Blue, green or red ink: per colour among the seeds, its amount unmixed from the stains.
 
     ``stain`` (uint8, OD x OD_SCALE) is updated in place under the ink found: the stain left
-    once the ink's own colour is unmixed out (the grey basis reads ink as hematoxylin)."""
+    once the ink's own colour is unmixed out (the grey basis reads ink as hematoxylin).
+    """
     ink = np.zeros(seeds.shape, bool)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(seeds.view(np.uint8), connectivity=8)
     colours: list[tuple[np.ndarray, list[int]]] = []  # (unit OD, seed components)
@@ -503,8 +507,10 @@ def _coloured_ink(rgb, od_lut, second, seeds, stain, seed_min_area_px, min_area_
 
 
 def _amount_of(rgb, od_lut, basis, index, where=None) -> np.ndarray:
-    """uint8 map (x OD_SCALE) of the amount of ``basis[index]``, strip by strip; of the pixels ``where``
-    (a bool mask) only, as a 1-D uint16 array, when given."""
+    """Return a uint8 map (x OD_SCALE) of the amount of ``basis[index]``, unmixed strip by strip.
+
+    With ``where`` (a bool mask), the amount of those pixels only, as a 1-D uint16 array.
+    """
     unmix = np.linalg.inv(basis)[:, index].astype(np.float32)
     if where is not None:
         return _quantise(_od(rgb[where], od_lut) @ unmix).astype(np.uint16)
@@ -515,7 +521,7 @@ def _amount_of(rgb, od_lut, basis, index, where=None) -> np.ndarray:
 
 
 def _components_touching(mask: np.ndarray, seeds: np.ndarray, min_area_px: float) -> np.ndarray:
-    """The components of ``mask`` (8-connected) that hold a seed pixel and are at least ``min_area_px``."""
+    """Return the components of ``mask`` (8-connected) that hold a seed pixel and are at least ``min_area_px``."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
     keep = np.zeros(count, bool)
     keep[np.unique(labels[seeds & mask])] = True
@@ -602,10 +608,9 @@ def _dark_kinds(
 
 
 def _folds(stain_smooth, hematoxylin_share, tissue, ratio: float, min_area_px: float) -> np.ndarray:
-    """Tissue whose smoothed stain OD is ``ratio`` times the tissue's median or more, in sizeable regions,
-    with the tissue's own mix of the stains.
+    """Return the folds: sizeable regions of tissue with ``ratio`` times its median stain OD or more.
 
-    A fold doubles both stains; dense nuclei and epithelium are dark by hematoxylin: their share of
+    The stain OD is the smoothed one, and the regions have the tissue's own mix of the stains. A fold doubles both stains; dense nuclei and epithelium are dark by hematoxylin: their share of
     hematoxylin lies FOLD_MAX_EXTRA_HEMATOXYLIN or more above the tissue's median share.
     """
     if not tissue.any():

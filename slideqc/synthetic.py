@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import cv2
 import numpy as np
@@ -112,6 +112,7 @@ class Artefact:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        """Check the fields: a ValueError for an unknown kind, colour or shape, or a size out of range."""
         if self.kind not in ARTEFACT_KINDS:
             raise ValueError(f"artefact kind must be one of {ARTEFACT_KINDS}, got {self.kind!r}")
         if self.colour not in INK_OD:
@@ -150,6 +151,7 @@ class SlideSpec:
     artefacts: tuple[Artefact, ...] = ()
 
     def __post_init__(self) -> None:
+        """Check the fields: a ValueError names the first one out of its range (stain, size, blur, downsamples)."""
         if self.stain_kind not in ("he", "ihc"):
             raise ValueError(f"{self.name}: stain_kind must be 'he' or 'ihc', got {self.stain_kind!r}")
         if not self.stain > 0:
@@ -294,7 +296,7 @@ def _make_layout(spec: SlideSpec) -> _Layout:
 
 
 def _tissue_level_at(layout: _Layout, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """The tissue level (> 0 in tissue) at level-0 rows ``ys`` by columns ``xs`` (pixel centres)."""
+    """Return the tissue level (> 0 in tissue) at level-0 rows ``ys`` by columns ``xs`` (pixel centres)."""
     return _bilinear(layout.tissue_field, (ys + 0.5) / DESIGN_DOWNSAMPLE - 0.5, (xs + 0.5) / DESIGN_DOWNSAMPLE - 0.5)
 
 
@@ -423,7 +425,8 @@ def _artefact_maps(
             direction = np.array([math.cos(turn), math.sin(turn)])
             ends = [center - reach * direction, center + reach * direction]
             thickness = max(1, round(art.width_um / um))
-            cv2.line(canvas, *(tuple(int(v) for v in np.round(e * 16)) for e in ends), 1.0, thickness, cv2.LINE_AA, 4)
+            start, end = (tuple(int(v) for v in np.round(e * 16)) for e in ends)
+            cv2.line(canvas, start, end, 1.0, thickness, cv2.LINE_AA, 4)
             alpha = soft(canvas, 3.0)
             add_truth("edge", alpha > 0.5)
             coverslip += alpha[None] * np.float32(EDGE_OD * art.strength)
@@ -456,7 +459,7 @@ def _artefact_maps(
 
 
 def _ellipse(canvas: np.ndarray, center: np.ndarray, axes, angle: float, thickness: int) -> None:
-    """An anti-aliased ellipse (outline of ``thickness`` px, or filled with -1) of value 1, sub-pixel placed."""
+    """Draw an anti-aliased ellipse (outline of ``thickness`` px, or filled with -1) of value 1, sub-pixel placed."""
     cv2.ellipse(
         canvas,
         (int(round(center[0] * 16)), int(round(center[1] * 16))),
@@ -494,8 +497,8 @@ def _draw_nuclei(canvas: np.ndarray, y0: int, x0: int, spec: SlideSpec, layout: 
     h, w = canvas.shape
     cy0, cx0 = math.floor(y0 / cell) - 1, math.floor(x0 / cell) - 1
     cy1, cx1 = math.floor((y0 + h) / cell) + 1, math.floor((x0 + w) / cell) + 1
-    iy, ix = np.meshgrid(np.arange(cy0, cy1 + 1), np.arange(cx0, cx1 + 1), indexing="ij")
-    iy, ix = iy.ravel(), ix.ravel()
+    grid_y, grid_x = np.meshgrid(np.arange(cy0, cy1 + 1), np.arange(cx0, cx1 + 1), indexing="ij")
+    iy, ix = grid_y.ravel(), grid_x.ravel()
     u = [_hash_uniform(ix, iy, spec.seed, channel) for channel in range(6)]
     cy = (iy + 0.15 + 0.7 * u[0]) * cell
     cx = (ix + 0.15 + 0.7 * u[1]) * cell
@@ -553,6 +556,7 @@ def _render_block(spec: SlideSpec, layout: _Layout, y0: int, x0: int, h: int, w:
     tissue_level, eosin, hematoxylin, dab = _stain_layers(spec, layout, ry0, rx0, rh, rw)
     fold = None if maps is None or maps.fold_alpha is None else maps.window(maps.fold_alpha, ry0, rx0, rh, rw)
     if fold is not None:  # tissue over tissue: the section's own stain, shifted, added (before the focus blur)
+        assert maps is not None  # fold is None without maps
         dy, dx = maps.fold_shift
         _, eosin_over, hematoxylin_over, dab_over = _stain_layers(spec, layout, ry0 + dy, rx0 + dx, rh, rw)
         eosin = eosin + fold * eosin_over
@@ -581,7 +585,7 @@ def _render_block(spec: SlideSpec, layout: _Layout, y0: int, x0: int, h: int, w:
 
 
 def _stain_layers(spec: SlideSpec, layout: _Layout, ry0: int, rx0: int, rh: int, rw: int):
-    """The tissue level and the stain densities (eosin, hematoxylin, DAB or None) of a level-0 region."""
+    """Return the tissue level and the stain densities (eosin, hematoxylin, DAB or None) of a level-0 region."""
     tissue_level = _bilinear(layout.tissue_field, _design_coords(ry0, rh), _design_coords(rx0, rw))
     # A soft edge a few pixels wide, as real tissue has; the truth is level > 0.
     alpha = np.clip(tissue_level * 40.0 + 0.5, 0.0, 1.0)
@@ -618,14 +622,14 @@ def _add_sensor_noise(rgb: np.ndarray, spec: SlideSpec, y0: int, x0: int) -> np.
     # OpenCV's generator is per thread and ~10x faster than numpy's; tuples of ints hash
     # reproducibly, so each block's noise is the same in any thread, in any run.
     cv2.setRNGSeed(hash((spec.seed, y0, x0)) & 0x7FFFFFFF)
-    cv2.randn(noise, 0.0, 1.5)
+    cv2.randn(noise, 0.0, 1.5)  # type: ignore[call-overload]  # OpenCV takes numbers for mean and stddev; its stubs list arrays only
     noise += rgb
     noise += 0.5
     return np.clip(noise, 0, 255, out=noise).astype(np.uint8)
 
 
 def _is_glass(layout: _Layout, y0: int, x0: int, h: int, w: int) -> bool:
-    """True when no tissue reaches level-0 region [y0, y0+h) x [x0, x0+w), margins included.
+    """Return True when no tissue reaches level-0 region [y0, y0+h) x [x0, x0+w), margins included.
 
     The tissue level there interpolates the design cells around it, so it is at
     most their maximum; below -1/80 the tissue's opacity is 0 (see _render_block).
@@ -670,7 +674,7 @@ def _aperio_description(spec: SlideSpec, width: int, height: int) -> str:
 
 
 def _tiles(image: np.ndarray, tile: int) -> Iterator[np.ndarray]:
-    """The tiles of ``image`` in TIFF order, partial ones padded with white glass."""
+    """Yield the tiles of ``image`` in TIFF order, partial ones padded with white glass."""
     h, w = image.shape[:2]
     for ty in range(0, h, tile):
         for tx in range(0, w, tile):
@@ -716,12 +720,12 @@ class _LevelFile:
         self._file.close()
 
     def strips(self, rows: int) -> Iterator[np.ndarray]:
-        """The level back from disk, ``rows`` at a time."""
+        """Yield the level back from disk, ``rows`` at a time."""
         height, width = self.shape
         with open(self.path, "rb") as handle:
             for top in range(0, height, rows):
                 strip = np.empty((min(rows, height - top), width, 3), np.uint8)
-                handle.readinto(memoryview(strip).cast("B"))
+                handle.readinto(strip.data.cast("B"))
                 yield strip
 
 
@@ -819,7 +823,7 @@ def write_slide(spec: SlideSpec, dest: Path, workers: int | None = None) -> Trut
             tifffile.TiffWriter(tmp_path, bigtiff=W * H * 3 > 2**31) as tif,
             ThreadPoolExecutor(max_workers=workers) as pool,
         ):
-            common = dict(
+            common: dict[str, Any] = dict(
                 tile=(tile, tile),
                 photometric="rgb",
                 compression="jpeg",
@@ -881,7 +885,7 @@ def write_slide(spec: SlideSpec, dest: Path, workers: int | None = None) -> Trut
 
 
 def read_truth(slide_path: str | Path) -> Truth | None:
-    """The ground truth written beside a synthetic slide, or None for a real slide."""
+    """Return the ground truth written beside a synthetic slide, or None for a real slide."""
     path = Path(f"{Path(slide_path).with_suffix('')}.truth.json")
     if not path.is_file():
         return None
@@ -889,15 +893,21 @@ def read_truth(slide_path: str | Path) -> Truth | None:
 
 
 def read_truth_masks(slide_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """The true (tissue, blurred tissue) masks as bool arrays at the truth downsample."""
+    """Return the true (tissue, blurred tissue) masks as bool arrays at the truth downsample."""
     stem = Path(slide_path).with_suffix("")
-    tissue = cv2.imread(f"{stem}.tissue_truth.png", cv2.IMREAD_GRAYSCALE) > 127
-    blur = cv2.imread(f"{stem}.blur_truth.png", cv2.IMREAD_GRAYSCALE) > 127
+    tissue = _read_mask(f"{stem}.tissue_truth.png")
+    blur = _read_mask(f"{stem}.blur_truth.png")
     return tissue, blur
 
 
+def _read_mask(path: str) -> np.ndarray:
+    """Return a truth PNG as a bool mask: its pixels above 127."""
+    # cv2.imread gives None for a missing or unreadable file, and the comparison then raises a TypeError.
+    return cast(np.ndarray, cv2.imread(path, cv2.IMREAD_GRAYSCALE)) > 127
+
+
 def _truth_masks(maps: _ArtefactMaps, shape: tuple[int, int], factor: int) -> dict[str, np.ndarray]:
-    """The artefact maps' truth, area-averaged down by ``factor`` to ``shape`` (rows, cols): half covered is in."""
+    """Return the artefact maps' truth, area-averaged down by ``factor`` to ``shape`` (rows, cols): half covered is in."""
     masks = {}
     for kind, mask in maps.truth.items():
         whole = mask[: shape[0] * factor, : shape[1] * factor].astype(np.float32)
@@ -917,17 +927,17 @@ def _write_artefact_masks(stem: Path, masks: dict[str, np.ndarray], tissue: np.n
 
 
 def read_artefact_masks(slide_path: str | Path) -> dict[str, np.ndarray]:
-    """The true artefact masks written beside a slide (synthetic or painted), by kind, as bool arrays.
+    """Return the true artefact masks written beside a slide (synthetic or painted), by kind, as bool arrays.
 
     Only the kinds drawn on it are there; at the slide's truth downsample (``Truth.mask_downsample``,
     or ``mask_downsample`` in ``<stem>.artefact_truth.json`` for a painted slide).
     """
     stem = Path(slide_path).with_suffix("")
-    masks = {}
+    masks: dict[str, np.ndarray] = {}
     for kind in ARTEFACT_KINDS:
         path = Path(f"{stem}.{kind}_truth.png")
         if path.is_file():
-            masks[kind] = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 127
+            masks[kind] = _read_mask(str(path))
     return masks
 
 
@@ -963,7 +973,7 @@ def paint_artefacts(source: str | Path, dest: str | Path, artefacts: tuple[Artef
     spec = SlideSpec(name=dest.name, width=width, height=height, magnification=magnification, mpp=mpp)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tifffile.TiffWriter(dest) as tif:
-        common = dict(tile=(spec.tile, spec.tile), photometric="rgb", compression="jpeg", metadata=None)
+        common: dict[str, Any] = dict(tile=(spec.tile, spec.tile), photometric="rgb", compression="jpeg", metadata=None)
         common["compressionargs"] = {"level": spec.jpeg_quality}
         tif.write(
             _tiles(level0, spec.tile),
