@@ -132,11 +132,14 @@ def test_flow_parameters_are_typed():
         "blur_radius",
         "blur_threshold",
         "blur_max",
+        "artefact_work_size",
+        "fold_max",
         "run_dir",
         "redo",
         "tile_threads",
     ]
     assert properties["file_name"]["type"] == "string" and properties["blur_radius"]["type"] == "number"
+    assert properties["fold_max"]["type"] == "number" and properties["artefact_work_size"]["default"] == "1.25x"
     assert properties["image_work_size"]["default"] == "1.25x" and properties["blur_max"]["default"] == 0.05
     assert qc_slide.parameters.required == ["file_name"]
     assert qc_slides.parameters.properties["file_names"]["type"] == "array"

@@ -102,13 +102,14 @@ def test_flow_run_states_from_the_api(served_runs, data_dir):
         assert run["parameters"]["image_work_size"] == "1.25x" and run["parameters"]["blur_max"] == 0.05
         assert run["state"]["type"] == ("FAILED" if name == "broken.svs" else "COMPLETED"), run["state"]
     assert "not a slide" in runs["qc-broken.svs"]["state"]["message"]
-    # Each run's tasks are on the server too: the six QC steps of a completed run.
+    # Each run's tasks are on the server too: the seven QC steps of a completed run.
     run_id = runs["qc-synthetic_02_blur30.svs"]["id"]
     tasks = api("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
     names = {re.sub(r"-[0-9a-f]+$", "", t["name"]) for t in tasks}
     assert names == {
         "load_image",
         "tissue_segmentation_simple",
+        "find_artefacts",
         "identify_blurry_regions",
         "is_blurry",
         "warn_rescan",
